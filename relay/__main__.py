@@ -1,0 +1,85 @@
+"""Command line: `relay` / `python -m relay` [--demo] [--insecure-no-auth] [--env-file PATH]."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+from loguru import logger
+
+from .app import create_app
+from .config import ConfigError, Settings, load_settings
+from .demo.server import demo_app
+from .logs import configure_logging
+
+
+def _args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="relay", description="OpenAI/Anthropic API over claude.ai web accounts")
+    parser.add_argument("--demo", action="store_true", help="serve from a built-in fake claude.ai (no account needed)")
+    parser.add_argument("--insecure-no-auth", action="store_true", help="allow an empty APIKEY (anyone can use the pool)")
+    parser.add_argument("--env-file", default=".env", help="settings file read after the environment (default .env)")
+    return parser.parse_args(argv)
+
+
+def _fail(message: str) -> None:
+    print(f"relay: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.demo:
+        from .demo import DEMO_SESSIONS
+
+        base = load_settings(args.env_file)
+        # The fake's address is known only once it listens; demo_app fills CLAUDE_BASE_URL in.
+        return load_settings(
+            args.env_file,
+            sessions=DEMO_SESSIONS,
+            apikey=base.apikey.get_secret_value() or "demo",
+            enable_mirror_api=False,
+        )
+    settings = load_settings(args.env_file)
+    if not settings.sessions:
+        _fail("SESSIONS: is empty; set it to a comma list of claude.ai sessionKey cookies (or try `relay --demo`)")
+    if not settings.apikey.get_secret_value() and not args.insecure_no_auth:
+        _fail(
+            "APIKEY: is empty, so anyone who can reach the relay could use your accounts. "
+            "Set APIKEY, or pass --insecure-no-auth if the relay is only reachable by you."
+        )
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        _fail(str(exc))
+    # The demo key is printed on purpose; real keys are scrubbed from every log line.
+    secrets = [] if args.demo else [settings.apikey.get_secret_value()]
+    secrets += [s.key.get_secret_value() for s in settings.sessions]
+    configure_logging(settings.log_level, secrets)
+    if args.demo:
+        print(f"relay demo: fake claude.ai upstream, API key {settings.apikey.get_secret_value()!r}", file=sys.stderr)
+        print(f"relay demo: try  curl http://127.0.0.1:{settings.listen_port}/v1/chat/completions "
+              f"-H 'Authorization: Bearer {settings.apikey.get_secret_value()}' -H 'Content-Type: application/json' "
+              "-d '{\"model\":\"claude-sonnet-4-6\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'", file=sys.stderr)
+        app = demo_app(settings)
+    else:
+        app = create_app(settings, reload_sessions=lambda: load_settings(args.env_file).sessions)
+    logger.info("relay listening on {}:{} with {} account(s)", settings.host, settings.listen_port, len(settings.sessions))
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.listen_port,
+        handler_cancellation=True,  # a client that hangs up cancels its upstream request at once
+        access_log=None,
+        print=None,
+        shutdown_timeout=15,
+    )
+
+
+if __name__ == "__main__":
+    main()

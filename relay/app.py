@@ -1,0 +1,110 @@
+"""create_app(): pure assembly of routes, middlewares and resources (in cleanup contexts)."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+
+from aiohttp import web
+
+from . import views
+from .accounts import AccountPool
+from .chat_view import chat_completions
+from .config import SessionSpec, Settings, load_settings
+from .images import fetch_image
+from .keys import pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
+from .middlewares import add_request_id, auth_middleware, error_middleware
+from .service import ChatService
+from .streaming import LiveStream
+from .upstream import UpstreamClient, UpstreamConfig
+
+# Live streams get this long to finish on shutdown before they are cut with an error frame.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def _api_routes(prefix: str, *, pool_routes: bool) -> list[web.RouteDef]:
+    routes = [
+        web.get(f"{prefix}/models", views.list_models),
+        web.post(f"{prefix}/chat/completions", chat_completions),
+    ]
+    if pool_routes:
+        routes += [
+            web.get(f"{prefix}/accounts", views.list_accounts),
+            web.post(f"{prefix}/accounts/reload", views.reload_accounts),
+        ]
+    return routes
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[settings_key]
+    client = UpstreamClient(
+        UpstreamConfig(
+            base_url=s.claude_base_url,
+            proxy=s.proxy,
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            max_connections=s.upstream_max_connections,
+        )
+    )
+    app[upstream_key] = client
+    yield
+    await client.close()
+
+
+async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[settings_key]
+    service = ChatService(
+        app[upstream_key],
+        app[pool_key],
+        attempts=s.retries,
+        chat_delete=s.chat_delete,
+        fetch_image=partial(fetch_image, app[upstream_key]),
+    )
+    app[service_key] = service
+    service.warm_up()
+    yield
+    await service.close()
+
+
+async def _stop_streams(app: web.Application) -> None:
+    """Give live streams a grace period, then cut the rest (each sends one error frame)."""
+    live = list(app[streams_key])
+    tasks = {s.task for s in live if s.task is not None and not s.task.done()}
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+    for stream in live:
+        if stream.task in pending:
+            stream.shutting_down = True
+            stream.task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=2)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    reload_sessions: Callable[[], tuple[SessionSpec, ...]] | None = None,
+) -> web.Application:
+    """The relay as an aiohttp application; no I/O happens until it starts."""
+    mirror = settings.mirror_api_prefix if settings.enable_mirror_api else None
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(settings.apikey.get_secret_value(), mirror)],
+        client_max_size=settings.max_body_size,
+    )
+    app[settings_key] = settings
+    app[pool_key] = AccountPool(settings.sessions)
+    app[streams_key] = weakref.WeakSet[LiveStream]()
+    app[reload_key] = reload_sessions or (lambda: load_settings().sessions)
+    app.cleanup_ctx.extend([_upstream_ctx, _service_ctx])
+    app.on_response_prepare.append(add_request_id)
+    app.on_shutdown.append(_stop_streams)
+
+    app.router.add_get("/health", views.health)
+    for base in ("/v1", "/hf/v1"):
+        app.router.add_routes(_api_routes(base, pool_routes=True))
+        if mirror:
+            app.router.add_routes(_api_routes(mirror + base, pool_routes=False))
+    return app

@@ -1,0 +1,167 @@
+"""Settings from the environment and `.env`, validated once at start-up."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# claude.ai cookies look like sk-ant-sid01-<body>; sid02 is the newer generation.
+SESSION_KEY_RE = re.compile(r"^sk-ant-sid0[12]-[A-Za-z0-9_\-]{8,}$")
+
+# Current claude.ai models; each also gets a `-think` twin that turns extended thinking on.
+DEFAULT_MODELS = (
+    "claude-sonnet-4-6",
+    "claude-opus-4-6",
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-sonnet-4-20250514",
+)
+THINK_SUFFIX = "-think"
+
+
+class SessionSpec(BaseModel):
+    """One account: its sessionKey cookie and, optionally, a known organization id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: SecretStr
+    org_id: str | None = None
+
+    @classmethod
+    def parse(cls, raw: str) -> SessionSpec:
+        """Parse `key` or `key:orgid`; raises ValueError on anything else."""
+        key, _, org = raw.strip().partition(":")
+        if not SESSION_KEY_RE.match(key):
+            raise ValueError("each entry must be sk-ant-sid01-... or sk-ant-sid02-..., optionally :orgId")
+        if org and not re.fullmatch(r"[0-9A-Za-z\-]{4,64}", org):
+            raise ValueError("the organization id after ':' must be a uuid")
+        return cls(key=SecretStr(key), org_id=org or None)
+
+
+def parse_sessions(raw: object) -> tuple[SessionSpec, ...]:
+    """Split a comma list of sessions, skipping blanks."""
+    if isinstance(raw, (tuple, list)):
+        return tuple(s if isinstance(s, SessionSpec) else SessionSpec.parse(str(s)) for s in raw)
+    return tuple(SessionSpec.parse(p) for p in str(raw or "").split(",") if p.strip())
+
+
+class Settings(BaseSettings):
+    """Every setting relay reads; names match claude2api's so its users rename nothing."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True)
+
+    sessions: Annotated[tuple[SessionSpec, ...], NoDecode] = ()
+    address: str = "0.0.0.0:8080"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    apikey: SecretStr = SecretStr("")
+    proxy: str | None = None
+    chat_delete: bool = True
+    max_chat_history_length: int = Field(default=10000, ge=0)
+    no_role_prefix: bool = False
+    prompt_disable_artifacts: bool = False
+    enable_mirror_api: bool = False
+    mirror_api_prefix: str = ""
+    claude_base_url: str = "https://claude.ai"
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MODELS
+    max_retries: int | None = Field(default=None, ge=1, le=20)
+    max_body_size: int = Field(default=32 * 1024 * 1024, ge=1024)
+    heartbeat_interval: float = Field(default=15.0, gt=0)
+    connect_timeout: float = Field(default=15.0, gt=0)
+    read_timeout: float = Field(default=300.0, gt=0)
+    thinking_format: Literal["think_tags", "reasoning_content"] = "think_tags"
+    upstream_max_connections: int = Field(default=64, ge=1, le=1024)
+
+    @field_validator("sessions", mode="before")
+    @classmethod
+    def _split_sessions(cls, value: object) -> tuple[SessionSpec, ...]:
+        return parse_sessions(value)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> tuple[str, ...]:
+        items = value if isinstance(value, (tuple, list)) else str(value).split(",")
+        names = [str(m).strip() for m in items if str(m).strip()]
+        if not names:
+            raise ValueError("needs at least one model name")
+        return tuple(names)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("proxy", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("claude_base_url")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) origin such as https://claude.ai")
+        return value.rstrip("/")
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 0.0.0.0:8080")
+        return value
+
+    @field_validator("mirror_api_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith("/"):
+            value = "/" + value
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _mirror_needs_prefix(self) -> Settings:
+        # An empty prefix would put mirror routes on /v1 and let any cookie bypass APIKEY.
+        if self.enable_mirror_api and not self.mirror_api_prefix:
+            raise ValueError("MIRROR_API_PREFIX must be a non-empty path such as /mirror when ENABLE_MIRROR_API=true")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0] or "0.0.0.0"
+
+    @property
+    def listen_port(self) -> int:
+        """PORT (set by Hugging Face Spaces) wins over the port part of ADDRESS."""
+        return self.port or int(self.address.rpartition(":")[2])
+
+    @property
+    def retries(self) -> int:
+        """Attempts per request: MAX_RETRIES, else every account but at most five."""
+        return self.max_retries or max(1, min(len(self.sessions), 5))
+
+    def model_names(self) -> list[str]:
+        """Configured models followed by their `-think` twins."""
+        base = [m for m in self.models if not m.endswith(THINK_SUFFIX)]
+        return base + [m + THINK_SUFFIX for m in base]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+    """Read env then `.env` (env wins), apply overrides, and explain the first problem plainly."""
+    path = Path(env_file) if env_file else None
+    try:
+        return Settings(_env_file=path if path and path.is_file() else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {msg}") from None

@@ -1,0 +1,303 @@
+"""A fake claude.ai web API: a real aiohttp app that answers like the upstream and records every call.
+
+It serves `relay --demo`, the test suite and the benchmark. Each account (sessionKey) can be
+scripted to fail the way real accounts do: rate limited, invalid, banned, region or Cloudflare
+blocked, overloaded, dropping the stream, or slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+CLOUDFLARE_PAGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>challenge</body></html>"
+
+
+@dataclass
+class Behavior:
+    """How one account answers. `mode` is one of MODES; text/thinking override the default answer."""
+
+    mode: str = "ok"
+    text: str | None = None
+    thinking: str | None = None
+    resets_at: float | None = None  # for rate_limited and limit_after
+    drop_after: int = 3  # for drop: text chunks sent before the connection is cut
+    chunk_delay: float | None = None
+    first_delay: float = 0.0  # silence before the first content event
+    stop_reason: str = "end_turn"
+    fail_calls: frozenset[str] = frozenset({"completion"})  # which calls the failure modes hit
+
+
+MODES = (
+    "ok",
+    "rate_limited",
+    "invalid",
+    "banned",
+    "region",
+    "cloudflare_302",
+    "cloudflare_html",
+    "overloaded",
+    "server_error",
+    "drop",
+    "limit_after",
+    "no_chat_org",
+)
+
+
+@dataclass
+class Call:
+    """One request the fake received."""
+
+    name: str
+    method: str
+    path: str
+    session_key: str
+    body: Any
+    headers: dict[str, str]
+    files: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+
+def org_for(key: str) -> str:
+    """A stable organization id per sessionKey."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "fake-claude/" + key))
+
+
+class FakeClaude:
+    """The fake upstream. `app` is the aiohttp application; scripts and logs are plain attributes."""
+
+    def __init__(
+        self,
+        *,
+        chunk_delay: float = 0.0,
+        latency: float = 0.0,
+        chunks: int | None = None,
+        reply: Callable[[str, str], str] | None = None,
+    ) -> None:
+        self.behaviors: dict[str, Behavior] = {}
+        self.calls: list[Call] = []
+        self.chunk_delay = chunk_delay
+        self.latency = latency  # added to every call, like a network round trip
+        self.chunks = chunks  # answer length in chunks for generated text (benchmarks)
+        self.reply = reply or demo_reply
+        self.conversations: dict[str, dict[str, Any]] = {}  # conv uuid -> {org, settings, key}
+        self.deleted: list[str] = []
+        self.uploads: dict[str, tuple[str, str, bytes]] = {}
+        self.open_streams = 0
+        self.disconnects = 0
+        self.stream_closed = asyncio.Event()
+        self.app = self._build()
+
+    def script(self, key: str, mode: str = "ok", **kw: Any) -> Behavior:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode}")
+        behavior = Behavior(mode=mode, **kw)
+        self.behaviors[key] = behavior
+        return behavior
+
+    def calls_named(self, name: str) -> list[Call]:
+        return [c for c in self.calls if c.name == name]
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _build(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/api/organizations", self._orgs)
+        app.router.add_post("/api/organizations/{org}/chat_conversations", self._create)
+        app.router.add_put("/api/organizations/{org}/chat_conversations/{conv}", self._settings)
+        app.router.add_delete("/api/organizations/{org}/chat_conversations/{conv}", self._delete)
+        app.router.add_post("/api/organizations/{org}/chat_conversations/{conv}/completion", self._completion)
+        app.router.add_post("/api/{org}/upload", self._upload)
+        return app
+
+    @staticmethod
+    def _key(request: web.Request) -> str:
+        return request.cookies.get("sessionKey", "")
+
+    async def _record(self, name: str, request: web.Request, body: Any = None, files: list[Any] | None = None) -> Behavior:
+        key = self._key(request)
+        self.calls.append(Call(name, request.method, request.path, key, body, dict(request.headers), files or []))
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return self.behaviors.get(key, Behavior())
+
+    @staticmethod
+    async def _json(request: web.Request) -> Any:
+        raw = await request.read()
+        return json.loads(raw) if raw else None
+
+    def _failure(self, behavior: Behavior, call: str) -> web.StreamResponse | None:
+        """The scripted error answer for this call, if any."""
+        if call not in behavior.fail_calls and not (behavior.mode == "invalid" and call == "orgs"):
+            return None
+        mode = behavior.mode
+        if mode == "rate_limited":
+            resets = int(behavior.resets_at or time.time() + 3600)
+            message = json.dumps({"type": "exceeded_limit", "resetsAt": resets, "remaining": None, "perModelLimit": False})
+            return _error(429, "rate_limit_error", message)
+        if mode == "invalid":
+            return _error(403, "permission_error", "Invalid authorization")
+        if mode == "banned":
+            return _error(400, "invalid_request_error", "This organization has been disabled.")
+        if mode == "region":
+            return _error(403, "permission_error", "We are unable to serve your request")
+        if mode == "cloudflare_302":
+            return web.Response(status=302, headers={"Location": "/challenge"})
+        if mode == "cloudflare_html":
+            return web.Response(status=403, body=CLOUDFLARE_PAGE, content_type="text/html", headers={"cf-mitigated": "challenge"})
+        if mode == "server_error":
+            return _error(500, "api_error", "Internal server error")
+        return None
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    async def _orgs(self, request: web.Request) -> web.StreamResponse:
+        behavior = await self._record("orgs", request)
+        if (failed := self._failure(behavior, "orgs")) is not None:
+            return failed
+        key = self._key(request)
+        orgs = [{"uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, "api/" + key)), "name": "API", "capabilities": ["api"]}]
+        if behavior.mode != "no_chat_org":
+            orgs.append({"uuid": org_for(key), "name": "Personal", "capabilities": ["chat", "claude_pro"], "active_flags": []})
+        return web.json_response(orgs)
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        body = await self._json(request)
+        behavior = await self._record("create", request, body)
+        if (failed := self._failure(behavior, "create")) is not None:
+            return failed
+        conv = str((body or {}).get("uuid") or uuid.uuid4())
+        self.conversations[conv] = {"org": request.match_info["org"], "settings": {}, "key": self._key(request)}
+        return web.json_response({"uuid": conv, "name": "", "settings": {}}, status=201)
+
+    async def _settings(self, request: web.Request) -> web.StreamResponse:
+        body = await self._json(request)
+        await self._record("settings", request, body)
+        conv = self.conversations.get(request.match_info["conv"])
+        if conv is None:
+            return _error(404, "not_found_error", "Not found")
+        conv["settings"].update((body or {}).get("settings") or {})
+        return web.json_response({"uuid": request.match_info["conv"], "settings": conv["settings"]})
+
+    async def _delete(self, request: web.Request) -> web.StreamResponse:
+        await self._record("delete", request)
+        conv = request.match_info["conv"]
+        if self.conversations.pop(conv, None) is None:
+            return _error(404, "not_found_error", "Not found")
+        self.deleted.append(conv)
+        return web.Response(status=204)
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        files: list[tuple[str, str, bytes]] = []
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name == "file":
+                files.append((part.filename or "", part.headers.get("Content-Type", ""), await part.read()))  # type: ignore[union-attr]
+        behavior = await self._record("upload", request, files=files)
+        if (failed := self._failure(behavior, "upload")) is not None:
+            return failed
+        if not files:
+            return _error(400, "invalid_request_error", "file is required")
+        file_id = str(uuid.uuid4())
+        self.uploads[file_id] = files[0]
+        return web.json_response({"file_uuid": file_id, "file_name": files[0][0], "success": True})
+
+    async def _completion(self, request: web.Request) -> web.StreamResponse:
+        body = await self._json(request) or {}
+        behavior = await self._record("completion", request, body)
+        if (failed := self._failure(behavior, "completion")) is not None:
+            return failed
+        conv = self.conversations.get(request.match_info["conv"])
+        if conv is None:
+            return _error(404, "not_found_error", "Conversation not found")
+        model = str(body.get("model") or "claude-default")
+        thinking = conv["settings"].get("paprika_mode") == "extended"
+        text = behavior.text if behavior.text is not None else self.reply(model, str(body.get("prompt", "")))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        self.open_streams += 1
+        try:
+            await self._answer(resp, behavior, model, text, thinking)
+        except ConnectionResetError:
+            self.disconnects += 1
+        except asyncio.CancelledError:
+            self.disconnects += 1
+            raise
+        finally:
+            self.open_streams -= 1
+            self.stream_closed.set()
+        return resp
+
+    async def _answer(self, resp: web.StreamResponse, behavior: Behavior, model: str, text: str, thinking: bool) -> None:
+        delay = self.chunk_delay if behavior.chunk_delay is None else behavior.chunk_delay
+        msg = {"id": "chatcompl_" + uuid.uuid4().hex[:12], "type": "message", "role": "assistant", "model": model,
+               "content": [], "stop_reason": None, "uuid": str(uuid.uuid4())}
+        await resp.write(_sse("message_start", {"type": "message_start", "message": msg}))
+        if behavior.first_delay:
+            await asyncio.sleep(behavior.first_delay)
+        if behavior.mode == "overloaded":
+            await resp.write(_sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+            return
+        index = 0
+        if thinking:
+            thought = behavior.thinking or "Let me think about this step by step."
+            await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                                          "content_block": {"type": "thinking", "thinking": ""}}))
+            for piece in _pieces(thought, None):
+                await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                              "delta": {"type": "thinking_delta", "thinking": piece}}))
+            await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+            index = 1
+        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
+                                                      "content_block": {"type": "text", "text": ""}}))
+        for n, piece in enumerate(_pieces(text, self.chunks)):
+            if behavior.mode == "drop" and n == behavior.drop_after:
+                await resp.write(b": cut\n\n")
+                assert resp._req is not None and resp._req.transport is not None
+                resp._req.transport.abort()  # like a network failure: no terminating chunk
+                await asyncio.sleep(0)
+                return
+            await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                          "delta": {"type": "text_delta", "text": piece}}))
+            if delay:
+                await asyncio.sleep(delay)
+        await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+        await resp.write(_sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": behavior.stop_reason, "stop_sequence": None}}))
+        limit: dict[str, Any] = {"type": "within_limit", "resetsAt": None, "remaining": None}
+        if behavior.mode == "limit_after":
+            limit = {"type": "exceeded_limit", "resetsAt": int(behavior.resets_at or time.time() + 3600), "remaining": 0}
+        await resp.write(_sse("message_limit", {"type": "message_limit", "message_limit": limit}))
+        await resp.write(_sse("message_stop", {"type": "message_stop"}))
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _error(status: int, kind: str, message: str) -> web.Response:
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}
+    return web.json_response(body, status=status)
+
+
+def _pieces(text: str, count: int | None) -> list[str]:
+    """Split text into streaming pieces: word by word, or `count` pieces of generated length."""
+    if count:
+        return [f"token{i} " for i in range(count)]
+    words = text.split(" ")
+    return [w + " " for w in words[:-1]] + [words[-1]] if words else [text]
+
+
+def demo_reply(model: str, prompt: str) -> str:
+    """The demo answer: says what it is and echoes the last line of the prompt."""
+    last = next((ln for ln in reversed(prompt.splitlines()) if ln.strip()), "")
+    last = last.split(":", 1)[1].strip() if last.startswith(("Human:", "User:")) else last.strip()
+    return (
+        f"Hello from relay's demo upstream ({model}). This is not Claude: it is a local fake of claude.ai. "
+        f"You said: {last[:200]}"
+    )

@@ -1,0 +1,30 @@
+"""`relay --demo`: the relay wired to a fake claude.ai on a free loopback port in the same process."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..app import create_app
+from ..config import Settings
+from .fake_claude import FakeClaude
+
+# A little pacing so a newcomer sees the answer stream in.
+DEMO_CHUNK_DELAY = 0.03
+
+
+async def demo_app(settings: Settings) -> web.Application:
+    """Start the fake upstream, then build the relay pointed at it; both stop together."""
+    fake = FakeClaude(chunk_delay=DEMO_CHUNK_DELAY)
+    runner = web.AppRunner(fake.app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    relay_settings = settings.model_copy(update={"claude_base_url": f"http://127.0.0.1:{port}"})
+    app = create_app(relay_settings, reload_sessions=lambda: settings.sessions)
+
+    async def stop_fake(_: web.Application) -> None:
+        await runner.cleanup()
+
+    app.on_cleanup.append(stop_fake)
+    return app

@@ -1,0 +1,46 @@
+"""Typed application and request keys; nothing else lives here."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .accounts import AccountPool
+from .config import SessionSpec, Settings
+from .service import ChatService
+from .streaming import LiveStream
+from .upstream import UpstreamClient
+
+settings_key = web.AppKey("settings", Settings)
+pool_key = web.AppKey("pool", AccountPool)
+upstream_key = web.AppKey("upstream", UpstreamClient)
+service_key = web.AppKey("service", ChatService)
+streams_key = web.AppKey("streams", weakref.WeakSet[LiveStream])
+# Re-reads SESSIONS for POST /v1/accounts/reload.
+reload_key = web.AppKey("reload", Callable[[], tuple[SessionSpec, ...]])
+
+
+@dataclass(slots=True)
+class AccessLog:
+    """Filled in by handlers, written as one line per request by the error middleware."""
+
+    request_id: str
+    started: float
+    model: str = ""
+    account: str = ""
+    ttfb_ms: float | None = None
+    outcome: str = ""
+
+    def fields(self) -> str:
+        parts = [f"model={self.model}" if self.model else "", f"account={self.account}" if self.account else ""]
+        if self.ttfb_ms is not None:
+            parts.append(f"ttfb={self.ttfb_ms:.0f}ms")
+        parts.append(f"outcome={self.outcome}" if self.outcome else "")
+        return " ".join(p for p in parts if p)
+
+
+access_key = web.RequestKey("access", AccessLog)
+guest_key = web.RequestKey("guest", SessionSpec)

@@ -1,0 +1,113 @@
+"""Request ids, authentication, and the one place where errors become HTTP answers."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from loguru import logger
+
+from .config import SessionSpec
+from .keys import AccessLog, access_key, guest_key
+from .errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bearer(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+def _is_api(path: str, prefix: str = "") -> bool:
+    return path.startswith((f"{prefix}/v1/", f"{prefix}/hf/v1/"))
+
+
+def auth_middleware(apikey: str, mirror_prefix: str | None) -> web.Middleware:
+    """APIKEY on /v1 and /hf/v1; in mirror mode the caller's own sessionKey on the mirror prefix."""
+    expected = apikey.encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if mirror_prefix and _is_api(path, mirror_prefix):
+            try:
+                request[guest_key] = SessionSpec.parse(_bearer(request))
+            except ValueError:
+                raise AuthError(
+                    "mirror routes take your own claude.ai sessionKey (sk-ant-sid01-...) as the bearer token",
+                    code="invalid_session_key",
+                ) from None
+        elif _is_api(path) and expected:
+            given = _bearer(request).encode()
+            if not given:
+                raise AuthError("missing API key: send Authorization: Bearer <APIKEY>")
+            if not hmac.compare_digest(given, expected):
+                raise AuthError("incorrect API key")
+        return await handler(request)
+
+    return middleware
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id and access log for every request; RelayError and HTTP errors as OpenAI JSON."""
+    request_id = request.headers.get("x-request-id", "")[:64] or f"req_{uuid.uuid4().hex}"
+    access = request[access_key] = AccessLog(request_id, time.monotonic())
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except RelayError as exc:
+        status = exc.status
+        return error_response(exc)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        return error_response(_http_error(exc))
+    except asyncio.CancelledError:
+        status = 499  # the client went away (nginx's code for it)
+        raise
+    except Exception:
+        logger.exception("unhandled error in {} {}", request.method, request.path)
+        return error_response(RelayError("internal error; see the relay's log"))
+    finally:
+        logger.info(
+            "{} {} {} {:.0f}ms {} rid={}",
+            request.method,
+            request.path,
+            status,
+            (time.monotonic() - access.started) * 1000,
+            access.fields(),
+            request_id,
+        )
+
+
+def error_response(exc: RelayError) -> web.Response:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    return web.json_response(exc.body(), status=exc.status, headers=headers)
+
+
+def _http_error(exc: web.HTTPException) -> RelayError:
+    """aiohttp's own errors (404, 405, 413) in the same JSON shape."""
+    if exc.status == 404:
+        return NotFound("unknown route; see GET /v1/models and POST /v1/chat/completions")
+    if exc.status == 405:
+        return MethodNotAllowed(f"{exc.method if hasattr(exc, 'method') else 'this method'} is not allowed here")
+    if exc.status == 413:
+        return PayloadTooLarge("request body is too large (see MAX_BODY_SIZE)")
+    return InvalidRequest(exc.reason or "bad request")
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, streams included, carries the request id."""
+    if access_key in request:
+        response.headers["x-request-id"] = request[access_key].request_id

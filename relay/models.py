@@ -1,0 +1,116 @@
+"""OpenAI request wire models; anything a client may send is validated here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidRequest
+
+
+class _Wire(BaseModel):
+    # Clients send many optional OpenAI fields relay cannot honour (seed, logprobs, ...): accept, ignore.
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_Wire):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Wire):
+    url: str = Field(min_length=1)
+    detail: str | None = None
+
+
+class ImagePart(_Wire):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class FileData(_Wire):
+    file_data: str | None = None
+    filename: str | None = None
+    file_id: str | None = None
+
+
+class FilePart(_Wire):
+    type: Literal["file"]
+    file: FileData
+
+
+class AudioPart(_Wire):
+    type: Literal["input_audio"]
+    input_audio: dict[str, Any] = {}
+
+
+ContentPart = Annotated[TextPart | ImagePart | FilePart | AudioPart, Field(discriminator="type")]
+
+
+class FunctionCall(_Wire):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCall(_Wire):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Wire):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class FunctionDef(_Wire):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] = {}
+
+
+class Tool(_Wire):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class StreamOptions(_Wire):
+    include_usage: bool = False
+
+
+class ChatRequest(_Wire):
+    model: str = Field(min_length=1, max_length=128)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    n: int = Field(default=1, ge=1, le=1)
+    stop: str | list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Any = None
+
+    @property
+    def stop_sequences(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [s for s in ([self.stop] if isinstance(self.stop, str) else self.stop) if s]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_request(model: type[M], data: object) -> M:
+    """Validate a decoded JSON body; the first problem becomes a 400 naming its field."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        raise InvalidRequest(f"{loc}: {err['msg']}" if loc else err["msg"], param=loc or None) from None

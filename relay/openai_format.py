@@ -1,0 +1,127 @@
+"""Reply events written as OpenAI `chat.completion.chunk` frames and `chat.completion` objects."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from .errors import RelayError
+from .sse import encode_data
+
+ThinkingFormat = Literal["think_tags", "reasoning_content"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+_FINISH: dict[str, FinishReason] = {"max_tokens": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
+
+
+def finish_reason(upstream: str) -> FinishReason:
+    """claude.ai stop reasons in OpenAI terms: end_turn and stop sequences are plain stops."""
+    return _FINISH.get(upstream, "stop")
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+class ThinkTags:
+    """Shows thinking as `<think>...</think>` in the content, or as `reasoning_content`."""
+
+    __slots__ = ("mode", "_open")
+
+    def __init__(self, mode: ThinkingFormat) -> None:
+        self.mode = mode
+        self._open = False
+
+    def split(self, event_text: str, is_thinking: bool) -> tuple[str, str]:
+        """(content, reasoning_content) for one piece of text."""
+        if self.mode == "reasoning_content":
+            return ("", event_text) if is_thinking else (event_text, "")
+        if is_thinking:
+            if not self._open:
+                self._open = True
+                return "<think>\n" + event_text, ""
+            return event_text, ""
+        return self.close() + event_text, ""
+
+    def close(self) -> str:
+        """The closing tag, if thinking was left open."""
+        if self._open:
+            self._open = False
+            return "\n</think>\n\n"
+        return ""
+
+
+class ChunkEncoder:
+    """Pre-built JSON around each delta; one stream, one id."""
+
+    __slots__ = ("id", "model", "created", "_head", "_tail")
+
+    def __init__(self, model: str) -> None:
+        self.id = completion_id()
+        self.model = model
+        self.created = int(time.time())
+        self._head = (
+            '{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":null,'
+            '"choices":[{"index":0,"delta":' % (self.id, self.created, json.dumps(model))
+        )
+        self._tail = ',"logprobs":null,"finish_reason":null}]}'
+
+    def role(self) -> bytes:
+        return encode_data(self._head + '{"role":"assistant","content":""}' + self._tail)
+
+    def delta(self, content: str, reasoning: str = "") -> bytes:
+        if reasoning:
+            return encode_data(self._head + '{"reasoning_content":' + json.dumps(reasoning) + "}" + self._tail)
+        return encode_data(self._head + '{"content":' + json.dumps(content) + "}" + self._tail)
+
+    def delta_object(self, delta: dict[str, Any]) -> bytes:
+        return encode_data(self._head + json.dumps(delta, separators=(",", ":")) + self._tail)
+
+    def finish(self, reason: FinishReason) -> bytes:
+        return encode_data(self._head + '{},"logprobs":null,"finish_reason":"%s"}]}' % reason)
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        body = self._head.split('"choices"')[0] + '"choices":[],"usage":' + json.dumps(_usage(prompt_tokens, completion_tokens)) + "}"
+        return encode_data(body)
+
+
+def error_frame(exc: RelayError) -> bytes:
+    """The in-band error for a stream that already started; the OpenAI SDK raises APIError on it."""
+    return encode_data(json.dumps(exc.body(), separators=(",", ":")))
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_object(
+    model: str,
+    content: str,
+    reasoning: str,
+    reason: FinishReason,
+    prompt_tokens: int,
+    completion_tokens: int,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A non-stream `chat.completion`."""
+    message: dict[str, Any] = {"role": "assistant", "content": content or (None if tool_calls else ""), "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
+        "usage": _usage(prompt_tokens, completion_tokens),
+    }
+

@@ -1,0 +1,70 @@
+"""Provider-neutral pieces of an answer, produced from upstream events and written out per client API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# Upstream stop reasons as the Anthropic API names them.
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"]
+
+
+@dataclass(slots=True)
+class Text:
+    text: str
+
+
+@dataclass(slots=True)
+class Thinking:
+    text: str
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: str
+
+
+@dataclass(slots=True)
+class LimitReached:
+    """The account hit its usage limit with this answer; the answer itself is complete."""
+
+    resets_at: float | None
+
+
+ReplyEvent = Text | Thinking | Finish | LimitReached
+
+
+def estimate_tokens(chars: int) -> int:
+    """Rough token count (about four characters a token); claude.ai reports no usage."""
+    return (chars + 3) // 4 if chars else 0
+
+
+class StopCutter:
+    """Cuts streamed text at the first stop sequence, holding back only what could start one."""
+
+    __slots__ = ("_stops", "_keep", "_pending", "stopped")
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._keep = max((len(s) for s in self._stops), default=1) - 1
+        self._pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Text that is safe to emit now; sets `stopped` once a stop sequence appeared."""
+        if not self._stops:
+            return text
+        if self.stopped:
+            return ""
+        buf = self._pending + text
+        cut = min((i for i in (buf.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped, self._pending = True, ""
+            return buf[:cut]
+        split = max(0, len(buf) - self._keep)
+        self._pending = buf[split:]
+        return buf[:split]
+
+    def flush(self) -> str:
+        out, self._pending = self._pending, ""
+        return "" if self.stopped else out

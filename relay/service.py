@@ -1,0 +1,265 @@
+"""One chat request against claude.ai: account choice, failover before the first byte, cleanup after."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from . import webapi
+from .accounts import Account, AccountPool
+from .config import SessionSpec
+from .errors import AuthError, InvalidRequest, RateLimited, RelayError, UpstreamError, UpstreamTimeout
+from .failures import Failure, UpstreamFailure
+from .prompt import Prompt, RemoteImage, Upload
+from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking
+from .upstream import UpstreamClient
+
+# Deleting a chat is housekeeping: a few tries spaced out, never on the answer's critical path.
+DELETE_ATTEMPTS = 3
+DELETE_BACKOFF = 1.0
+# Mirror keys get cached org ids too, but a bounded number of them.
+MAX_GUEST_ORGS = 256
+
+
+@dataclass(slots=True)
+class ChatJob:
+    """What to ask claude.ai, independent of the client API that asked."""
+
+    model: str
+    thinking: bool
+    prompt: Prompt
+    artifacts: bool = True
+
+
+@dataclass(slots=True)
+class Reply:
+    """An answer whose first part has arrived; iterate for the rest. `account` is the one that served."""
+
+    account: Account
+    head: list[ReplyEvent]
+    rest: AsyncIterator[ReplyEvent] | None
+    attempts: int
+    first_byte_at: float = field(default_factory=time.monotonic)
+
+    async def events(self) -> AsyncIterator[ReplyEvent]:
+        for event in self.head:
+            yield event
+        if self.rest is not None:
+            async for event in self.rest:
+                yield event
+
+
+FetchImage = Callable[[RemoteImage], Awaitable[Upload]]
+
+
+class ChatService:
+    """Runs chat jobs on the pool (or on a caller's own key in mirror mode)."""
+
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        pool: AccountPool,
+        *,
+        attempts: int,
+        chat_delete: bool,
+        fetch_image: FetchImage | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.pool = pool
+        self.attempts = attempts
+        self.chat_delete = chat_delete
+        self._fetch_image = fetch_image
+        self._background: set[asyncio.Task[None]] = set()
+        self._discovering: dict[str, asyncio.Future[str]] = {}
+        self._guest_orgs: OrderedDict[str, str] = OrderedDict()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Find every account's organization in the background so no user request waits for it."""
+        for account in self.pool.accounts:
+            if account.org_id is None and account.usable(time.time()):
+                self._spawn(self._warm(account))
+
+    async def _warm(self, account: Account) -> None:
+        try:
+            await self._org(account, guest=False)
+        except UpstreamFailure as failure:
+            self.pool.record_failure(account, failure)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Let pending chat deletions finish (briefly), then cancel what is left."""
+        if self._background:
+            _, pending = await asyncio.wait(set(self._background), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the request path ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def open(
+        self, job: ChatJob, *, guest: SessionSpec | None = None, buffered: bool = False
+    ) -> AsyncIterator[Reply]:
+        """An answer that has started, failing over between accounts until one starts.
+
+        With `buffered` the whole answer is read before it is handed out, so any failure can still
+        move to another account. Otherwise only failures before the first content may; later ones
+        propagate out of `Reply.events()` for the caller to report in-band.
+        """
+        uploads = await self._fetch_remote(job.prompt)
+        mirror = Account(key=guest.key.get_secret_value(), alias="mirror", org_id=guest.org_id) if guest else None
+        attempts = 1 if mirror else self.attempts
+        tried: set[Account] = set()
+        failures: list[tuple[Account, UpstreamFailure]] = []
+        for attempt in range(1, attempts + 1):
+            account = mirror or self._acquire(tried, failures)
+            tried.add(account)
+            conv = str(uuid.uuid4())
+            org: str | None = None
+            started = False
+            try:
+                org = await self._org(account, guest=mirror is not None)
+                async with self._converse(account, org, conv, job, uploads, mirror is not None) as events:
+                    head, rest = await self._first_part(events, account, buffered)
+                    started = True
+                    yield Reply(account, head, rest, attempt)
+                return
+            except UpstreamFailure as failure:
+                if started:
+                    raise
+                if mirror is None:
+                    self.pool.record_failure(account, failure)
+                failures.append((account, failure))
+                logger.info("{} failed on {}: {}", "attempt" if failure.retryable else "request", account.alias, failure)
+                if mirror or not failure.retryable:
+                    raise _client_error(failure, guest=mirror is not None) from None
+            finally:
+                if mirror is None:
+                    self.pool.release(account)
+                if org is not None and self.chat_delete:
+                    self._spawn(self._delete(account, org, conv, mirror is not None))
+        raise self._exhausted(failures)
+
+    def _acquire(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Account:
+        try:
+            return self.pool.acquire(exclude=tried)
+        except RelayError:
+            raise self._exhausted(failures) from None
+
+    def _exhausted(self, failures: list[tuple[Account, UpstreamFailure]]) -> RelayError:
+        """The error when no attempt succeeded: the pool's own story, or what each attempt met."""
+        if not any(a.usable(time.time()) for a in self.pool.accounts) or not failures:
+            return self.pool.unavailable()
+        detail = "; ".join(f"{a.alias}: {f.message}" for a, f in failures)
+        last = failures[-1][1]
+        if last.message.startswith("connection to claude.ai timed out"):
+            return UpstreamTimeout(f"claude.ai did not answer ({detail})")
+        return UpstreamError(f"claude.ai failed on {len(failures)} attempt(s): {detail}")
+
+    async def _org(self, account: Account, *, guest: bool) -> str:
+        """The account's organization id, discovered once and shared by concurrent requests."""
+        if account.org_id:
+            return account.org_id
+        if guest and (cached := self._guest_orgs.get(account.key)):
+            self._guest_orgs.move_to_end(account.key)
+            return cached
+        pending = self._discovering.get(account.key)
+        if pending is None:
+            pending = asyncio.ensure_future(self.upstream.discover_org(account.key, guest=guest))
+            self._discovering[account.key] = pending
+            pending.add_done_callback(lambda _: self._discovering.pop(account.key, None))
+        org = await asyncio.shield(pending)
+        if guest:
+            self._guest_orgs[account.key] = org
+            while len(self._guest_orgs) > MAX_GUEST_ORGS:
+                self._guest_orgs.popitem(last=False)
+        else:
+            account.org_id = org
+        return org
+
+    async def _fetch_remote(self, prompt: Prompt) -> list[Upload]:
+        """Fetch http(s) images once per request, before any account is used."""
+        remote = [f for f in prompt.files if isinstance(f, RemoteImage)]
+        if remote and self._fetch_image is None:
+            raise InvalidRequest("image URLs are not supported here", param=remote[0].where)
+        fetched = iter(await asyncio.gather(*(self._fetch_image(r) for r in remote)) if remote else [])  # type: ignore[misc]
+        return [f if isinstance(f, Upload) else next(fetched) for f in prompt.files]
+
+    @asynccontextmanager
+    async def _converse(
+        self, account: Account, org: str, conv: str, job: ChatJob, uploads: list[Upload], guest: bool
+    ) -> AsyncIterator[AsyncIterator[ReplyEvent]]:
+        key = account.key
+        await self.upstream.create_conversation(key, org, conv, job.model, guest=guest)
+        if job.thinking:
+            await self.upstream.enable_thinking(key, org, conv, guest=guest)
+        files = await asyncio.gather(
+            *(self.upstream.upload(key, org, u.filename, u.content_type, u.data, guest=guest) for u in uploads)
+        )
+        body = webapi.completion_body(
+            job.prompt.text,
+            model=job.model,
+            attachments=job.prompt.attachments,
+            files=list(files),
+            artifacts=job.artifacts,
+        )
+        async with self.upstream.completion(key, org, conv, body, guest=guest) as events:
+            yield self._watch_limits(events, account)
+
+    async def _watch_limits(self, events: AsyncIterator[ReplyEvent], account: Account) -> AsyncIterator[ReplyEvent]:
+        async for event in events:
+            if isinstance(event, LimitReached):
+                self.pool.cool_down(account, event.resets_at)
+            else:
+                yield event
+
+    @staticmethod
+    async def _first_part(
+        events: AsyncIterator[ReplyEvent], account: Account, buffered: bool
+    ) -> tuple[list[ReplyEvent], AsyncIterator[ReplyEvent] | None]:
+        """Read until the answer has visibly started (or, buffered, ended)."""
+        head: list[ReplyEvent] = []
+        async for event in events:
+            head.append(event)
+            if isinstance(event, Finish):
+                return head, None
+            if not buffered and isinstance(event, (Text, Thinking)) and event.text:
+                return head, events
+        raise UpstreamFailure(Failure.TRANSIENT, "claude.ai ended the answer without content")
+
+    async def _delete(self, account: Account, org: str, conv: str, guest: bool) -> None:
+        for attempt in range(DELETE_ATTEMPTS):
+            try:
+                await self.upstream.delete_conversation(account.key, org, conv, guest=guest)
+                logger.debug("deleted chat {} on {}", conv, account.alias)
+                return
+            except UpstreamFailure as failure:
+                if not failure.retryable or attempt == DELETE_ATTEMPTS - 1:
+                    logger.warning("could not delete chat {} on {}: {}", conv, account.alias, failure.message)
+                    return
+                await asyncio.sleep(DELETE_BACKOFF * (attempt + 1))
+
+
+def _client_error(failure: UpstreamFailure, *, guest: bool) -> RelayError:
+    """An upstream failure as the caller should see it, when no other account will be tried."""
+    if failure.kind is Failure.RATE_LIMITED:
+        wait = max(1, int((failure.resets_at or time.time() + 60) - time.time()))
+        return RateLimited(f"claude.ai usage limit reached; try again in {wait} s", retry_after=wait)
+    if failure.kind is Failure.INVALID and guest:
+        return AuthError("claude.ai refused this sessionKey (invalid or expired)", code="invalid_session_key")
+    if failure.kind is Failure.REJECTED:
+        return InvalidRequest(f"claude.ai refused the request: {failure.message}", code="upstream_rejected")
+    return UpstreamError(f"claude.ai: {failure.message}")

@@ -1,0 +1,253 @@
+"""HTTP calls to claude.ai over curl_cffi with browser TLS impersonation; the only curl_cffi importer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from curl_cffi import CurlMime
+from curl_cffi.requests import AsyncSession, Response
+from curl_cffi.requests.exceptions import RequestException, Timeout
+from loguru import logger
+
+from . import webapi
+from .failures import Failure, UpstreamFailure, classify
+from .reply import ReplyEvent
+from .sse import SSEDecoder
+
+# Impersonate the newest Chrome profile curl_cffi ships; claude.ai sits behind Cloudflare.
+IMPERSONATE = "chrome"
+# Error bodies are read to classify them; an HTML challenge page is small, anything bigger is cut.
+MAX_ERROR_BODY = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    base_url: str
+    proxy: str | None
+    connect_timeout: float
+    read_timeout: float
+    max_connections: int
+    # Sessions for callers' own keys (mirror mode) are kept in a bounded LRU.
+    max_guest_sessions: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _network_failure(exc: RequestException) -> UpstreamFailure:
+    what = "timed out" if isinstance(exc, Timeout) else "failed"
+    # curl messages name only the URL and the curl error; no credentials are in either.
+    return UpstreamFailure(Failure.TRANSIENT, f"connection to claude.ai {what}: {str(exc)[:160]}")
+
+
+async def _abort(rsp: Response) -> None:
+    """Stop a streamed transfer now; curl_cffi's aclose() would wait for the upstream to finish."""
+    task = rsp.astream_task
+    if task is None or task.done():
+        return
+    if rsp.quit_now is not None:
+        rsp.quit_now.set()
+    # Cancelling the transfer task removes the handle from curl's multi, which closes the connection.
+    task.cancel()
+    await asyncio.wait([task])
+
+
+class FetchError(Exception):
+    """A public URL could not be fetched (status, size or network); the message says which."""
+
+
+class UpstreamClient:
+    """One pooled curl_cffi session per account key: connections and TLS are reused across requests."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self._sessions: dict[str, AsyncSession[Response]] = {}
+        self._guests: OrderedDict[str, AsyncSession[Response]] = OrderedDict()
+        self._headers = webapi.base_headers(config.base_url)
+        self._public: AsyncSession[Response] | None = None
+
+    def _new_session(self) -> AsyncSession[Response]:
+        return AsyncSession(
+            impersonate=IMPERSONATE,
+            proxy=self.config.proxy,
+            allow_redirects=False,
+            # (connect, read): for streams the read part is an idle limit, so long answers are never cut.
+            timeout=(self.config.connect_timeout, self.config.read_timeout),
+            max_clients=self.config.max_connections,
+            trust_env=False,
+        )
+
+    def session(self, key: str, *, guest: bool = False) -> AsyncSession[Response]:
+        """The pooled session for a key; guest (mirror) keys live in a bounded LRU."""
+        if (found := self._sessions.get(key)) is not None:
+            return found
+        if not guest:
+            self._sessions[key] = self._new_session()
+            return self._sessions[key]
+        if key in self._guests:
+            self._guests.move_to_end(key)
+            return self._guests[key]
+        self._guests[key] = self._new_session()
+        while len(self._guests) > self.config.max_guest_sessions:
+            _, old = self._guests.popitem(last=False)
+            # Streams still running on it keep their own handles; closing only drops idle connections.
+            asyncio.get_running_loop().create_task(old.close())
+        return self._guests[key]
+
+    def _request_headers(self, key: str, referer: str | None = None) -> dict[str, str]:
+        headers = dict(self._headers)
+        headers["Cookie"] = f"sessionKey={key}"
+        if referer:
+            headers["Referer"] = self.config.base_url + referer
+        return headers
+
+    async def _call(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        *,
+        guest: bool = False,
+        json: Any = None,
+        multipart: CurlMime | None = None,
+        referer: str | None = None,
+    ) -> Answer:
+        headers = self._request_headers(key, referer)
+        try:
+            rsp = await self.session(key, guest=guest).request(
+                method,  # type: ignore[arg-type]
+                self.config.base_url + path,
+                json=json,
+                multipart=multipart,
+                headers=headers,
+            )
+        except RequestException as exc:
+            raise _network_failure(exc) from exc
+        return Answer(rsp.status_code, dict(rsp.headers), rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
+
+    @staticmethod
+    def _expect(answer: Answer, *ok: int) -> Answer:
+        if answer.status not in ok:
+            raise classify(answer.status, answer.headers, answer.body)
+        return answer
+
+    async def discover_org(self, key: str, *, guest: bool = False) -> str:
+        answer = await self._call(key, "GET", webapi.orgs_path(), guest=guest)
+        return webapi.choose_org(answer.status, answer.headers, answer.body)
+
+    async def create_conversation(self, key: str, org: str, conv: str, model: str | None, *, guest: bool = False) -> None:
+        body = webapi.conversation_body(conv, model)
+        self._expect(await self._call(key, "POST", webapi.conversations_path(org), json=body, guest=guest), 200, 201)
+
+    async def enable_thinking(self, key: str, org: str, conv: str, *, guest: bool = False) -> None:
+        path = webapi.conversation_path(org, conv)
+        body = webapi.thinking_settings_body()
+        self._expect(await self._call(key, "PUT", path, json=body, guest=guest, referer=f"/chat/{conv}"), 200, 202, 204)
+
+    async def upload(
+        self, key: str, org: str, filename: str, content_type: str, data: bytes, *, guest: bool = False
+    ) -> str:
+        mime = CurlMime()
+        mime.addpart(name="file", filename=filename, content_type=content_type, data=data)
+        try:
+            answer = self._expect(await self._call(key, "POST", webapi.upload_path(org), multipart=mime, guest=guest), 200, 201)
+        finally:
+            mime.close()
+        return webapi.uploaded_file_id(answer.body)
+
+    async def delete_conversation(self, key: str, org: str, conv: str, *, guest: bool = False) -> None:
+        path = webapi.conversation_path(org, conv)
+        self._expect(await self._call(key, "DELETE", path, guest=guest, referer=f"/chat/{conv}"), 200, 202, 204, 404)
+
+    @asynccontextmanager
+    async def completion(
+        self, key: str, org: str, conv: str, body: Mapping[str, Any], *, guest: bool = False
+    ) -> AsyncIterator[AsyncIterator[ReplyEvent]]:
+        """Start a completion; yields its reply events. Leaving the block closes the upstream at once."""
+        headers = self._request_headers(key, f"/chat/{conv}")
+        headers["Accept"] = "text/event-stream"
+        try:
+            rsp = await self.session(key, guest=guest).request(
+                "POST", self.config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True
+            )
+        except RequestException as exc:
+            raise _network_failure(exc) from exc
+        events = _read_events(rsp)
+        try:
+            if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
+                raw = await _read_capped(rsp)
+                raise classify(rsp.status_code if rsp.status_code != 200 else 502, dict(rsp.headers), raw)
+            yield events
+        finally:
+            await events.aclose()
+            await _abort(rsp)
+
+    async def fetch_public(self, url: str, max_bytes: int) -> tuple[str, bytes]:
+        """GET a URL a caller linked (an image), through PROXY, refusing more than `max_bytes`."""
+        if self._public is None:
+            self._public = self._new_session()
+        try:
+            rsp = await self._public.request("GET", url, stream=True, allow_redirects=True, max_redirects=3)
+        except RequestException as exc:
+            raise FetchError(f"could not fetch it: {str(exc)[:160]}") from exc
+        try:
+            if rsp.status_code != 200:
+                raise FetchError(f"fetching it answered HTTP {rsp.status_code}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in rsp.aiter_content():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FetchError(f"it is larger than {max_bytes} bytes")
+                chunks.append(chunk)
+            return rsp.headers.get("content-type", ""), b"".join(chunks)
+        except RequestException as exc:
+            raise FetchError(f"could not fetch it: {str(exc)[:160]}") from exc
+        finally:
+            await _abort(rsp)
+
+    async def close(self) -> None:
+        sessions = [*self._sessions.values(), *self._guests.values(), *([self._public] if self._public else [])]
+        self._sessions.clear()
+        self._guests.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+async def _read_capped(rsp: Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in rsp.aiter_content():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_ERROR_BODY:
+                break
+    except RequestException as exc:
+        logger.debug("error body cut short: {}", exc)
+    return b"".join(chunks)[:MAX_ERROR_BODY]
+
+
+async def _read_events(rsp: Response) -> AsyncIterator[ReplyEvent]:
+    decoder = SSEDecoder()
+    reader = webapi.EventReader()
+    try:
+        async for chunk in rsp.aiter_content():
+            for event in decoder.feed(chunk):
+                for item in reader.feed(event):
+                    yield item
+    except RequestException as exc:
+        raise _network_failure(exc) from exc
+    for event in decoder.flush():
+        for item in reader.feed(event):
+            yield item
+    if not reader.finished:
+        raise UpstreamFailure(Failure.TRANSIENT, "claude.ai closed the stream before the answer was complete")

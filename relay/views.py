@@ -1,0 +1,77 @@
+"""Small handlers: health, models, and the account pool's view and reload."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .config import THINK_SUFFIX, ConfigError, Settings
+from .errors import InvalidRequest, ModelNotFound
+from .keys import pool_key, reload_key, service_key, settings_key
+
+STARTED = time.time()
+
+
+async def read_json(request: web.Request) -> Any:
+    """The decoded body; oversize bodies are refused by aiohttp (client_max_size) before this parses."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidRequest("request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def resolve_model(settings: Settings, name: str) -> tuple[str, bool]:
+    """(upstream model, thinking on) for a model a client asked for."""
+    if name not in settings.model_names():
+        raise ModelNotFound(f"model {name!r} is not served here; GET /v1/models lists the models (set MODELS to change them)")
+    if name.endswith(THINK_SUFFIX):
+        return name.removesuffix(THINK_SUFFIX), True
+    return name, False
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness and a count of usable accounts; nothing secret."""
+    pool = request.app[pool_key]
+    now = time.time()
+    usable = sum(1 for a in pool.accounts if a.usable(now))
+    return web.json_response(
+        {
+            "status": "ok" if usable else "degraded",
+            "accounts": len(pool),
+            "usable_accounts": usable,
+            "uptime_seconds": int(now - STARTED),
+        }
+    )
+
+
+async def list_models(request: web.Request) -> web.Response:
+    names = request.app[settings_key].model_names()
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": "anthropic"} for n in names]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    accounts = request.app[pool_key].accounts
+    now = time.time()
+    for account in accounts:
+        account.usable(now)  # let expired cooldowns show as active
+    return web.json_response({"object": "list", "data": [a.view() for a in accounts]})
+
+
+async def reload_accounts(request: web.Request) -> web.Response:
+    """Re-read SESSIONS from the environment and `.env`, keeping what is known about kept accounts."""
+    try:
+        sessions = request.app[reload_key]()
+    except ConfigError as exc:
+        raise InvalidRequest(f"reload failed, accounts unchanged: {exc}") from None
+    if not sessions:
+        raise InvalidRequest("reload failed, accounts unchanged: SESSIONS is empty")
+    added, removed = request.app[pool_key].reload(sessions)
+    request.app[service_key].warm_up()
+    return web.json_response({"accounts": len(sessions), "added": added, "removed": removed})

@@ -1,0 +1,104 @@
+"""Fixtures: the fake claude.ai and the relay, both real aiohttp servers on loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from relay.accounts import AccountPool
+from relay.app import create_app
+from relay.config import Settings
+from relay.demo import FakeClaude
+from relay.keys import pool_key
+
+API_KEY = "test-api-key-0123456789"
+
+
+def session_key(n: int) -> str:
+    """A well-formed, distinct test cookie."""
+    return f"sk-ant-sid01-test{n:02d}{'a' * 86}-abc{n:03d}AA"
+
+
+def make_settings(base_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "sessions": ",".join(session_key(n) for n in range(1, 4)),
+        "apikey": API_KEY,
+        "claude_base_url": base_url,
+        "log_level": "DEBUG",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Relay:
+    server: TestServer
+    app: web.Application
+    clients: list[openai.AsyncOpenAI] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def pool(self) -> AccountPool:
+        return self.app[pool_key]
+
+    def openai(self, prefix: str = "/v1", api_key: str = API_KEY) -> openai.AsyncOpenAI:
+        client = openai.AsyncOpenAI(base_url=self.url + prefix, api_key=api_key, max_retries=0, timeout=20)
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+@pytest.fixture
+async def fake(aiohttp_server: Any) -> FakeClaude:
+    fake = FakeClaude()
+    fake.server = await aiohttp_server(fake.app)  # type: ignore[attr-defined]
+    return fake
+
+
+def fake_url(fake: FakeClaude) -> str:
+    return str(fake.server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+
+
+RelayFactory = Callable[..., Awaitable[Relay]]
+
+
+@pytest.fixture
+async def make_relay(aiohttp_server: Any, fake: FakeClaude) -> AsyncIterator[RelayFactory]:
+    made: list[Relay] = []
+
+    async def factory(**overrides: Any) -> Relay:
+        settings = make_settings(fake_url(fake), **overrides)
+        app = create_app(settings, reload_sessions=lambda: settings.sessions)
+        relay = Relay(await aiohttp_server(app), app)
+        made.append(relay)
+        return relay
+
+    yield factory
+    for relay in made:
+        await relay.close()
+
+
+@pytest.fixture
+async def relay(make_relay: RelayFactory) -> Relay:
+    return await make_relay()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `check()` holds; fails the test after `timeout` seconds instead of hanging."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)

@@ -1,0 +1,51 @@
+"""The upstream SSE decoder: exact framing wherever the network splits the bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.sse import DONE, SSEDecoder, SSEEvent, encode_data, encode_event
+
+STREAM = b'event: message_start\ndata: {"a":1}\n\n: comment\n\nevent: ping\ndata: {}\n\ndata: line1\ndata: line2\n\n'
+EXPECTED = [SSEEvent("message_start", '{"a":1}'), SSEEvent("ping", "{}"), SSEEvent("message", "line1\nline2")]
+
+
+def _decode(chunks: list[bytes]) -> list[SSEEvent]:
+    decoder = SSEDecoder()
+    out = [e for c in chunks for e in decoder.feed(c)]
+    return out + decoder.flush()
+
+
+@pytest.mark.parametrize("sep", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_line_endings(sep: bytes) -> None:
+    assert _decode([STREAM.replace(b"\n", sep)]) == EXPECTED
+
+
+@pytest.mark.parametrize("sep", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_split_at_every_byte(sep: bytes) -> None:
+    data = STREAM.replace(b"\n", sep)
+    assert _decode([data[i : i + 1] for i in range(len(data))]) == EXPECTED
+
+
+def test_crlf_split_between_cr_and_lf_is_one_line_end() -> None:
+    assert _decode([b"data: x\r", b"\n\r", b"\n"]) == [SSEEvent("message", "x")]
+
+
+def test_multibyte_utf8_split_across_chunks() -> None:
+    data = 'data: {"t":"héllo ✓"}\n\n'.encode()
+    cut = data.index("✓".encode()) + 1
+    assert _decode([data[:cut], data[cut:]]) == [SSEEvent("message", '{"t":"héllo ✓"}')]
+
+
+def test_unterminated_event_at_end_is_flushed() -> None:
+    assert _decode([b"event: message_stop\ndata: {}"]) == [SSEEvent("message_stop", "{}")]
+
+
+def test_unknown_fields_are_ignored() -> None:
+    assert _decode([b"id: 7\nretry: 100\nfoo: bar\ndata:x\n\n"]) == [SSEEvent("message", "x")]
+
+
+def test_encoders_write_exact_frames() -> None:
+    assert encode_data('{"a":1}') == b'data: {"a":1}\n\n'
+    assert encode_event("ping", "{}") == b"event: ping\ndata: {}\n\n"
+    assert DONE == b"data: [DONE]\n\n"
