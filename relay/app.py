@@ -17,11 +17,8 @@ from .images import fetch_image
 from .keys import pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
 from .middlewares import add_request_id, auth_middleware, error_middleware
 from .service import ChatService
-from .streaming import LiveStream
+from .live_stream import LiveStream
 from .upstream import UpstreamClient, UpstreamConfig
-
-# Live streams get this long to finish on shutdown before they are cut with an error frame.
-SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 def _api_routes(prefix: str, *, pool_routes: bool) -> list[web.RouteDef]:
@@ -74,7 +71,7 @@ async def _stop_streams(app: web.Application) -> None:
     tasks = {s.task for s in live if s.task is not None and not s.task.done()}
     if not tasks:
         return
-    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+    _, pending = await asyncio.wait(tasks, timeout=app[settings_key].shutdown_grace)
     for stream in live:
         if stream.task in pending:
             stream.shutting_down = True

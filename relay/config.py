@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=15.0, gt=0)
     connect_timeout: float = Field(default=15.0, gt=0)
     read_timeout: float = Field(default=300.0, gt=0)
+    shutdown_grace: float = Field(default=10.0, ge=0)
     thinking_format: Literal["think_tags", "reasoning_content"] = "think_tags"
     upstream_max_connections: int = Field(default=64, ge=1, le=1024)
 

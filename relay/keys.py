@@ -11,7 +11,7 @@ from aiohttp import web
 from .accounts import AccountPool
 from .config import SessionSpec, Settings
 from .service import ChatService
-from .streaming import LiveStream
+from .live_stream import LiveStream
 from .upstream import UpstreamClient
 
 settings_key = web.AppKey("settings", Settings)

@@ -8,7 +8,8 @@ import uuid
 from typing import Any, Literal
 
 from .errors import RelayError
-from .sse import encode_data
+from .reply import Finish, ReplyEvent, StopCutter, Text, Thinking, estimate_tokens
+from .sse import DONE, encode_data
 
 ThinkingFormat = Literal["think_tags", "reasoning_content"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -125,3 +126,72 @@ def completion_object(
         "usage": _usage(prompt_tokens, completion_tokens),
     }
 
+
+
+class OpenAIStream:
+    """The OpenAI chunk stream for one answer (a StreamFormat)."""
+
+    __slots__ = ("_enc", "_tags", "_cutter", "_usage", "_prompt_tokens", "_chars")
+
+    def __init__(self, model: str, mode: ThinkingFormat, stops: list[str], include_usage: bool, prompt_tokens: int) -> None:
+        self._enc = ChunkEncoder(model)
+        self._tags = ThinkTags(mode)
+        self._cutter = StopCutter(stops)
+        self._usage = include_usage
+        self._prompt_tokens = prompt_tokens
+        self._chars = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self._cutter.stopped
+
+    def opening(self) -> bytes:
+        return self._enc.role()
+
+    def feed(self, event: ReplyEvent) -> bytes:
+        if isinstance(event, Thinking):
+            content, reasoning = self._tags.split(event.text, True)
+        elif isinstance(event, Text):
+            text = self._cutter.feed(event.text)
+            if not text:
+                return b""
+            content, reasoning = self._tags.split(text, False)
+        else:
+            return b""
+        self._chars += len(content) + len(reasoning)
+        return self._enc.delta(content, reasoning) if content or reasoning else b""
+
+    def closing(self, reason: str) -> bytes:
+        tail = self._cutter.flush() + self._tags.close()
+        frames = [self._enc.delta(tail)] if tail else []
+        frames.append(self._enc.finish(finish_reason(reason)))
+        if self._usage:
+            frames.append(self._enc.usage(self._prompt_tokens, estimate_tokens(self._chars + len(tail))))
+        frames.append(DONE)
+        return b"".join(frames)
+
+    def error(self, exc: RelayError) -> bytes:
+        return error_frame(exc)
+
+
+def collect_completion(
+    events: list[ReplyEvent], model: str, mode: ThinkingFormat, stops: list[str], prompt_tokens: int
+) -> dict[str, Any]:
+    """A whole answer as one `chat.completion`."""
+    tags = ThinkTags(mode)
+    cutter = StopCutter(stops)
+    content: list[str] = []
+    reasoning: list[str] = []
+    reason = "end_turn"
+    for event in events:
+        if isinstance(event, Finish):
+            reason = event.reason
+        elif isinstance(event, (Text, Thinking)) and not cutter.stopped:
+            thinking = isinstance(event, Thinking)
+            c, r = tags.split(event.text if thinking else cutter.feed(event.text), thinking)
+            content.append(c)
+            reasoning.append(r)
+    content.append(cutter.flush() + tags.close())
+    text, thought = "".join(content), "".join(reasoning)
+    final = "stop" if cutter.stopped else finish_reason(reason)
+    return completion_object(model, text, thought, final, prompt_tokens, estimate_tokens(len(text) + len(thought)))

@@ -104,12 +104,12 @@ def decode_data_url(url: str, where: str) -> tuple[str, bytes]:
 
 
 class _Builder:
-    def __init__(self, no_role_prefix: bool) -> None:
-        self.no_role_prefix = no_role_prefix
+    def __init__(self) -> None:
         self.attachments: list[TextAttachment] = []
         self.files: list[Upload | RemoteImage] = []
 
-    def message(self, i: int, msg: Message) -> str:
+    def message(self, i: int, msg: Message) -> tuple[str, str]:
+        """(role prefix, text) of one message."""
         body = self._content(i, msg)
         if msg.role == "assistant" and msg.tool_calls:
             calls = "\n".join(f"[called tool {c.function.name} with {c.function.arguments}]" for c in msg.tool_calls)
@@ -120,7 +120,7 @@ class _Builder:
             role = "Human"
         else:
             role = PREFIX[msg.role]
-        return body if self.no_role_prefix else f"{role}: {body}"
+        return role, body
 
     def _content(self, i: int, msg: Message) -> str:
         if msg.content is None:
@@ -179,10 +179,11 @@ def build_prompt(
     messages: list[Message], *, no_role_prefix: bool, disable_artifacts: bool, max_history: int
 ) -> Prompt:
     """The whole conversation as one prompt; past `max_history` characters the history becomes a file."""
-    builder = _Builder(no_role_prefix)
-    turns = [builder.message(i, m) for i, m in enumerate(messages)]
-    if not any(t.strip() for t in turns) and not builder.files and not builder.attachments:
+    builder = _Builder()
+    parts = [builder.message(i, m) for i, m in enumerate(messages)]
+    if not any(body.strip() for _, body in parts) and not builder.files and not builder.attachments:
         raise InvalidRequest("messages: every message is empty", param="messages")
+    turns = [body if no_role_prefix else f"{role}: {body}" for role, body in parts]
     notes = [NO_ARTIFACTS_NOTE] if disable_artifacts else []
     text = "\n\n".join(turns)
     if len(text) > max_history and len(turns) > 1:

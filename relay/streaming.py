@@ -1,33 +1,123 @@
-"""The client side of a stream: SSE headers, heartbeats during upstream silence, shutdown bookkeeping."""
+"""The client side of a stream, shared by both client APIs: headers, heartbeats, in-band errors, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
+from typing import Protocol
 
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
+from loguru import logger
+
+from .config import SessionSpec
+from .errors import RelayError, UpstreamError
+from .failures import UpstreamFailure
+from .keys import AccessLog, access_key, streams_key
+from .live_stream import LiveStream
+from .reply import Finish, ReplyEvent
+from .service import ChatJob, ChatService, Reply
+
+SHUTDOWN_MESSAGE = "the relay is shutting down; the answer was cut"
 
 
-class LiveStream:
-    """One streaming response. Headers go out only after the upstream answer has started."""
+class StreamFormat(Protocol):
+    """How one client API writes an answer; everything else about streaming is shared."""
 
-    __slots__ = ("response", "task", "shutting_down", "__weakref__")
+    @property
+    def stopped(self) -> bool:
+        """A stop sequence was reached: stop reading the upstream."""
+        ...
 
-    def __init__(self, heartbeat: float) -> None:
-        # aiohttp-sse writes a `: ping` comment every `heartbeat` seconds, which keeps proxies and
-        # clients from timing out while claude.ai thinks; clients ignore comment lines.
-        self.response = EventSourceResponse(allow_all_methods=True, sep="\n", ping_interval=heartbeat)
-        self.task = asyncio.current_task()
-        self.shutting_down = False
+    def opening(self) -> bytes: ...
 
-    async def start(self, request: web.Request) -> None:
-        await self.response.prepare(request)
+    def feed(self, event: ReplyEvent) -> bytes: ...
 
-    async def send(self, data: bytes) -> None:
-        await self.response.write(data)
+    def closing(self, reason: str) -> bytes: ...
 
-    async def close(self) -> None:
-        """Stop heartbeats; the handler returns the response and aiohttp ends the body."""
-        if self.response.prepared:
-            self.response.stop_streaming()
-            await self.response.wait()
+    def error(self, exc: RelayError) -> bytes: ...
+
+
+def served(access: AccessLog, reply: Reply) -> None:
+    """Note the serving account and time to first byte for the request's log line."""
+    access.account = reply.account.alias
+    access.ttfb_ms = (reply.first_byte_at - access.started) * 1000
+
+
+async def run_stream(
+    request: web.Request,
+    service: ChatService,
+    job: ChatJob,
+    guest: SessionSpec | None,
+    fmt: StreamFormat,
+    heartbeat: float,
+) -> web.StreamResponse:
+    """Stream one answer: status decided before the first byte, failures after it reported in-band."""
+    access = request[access_key]
+    streams = request.app[streams_key]
+    stream = LiveStream(heartbeat)
+    streams.add(stream)
+    stream.start_later(request, heartbeat)
+    try:
+        try:
+            async with service.open(job, guest=guest) as reply:
+                await stream.settle()
+                served(access, reply)
+                await stream.start(request)
+                await stream.send(fmt.opening())
+                access.outcome = await _pump(stream, reply, fmt)
+        except RelayError as exc:
+            await stream.settle()
+            if not stream.response.prepared:
+                raise
+            access.outcome = "failed"
+            await stream.send(fmt.error(exc))
+        return stream.response
+    except ConnectionResetError:
+        access.outcome = "client_gone"
+        return stream.response
+    except asyncio.CancelledError:
+        if not (stream.shutting_down and stream.response.prepared):
+            access.outcome = "client_gone"
+            raise
+        # Our own shutdown cancelled this stream: end it properly with one error frame.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        access.outcome = "shutdown"
+        await _try_send(stream, fmt.error(UpstreamError(SHUTDOWN_MESSAGE, code="shutting_down")))
+        return stream.response
+    finally:
+        streams.discard(stream)
+        await stream.close()
+
+
+async def _pump(stream: LiveStream, reply: Reply, fmt: StreamFormat) -> str:
+    """Copy reply events to the client until the end, a stop sequence, or an upstream failure."""
+    reason = "end_turn"
+    try:
+        async with aclosing(reply.events()) as events:
+            async for event in events:
+                if isinstance(event, Finish):
+                    reason = event.reason
+                    break
+                if data := fmt.feed(event):
+                    await stream.send(data)
+                if fmt.stopped:
+                    reason = "stop_sequence"
+                    break
+    except UpstreamFailure as failure:
+        # Output already reached the client: retrying would duplicate it, so report in-band.
+        logger.warning("stream broke after output on {}: {}", reply.account.alias, failure.message)
+        await stream.send(fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
+        return "upstream_error"
+    await stream.send(fmt.closing(reason))
+    return "done"
+
+
+async def _try_send(stream: LiveStream, frame: bytes) -> None:
+    """A last frame for a stream being cut; it may already be gone."""
+    try:
+        async with asyncio.timeout(1):
+            await stream.send(frame)
+    except (ConnectionResetError, TimeoutError, RuntimeError):
+        pass

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from relay.accounts import AccountPool
 from relay.app import create_app
-from relay.config import Settings
+from relay.config import SessionSpec, Settings
 from relay.demo import FakeClaude
 from relay.keys import pool_key
 
@@ -80,9 +80,9 @@ RelayFactory = Callable[..., Awaitable[Relay]]
 async def make_relay(aiohttp_server: Any, fake: FakeClaude) -> AsyncIterator[RelayFactory]:
     made: list[Relay] = []
 
-    async def factory(**overrides: Any) -> Relay:
+    async def factory(reload: Callable[[], tuple[SessionSpec, ...]] | None = None, **overrides: Any) -> Relay:
         settings = make_settings(fake_url(fake), **overrides)
-        app = create_app(settings, reload_sessions=lambda: settings.sessions)
+        app = create_app(settings, reload_sessions=reload or (lambda: settings.sessions))
         relay = Relay(await aiohttp_server(app), app)
         made.append(relay)
         return relay
