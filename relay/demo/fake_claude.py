@@ -32,6 +32,7 @@ class Behavior:
     chunk_delay: float | None = None
     first_delay: float = 0.0  # silence before the first content event
     stop_reason: str = "end_turn"
+    tool_block: tuple[str, dict[str, Any]] | None = None  # an upstream tool_use block (e.g. artifacts) after the text
     fail_calls: frozenset[str] = frozenset({"completion"})  # which calls the failure modes hit
 
 
@@ -268,12 +269,27 @@ class FakeClaude:
             if delay:
                 await asyncio.sleep(delay)
         await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+        if behavior.tool_block:
+            await self._tool_block(resp, index + 1, *behavior.tool_block)
         await resp.write(_sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": behavior.stop_reason, "stop_sequence": None}}))
         limit: dict[str, Any] = {"type": "within_limit", "resetsAt": None, "remaining": None}
         if behavior.mode == "limit_after":
             limit = {"type": "exceeded_limit", "resetsAt": int(behavior.resets_at or time.time() + 3600), "remaining": 0}
         await resp.write(_sse("message_limit", {"type": "message_limit", "message_limit": limit}))
         await resp.write(_sse("message_stop", {"type": "message_stop"}))
+
+
+    @staticmethod
+    async def _tool_block(resp: web.StreamResponse, index: int, name: str, args: dict[str, Any]) -> None:
+        """A tool_use block whose input arrives as JSON fragments, as claude.ai streams artifacts."""
+        start = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:8], "name": name, "input": {}}
+        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
+        raw = json.dumps(args)
+        step = max(1, len(raw) // 3)
+        for i in range(0, len(raw), step):
+            delta = {"type": "input_json_delta", "partial_json": raw[i : i + step]}
+            await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
