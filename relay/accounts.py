@@ -61,6 +61,8 @@ class Account:
     in_flight: int = 0
     last_error: str = ""
     last_used: float = 0.0
+    # Whether claude.ai creates chats from `create_conversation_params` for this account (None: not known yet).
+    inline_create: bool | None = None
 
     def __repr__(self) -> str:
         return f"Account({self.alias}, {self.masked}, {self.state.value})"

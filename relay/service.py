@@ -7,8 +7,9 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from loguru import logger
 
@@ -202,22 +203,48 @@ class ChatService:
     async def _converse(
         self, account: Account, org: str, conv: str, job: ChatJob, uploads: list[Upload], guest: bool
     ) -> AsyncIterator[AsyncIterator[ReplyEvent]]:
+        """Uploads (concurrently), then the completion; the chat is created on the way when possible."""
         key = account.key
+        files = list(
+            await asyncio.gather(
+                *(self.upstream.upload(key, org, u.filename, u.content_type, u.data, guest=guest) for u in uploads)
+            )
+        )
+        async with AsyncExitStack() as stack:
+            events = await self._start_completion(stack, account, org, conv, job, files, guest)
+            yield self._watch_limits(events, account)
+
+    async def _start_completion(
+        self, stack: AsyncExitStack, account: Account, org: str, conv: str, job: ChatJob, files: list[str], guest: bool
+    ) -> AsyncIterator[ReplyEvent]:
+        """One round trip when the account takes `create_conversation_params`; else create, then complete."""
+        key = account.key
+
+        def body(inline: bool) -> dict[str, Any]:
+            return webapi.completion_body(
+                job.prompt.text,
+                model=job.model,
+                attachments=job.prompt.attachments,
+                files=files,
+                artifacts=job.artifacts,
+                create=webapi.conversation_params(conv, job.model, job.thinking) if inline else None,
+            )
+
+        if account.inline_create is not False:
+            try:
+                events = await stack.enter_async_context(self.upstream.completion(key, org, conv, body(True), guest=guest))
+                account.inline_create = True
+                return events
+            except UpstreamFailure as failure:
+                # An upstream without inline creation answers 404 for the unknown chat: remember, fall back.
+                if failure.kind is not Failure.REJECTED or failure.status != 404:
+                    raise
+                account.inline_create = False
+                logger.info("{} does not create chats inline; creating them explicitly", account.alias)
         await self.upstream.create_conversation(key, org, conv, job.model, guest=guest)
         if job.thinking:
             await self.upstream.enable_thinking(key, org, conv, guest=guest)
-        files = await asyncio.gather(
-            *(self.upstream.upload(key, org, u.filename, u.content_type, u.data, guest=guest) for u in uploads)
-        )
-        body = webapi.completion_body(
-            job.prompt.text,
-            model=job.model,
-            attachments=job.prompt.attachments,
-            files=list(files),
-            artifacts=job.artifacts,
-        )
-        async with self.upstream.completion(key, org, conv, body, guest=guest) as events:
-            yield self._watch_limits(events, account)
+        return await stack.enter_async_context(self.upstream.completion(key, org, conv, body(False), guest=guest))
 
     async def _watch_limits(self, events: AsyncIterator[ReplyEvent], account: Account) -> AsyncIterator[ReplyEvent]:
         async for event in events:

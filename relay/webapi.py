@@ -78,6 +78,15 @@ def conversation_body(conv: str, model: str | None) -> dict[str, Any]:
     return body
 
 
+def conversation_params(conv: str, model: str | None, thinking: bool) -> dict[str, Any]:
+    """`create_conversation_params`: the newer web app creates the chat with its first completion."""
+    params = conversation_body(conv, model)
+    params["is_temporary"] = False
+    if thinking:
+        params["paprika_mode"] = "extended"
+    return params
+
+
 def thinking_settings_body() -> dict[str, Any]:
     """Extended thinking for one conversation; account-wide settings are never touched."""
     return {"settings": {"paprika_mode": "extended"}}
@@ -106,8 +115,9 @@ def completion_body(
     attachments: list[TextAttachment],
     files: list[str],
     artifacts: bool,
+    create: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The completion request of a fresh single-turn conversation."""
+    """The completion request of a fresh single-turn conversation (created on the way with `create`)."""
     body: dict[str, Any] = {
         "prompt": prompt,
         "parent_message_uuid": ROOT_PARENT_UUID,
@@ -120,6 +130,8 @@ def completion_body(
     }
     if model:
         body["model"] = model
+    if create:
+        body["create_conversation_params"] = create
     return body
 
 

@@ -74,13 +74,15 @@ async def test_thinking_model_turns_thinking_on_for_that_conversation_only(relay
     stream = await client.chat.completions.create(model="claude-opus-4-6-think", messages=HI, stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream])
     assert text == "<think>\nPondering deeply.\n</think>\n\nThe answer."
-    settings = fake.calls_named("settings")
-    assert len(settings) == 1
-    assert settings[0].body == {"settings": {"paprika_mode": "extended"}}
     completion = fake.calls_named("completion")[0]
     assert completion.body["model"] == "claude-opus-4-6"
-    assert settings[0].path.endswith(completion.path.split("/")[-2])
-    assert not [c for c in fake.calls if "account" in c.path]
+    assert completion.body["create_conversation_params"]["paprika_mode"] == "extended"
+    assert not [c for c in fake.calls if "account" in c.path]  # account-wide settings are never written
+
+
+async def test_plain_model_does_not_ask_for_thinking(relay: Relay, fake) -> None:
+    await relay.openai().chat.completions.create(model="claude-opus-4-6", messages=HI)
+    assert "paprika_mode" not in fake.calls_named("completion")[0].body["create_conversation_params"]
 
 
 async def test_reasoning_content_format(make_relay: RelayFactory, fake) -> None:

@@ -90,6 +90,9 @@ class FakeClaude:
         self.conversations: dict[str, dict[str, Any]] = {}  # conv uuid -> {org, settings, key}
         self.deleted: list[str] = []
         self.uploads: dict[str, tuple[str, str, bytes]] = {}
+        self.uploading = 0
+        self.max_parallel_uploads = 0
+        self.inline_create = True  # honour create_conversation_params like the 2026 web app
         self.open_streams = 0
         self.disconnects = 0
         self.stream_closed = asyncio.Event()
@@ -200,7 +203,12 @@ class FakeClaude:
         async for part in reader:
             if part.name == "file":
                 files.append((part.filename or "", part.headers.get("Content-Type", ""), await part.read()))  # type: ignore[union-attr]
-        behavior = await self._record("upload", request, files=files)
+        self.uploading += 1
+        self.max_parallel_uploads = max(self.max_parallel_uploads, self.uploading)
+        try:
+            behavior = await self._record("upload", request, files=files)
+        finally:
+            self.uploading -= 1
         if (failed := self._failure(behavior, "upload")) is not None:
             return failed
         if not files:
@@ -214,7 +222,12 @@ class FakeClaude:
         behavior = await self._record("completion", request, body)
         if (failed := self._failure(behavior, "completion")) is not None:
             return failed
-        conv = self.conversations.get(request.match_info["conv"])
+        conv_id = request.match_info["conv"]
+        params = body.get("create_conversation_params")
+        if conv_id not in self.conversations and self.inline_create and isinstance(params, dict) and params.get("uuid") == conv_id:
+            settings = {"paprika_mode": params["paprika_mode"]} if params.get("paprika_mode") else {}
+            self.conversations[conv_id] = {"org": request.match_info["org"], "settings": settings, "key": self._key(request)}
+        conv = self.conversations.get(conv_id)
         if conv is None:
             return _error(404, "not_found_error", "Conversation not found")
         model = str(body.get("model") or "claude-default")
