@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+# Frames per write when streaming without delay.
+FAST_BATCH = 32
 CLOUDFLARE_PAGE = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>challenge</body></html>"
 
 
@@ -90,6 +92,7 @@ class FakeClaude:
         self.conversations: dict[str, dict[str, Any]] = {}  # conv uuid -> {org, settings, key}
         self.deleted: list[str] = []
         self.uploads: dict[str, tuple[str, str, bytes]] = {}
+        self.peers: set[Any] = set()  # client (host, port) pairs: one per upstream connection
         self.uploading = 0
         self.max_parallel_uploads = 0
         self.inline_create = True  # honour create_conversation_params like the 2026 web app
@@ -118,6 +121,8 @@ class FakeClaude:
         app.router.add_delete("/api/organizations/{org}/chat_conversations/{conv}", self._delete)
         app.router.add_post("/api/organizations/{org}/chat_conversations/{conv}/completion", self._completion)
         app.router.add_post("/api/{org}/upload", self._upload)
+        app.router.add_get("/_fake/stats", self._stats)
+        app.router.add_post("/_fake/config", self._config)
         return app
 
     @staticmethod
@@ -126,6 +131,7 @@ class FakeClaude:
 
     async def _record(self, name: str, request: web.Request, body: Any = None, files: list[Any] | None = None) -> Behavior:
         key = self._key(request)
+        self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
         self.calls.append(Call(name, request.method, request.path, key, body, dict(request.headers), files or []))
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -158,6 +164,30 @@ class FakeClaude:
         if mode == "server_error":
             return _error(500, "api_error", "Internal server error")
         return None
+
+    # -- control (benchmarks drive a fake in another process through these) ----------------------
+
+    async def _stats(self, _: web.Request) -> web.Response:
+        names = [c.name for c in self.calls]
+        return web.json_response(
+            {
+                "calls": {n: names.count(n) for n in set(names)},
+                "connections": len(self.peers),
+                "open_streams": self.open_streams,
+                "live_conversations": len(self.conversations),
+                "disconnects": self.disconnects,
+            }
+        )
+
+    async def _config(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        for name in ("latency", "chunk_delay", "chunks", "inline_create"):
+            if name in body:
+                setattr(self, name, body[name])
+        if body.get("reset"):
+            self.calls.clear()
+            self.peers.clear()
+        return web.json_response({"ok": True})
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -270,15 +300,19 @@ class FakeClaude:
             index = 1
         await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
                                                       "content_block": {"type": "text", "text": ""}}))
-        for n, piece in enumerate(_pieces(text, self.chunks)):
+        frames = [_text_delta(index, piece) for piece in _pieces(text, self.chunks)]
+        if not delay and behavior.mode != "drop":
+            # As fast as a socket takes it: batches of frames, so the fake is never the bottleneck.
+            for i in range(0, len(frames), FAST_BATCH):
+                await resp.write(b"".join(frames[i : i + FAST_BATCH]))
+        for n, frame in enumerate(frames if delay or behavior.mode == "drop" else []):
             if behavior.mode == "drop" and n == behavior.drop_after:
                 await resp.write(b": cut\n\n")
                 assert resp._req is not None and resp._req.transport is not None
                 resp._req.transport.abort()  # like a network failure: no terminating chunk
                 await asyncio.sleep(0)
                 return
-            await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                          "delta": {"type": "text_delta", "text": piece}}))
+            await resp.write(frame)
             if delay:
                 await asyncio.sleep(delay)
         await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
@@ -303,6 +337,10 @@ class FakeClaude:
             delta = {"type": "input_json_delta", "partial_json": raw[i : i + step]}
             await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+
+
+def _text_delta(index: int, piece: str) -> bytes:
+    return _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:

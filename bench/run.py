@@ -1,0 +1,312 @@
+"""The relay's cost against the raw upstream: `python -m bench.run` (see bench/README.md).
+
+Starts the fake claude.ai and the relay as separate processes on loopback, drives both with an
+aiohttp load generator, prints a comparison table with pass/fail lines and rewrites
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from relay.demo import org_for
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key"
+ACCOUNTS = [f"sk-ant-sid01-bench{'b' * 86}-bnc{n:03d}AA" for n in range(1, 5)]
+MODEL = "claude-sonnet-4-6"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_mb(pid: int, field_name: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+@dataclass
+class Sample:
+    ttfb: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    frames: int = 0
+    nbytes: int = 0
+    errors: int = 0
+
+
+class Bench:
+    def __init__(self, fake_url: str, relay_url: str) -> None:
+        self.fake_url = fake_url
+        self.relay_url = relay_url
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=600))
+        self._turn = 0
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def configure(self, **values: Any) -> None:
+        async with self.http.post(f"{self.fake_url}/_fake/config", json=values) as r:
+            r.raise_for_status()
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.http.get(f"{self.fake_url}/_fake/stats") as r:
+            return dict(await r.json())
+
+    async def relay_stream(self, sample: Sample, model: str = MODEL) -> None:
+        body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "benchmark"}]}
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        await self._stream(f"{self.relay_url}/v1/chat/completions", body, headers, b'"delta":{"content":', b"data: [DONE]", sample)
+
+    async def direct_stream(self, sample: Sample) -> None:
+        """The same answer straight from the fake, one call, as the relay makes it."""
+        key = ACCOUNTS[self._turn % len(ACCOUNTS)]
+        self._turn += 1
+        org, conv = org_for(key), str(uuid.uuid4())
+        body = {
+            "prompt": "Human: benchmark",
+            "model": MODEL,
+            "rendering_mode": "messages",
+            "create_conversation_params": {"uuid": conv, "name": "", "model": MODEL},
+        }
+        url = f"{self.fake_url}/api/organizations/{org}/chat_conversations/{conv}/completion"
+        headers = {"Cookie": f"sessionKey={key}", "Accept": "text/event-stream"}
+        await self._stream(url, body, headers, b'"text_delta"', b"message_stop", sample)
+
+    async def _stream(self, url: str, body: dict[str, Any], headers: dict[str, str], first: bytes, last: bytes, sample: Sample) -> None:
+        started = time.perf_counter()
+        ttfb = None
+        tail = b""
+        try:
+            async with self.http.post(url, json=body, headers=headers) as r:
+                if r.status != 200:
+                    sample.errors += 1
+                    await r.read()
+                    return
+                async for chunk in r.content.iter_any():
+                    if ttfb is None and first in tail + chunk:
+                        ttfb = time.perf_counter() - started
+                    sample.frames += chunk.count(b"\n\n")
+                    sample.nbytes += len(chunk)
+                    tail = (tail + chunk)[-64:]
+        except aiohttp.ClientError:
+            sample.errors += 1
+            return
+        if ttfb is None or last not in tail:
+            sample.errors += 1
+            return
+        sample.ttfb.append(ttfb)
+        sample.total.append(time.perf_counter() - started)
+
+
+async def _run(concurrency: int, per_worker: int, one: Callable[[Sample], Awaitable[None]]) -> tuple[Sample, float]:
+    sample = Sample()
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            await one(sample)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return sample, time.perf_counter() - started
+
+
+def _ms(v: float) -> str:
+    return f"{v * 1000:.2f}"
+
+
+async def latency(b: Bench, rows: list[str], checks: list[tuple[str, bool]], quick: bool) -> None:
+    await b.configure(latency=0, chunk_delay=0, chunks=20)
+    rows.append("\n### 1. Time to first byte and total time (20-chunk answers, ms)\n")
+    rows.append("| streams | path | ttfb p50 | ttfb p95 | ttfb p99 | total p50 | total p95 | total p99 | errors |")
+    rows.append("|---|---|---|---|---|---|---|---|---|")
+    for conc, n, target in ((1, 60 if quick else 300, 0.002), (50, 4 if quick else 20, 0.010)):
+        res = {}
+        for name, fn in (("direct", b.direct_stream), ("relay", b.relay_stream)):
+            await _run(conc, 2, fn)  # warm connections
+            sample, _ = await _run(conc, n, fn)
+            res[name] = sample
+            t, tt = sample.ttfb, sample.total
+            rows.append(
+                f"| {conc} | {name} | {_ms(_pct(t, 50))} | {_ms(_pct(t, 95))} | {_ms(_pct(t, 99))} | "
+                f"{_ms(_pct(tt, 50))} | {_ms(_pct(tt, 95))} | {_ms(_pct(tt, 99))} | {sample.errors} |"
+            )
+        added = _pct(res["relay"].ttfb, 50) - _pct(res["direct"].ttfb, 50)
+        rows.append(f"| {conc} | **added by relay** | **{_ms(added)}** | | | | | | |")
+        checks.append((f"added p50 time to first byte at {conc} stream(s) = {_ms(added)} ms <= {target * 1000:.0f} ms", added <= target))
+
+
+async def throughput(b: Bench, rows: list[str], checks: list[tuple[str, bool]], quick: bool) -> None:
+    chunks = 500 if quick else 2000
+    await b.configure(latency=0, chunk_delay=0, chunks=chunks)
+    rows.append(f"\n### 2. Streaming throughput ({chunks}-chunk answers)\n")
+    rows.append("| streams | direct chunks/s | relay chunks/s | direct MB/s | relay MB/s | relay/direct | errors |")
+    rows.append("|---|---|---|---|---|---|---|")
+    for conc, per in ((1, 3), (50, 1), (500, 1)):
+        out = {}
+        for name, fn in (("direct", b.direct_stream), ("relay", b.relay_stream)):
+            sample, elapsed = await _run(conc, per, fn)
+            out[name] = (sample.frames / elapsed, sample.nbytes / elapsed / 1e6, sample.errors)
+        ratio = out["relay"][0] / out["direct"][0]
+        rows.append(
+            f"| {conc} | {out['direct'][0]:,.0f} | {out['relay'][0]:,.0f} | {out['direct'][1]:.1f} | {out['relay'][1]:.1f} | "
+            f"{ratio:.2f} | {out['direct'][2] + out['relay'][2]} |"
+        )
+        if conc == 50:
+            checks.append((f"relay throughput at 50 streams = {ratio:.2f} x direct >= 0.8", ratio >= 0.8))
+
+
+async def open_streams(b: Bench, pid: int, rows: list[str], checks: list[tuple[str, bool]], quick: bool) -> None:
+    n = 300 if quick else 1000
+    await b.configure(latency=0, chunk_delay=0.05, chunks=100)
+    peak = _rss_mb(pid)
+    done = asyncio.Event()
+
+    async def sampler() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_mb(pid))
+            await asyncio.sleep(0.05)
+
+    watch = asyncio.create_task(sampler())
+    sample, elapsed = await _run(n, 1, b.relay_stream)
+    done.set()
+    await watch
+    rows.append(f"\n### 3. {n} concurrent open streams (100 chunks, 50 ms apart)\n")
+    rows.append("| streams | completed | errors | relay peak RSS (MB) | wall time (s) |")
+    rows.append("|---|---|---|---|---|")
+    rows.append(f"| {n} | {len(sample.total)} | {sample.errors} | {peak:.0f} | {elapsed:.1f} |")
+    checks.append((f"{n} concurrent streams: {sample.errors} errors, relay RSS {peak:.0f} MB <= 200 MB", sample.errors == 0 and peak <= 200))
+
+
+async def connections(b: Bench, rows: list[str], checks: list[tuple[str, bool]]) -> None:
+    await b.configure(latency=0, chunk_delay=0, chunks=20, reset=True)
+    sample, _ = await _run(1, 100, b.relay_stream)
+    await asyncio.sleep(0.5)  # let background deletes land
+    stats = await b.stats()
+    calls = stats["calls"]
+    per_account = stats["connections"] / len(ACCOUNTS)
+    total_calls = sum(calls.values())
+    rows.append("\n### 4. Upstream connections and calls (100 sequential requests)\n")
+    rows.append("| new upstream connections | per account | calls per request | before first token | calls seen |")
+    rows.append("|---|---|---|---|---|")
+    rows.append(
+        f"| {stats['connections']} | {per_account:.2f} | {total_calls / 100:.2f} | "
+        f"{calls.get('completion', 0) / 100:.2f} | {json.dumps(calls, sort_keys=True)} |"
+    )
+    checks.append((f"{per_account:.2f} new upstream connections per account per 100 requests <= 1", per_account <= 1 and sample.errors == 0))
+
+
+async def round_trips(b: Bench, rows: list[str], checks: list[tuple[str, bool]], quick: bool) -> None:
+    rtt = 0.030
+    n = 10 if quick else 30
+    rows.append(f"\n### 5. Time to first token in upstream round trips ({rtt * 1000:.0f} ms simulated latency per call, one stream)\n")
+    rows.append("| path | plain | thinking |")
+    rows.append("|---|---|---|")
+    for label, inline in (("relay (chat created by the completion call)", True), ("create + completion (fallback path)", False)):
+        await b.configure(latency=rtt, chunk_delay=0, chunks=20, inline_create=inline)
+        cells = []
+        for model in (MODEL, MODEL + "-think"):
+            sample = Sample()
+            for _ in range(n):
+                await b.relay_stream(sample, model)
+            cells.append(statistics.median(sample.ttfb) / rtt)
+        rows.append(f"| {label} | {cells[0]:.2f} | {cells[1]:.2f} |")
+        if inline:
+            checks.append((f"median time to first token = {cells[0]:.2f} (plain), {cells[1]:.2f} (thinking) round trips <= 1.2", max(cells) <= 1.2))
+    await b.configure(latency=0, inline_create=True)
+
+
+async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            if proc.poll() is not None:
+                raise SystemExit(f"process for {url} exited with {proc.returncode}")
+            try:
+                async with http.get(url) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+async def main(quick: bool) -> int:
+    fake_port, relay_port = _free_port(), _free_port()
+    fake_url, relay_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{relay_port}"
+    fake = subprocess.Popen([sys.executable, "-m", "relay.demo", "--port", str(fake_port)], cwd=ROOT)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG", "PYTHONPATH")},
+        "SESSIONS": ",".join(f"{k}:{org_for(k)}" for k in ACCOUNTS),
+        "APIKEY": API_KEY,
+        "CLAUDE_BASE_URL": fake_url,
+        "PORT": str(relay_port),
+        "UPSTREAM_MAX_CONNECTIONS": "400",
+    }
+    relay = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    rows: list[str] = []
+    checks: list[tuple[str, bool]] = []
+    try:
+        await _wait_healthy(f"{fake_url}/_fake/stats", fake)
+        await _wait_healthy(f"{relay_url}/health", relay)
+        b = Bench(fake_url, relay_url)
+        try:
+            await latency(b, rows, checks, quick)
+            await throughput(b, rows, checks, quick)
+            await open_streams(b, relay.pid, rows, checks, quick)
+            await connections(b, rows, checks)
+            await round_trips(b, rows, checks, quick)
+        finally:
+            await b.close()
+    finally:
+        for proc in (relay, fake):
+            proc.terminate()
+            proc.wait(timeout=30)
+    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}, {platform.system()}"
+    report = [
+        "# Benchmark results",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine}; fake upstream, relay and load",
+        "generator are three processes sharing the machine. Regenerate with `python -m bench.run`.",
+        *rows,
+        "\n### Targets\n",
+        *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks],
+        "",
+    ]
+    text = "\n".join(report)
+    print(text)
+    if not quick:
+        (ROOT / "bench" / "RESULTS.md").write_text(text)
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument("--quick", action="store_true", help="fewer requests; does not rewrite RESULTS.md")
+    raise SystemExit(asyncio.run(main(parser.parse_args().quick)))
