@@ -7,6 +7,8 @@ import time
 import uuid
 from typing import Any, Literal
 
+import orjson
+
 from .errors import RelayError
 from .reply import Finish, ReplyEvent, StopCutter, Text, Thinking, estimate_tokens
 from .sse import DONE, encode_data
@@ -46,6 +48,10 @@ class ThinkTags:
             return event_text, ""
         return self.close() + event_text, ""
 
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
     def close(self) -> str:
         """The closing tag, if thinking was left open."""
         if self._open:
@@ -55,7 +61,7 @@ class ThinkTags:
 
 
 class ChunkEncoder:
-    """Pre-built JSON around each delta; one stream, one id."""
+    """Pre-encoded bytes around each delta; one stream, one id."""
 
     __slots__ = ("id", "model", "created", "_head", "_tail")
 
@@ -63,29 +69,32 @@ class ChunkEncoder:
         self.id = completion_id()
         self.model = model
         self.created = int(time.time())
-        self._head = (
-            '{"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":null,'
-            '"choices":[{"index":0,"delta":' % (self.id, self.created, json.dumps(model))
+        self._head = b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,"system_fingerprint":null,' % (
+            self.id.encode(),
+            self.created,
+            orjson.dumps(model),
         )
-        self._tail = ',"logprobs":null,"finish_reason":null}]}'
+        self._tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def _frame(self, delta: bytes, tail: bytes | None = None) -> bytes:
+        return self._head + b'"choices":[{"index":0,"delta":' + delta + (self._tail if tail is None else tail)
 
     def role(self) -> bytes:
-        return encode_data(self._head + '{"role":"assistant","content":""}' + self._tail)
+        return self._frame(b'{"role":"assistant","content":""}')
 
     def delta(self, content: str, reasoning: str = "") -> bytes:
         if reasoning:
-            return encode_data(self._head + '{"reasoning_content":' + json.dumps(reasoning) + "}" + self._tail)
-        return encode_data(self._head + '{"content":' + json.dumps(content) + "}" + self._tail)
+            return self._frame(b'{"reasoning_content":' + orjson.dumps(reasoning) + b"}")
+        return self._frame(b'{"content":' + orjson.dumps(content) + b"}")
 
     def delta_object(self, delta: dict[str, Any]) -> bytes:
-        return encode_data(self._head + json.dumps(delta, separators=(",", ":")) + self._tail)
+        return self._frame(orjson.dumps(delta))
 
     def finish(self, reason: FinishReason) -> bytes:
-        return encode_data(self._head + '{},"logprobs":null,"finish_reason":"%s"}]}' % reason)
+        return self._frame(b"{}", b',"logprobs":null,"finish_reason":"%s"}]}\n\n' % reason.encode())
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        body = self._head.split('"choices"')[0] + '"choices":[],"usage":' + json.dumps(_usage(prompt_tokens, completion_tokens)) + "}"
-        return encode_data(body)
+        return self._head + b'"choices":[],"usage":' + orjson.dumps(_usage(prompt_tokens, completion_tokens)) + b"}\n\n"
 
 
 def error_frame(exc: RelayError) -> bytes:
@@ -131,7 +140,7 @@ def completion_object(
 class OpenAIStream:
     """The OpenAI chunk stream for one answer (a StreamFormat)."""
 
-    __slots__ = ("_enc", "_tags", "_cutter", "_usage", "_prompt_tokens", "_chars")
+    __slots__ = ("_enc", "_tags", "_cutter", "_usage", "_prompt_tokens", "_chars", "_plain")
 
     def __init__(self, model: str, mode: ThinkingFormat, stops: list[str], include_usage: bool, prompt_tokens: int) -> None:
         self._enc = ChunkEncoder(model)
@@ -140,6 +149,8 @@ class OpenAIStream:
         self._usage = include_usage
         self._prompt_tokens = prompt_tokens
         self._chars = 0
+        # No stop sequences and no thinking tag to close: text goes straight through.
+        self._plain = not stops
 
     @property
     def stopped(self) -> bool:
@@ -149,6 +160,9 @@ class OpenAIStream:
         return self._enc.role()
 
     def feed(self, event: ReplyEvent) -> bytes:
+        if type(event) is Text and self._plain and not self._tags.is_open:
+            self._chars += len(event.text)
+            return self._enc.delta(event.text)
         if isinstance(event, Thinking):
             content, reasoning = self._tags.split(event.text, True)
         elif isinstance(event, Text):

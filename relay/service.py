@@ -45,16 +45,16 @@ class Reply:
 
     account: Account
     head: list[ReplyEvent]
-    rest: AsyncIterator[ReplyEvent] | None
+    rest: AsyncIterator[list[ReplyEvent]] | None
     attempts: int
     first_byte_at: float = field(default_factory=time.monotonic)
 
-    async def events(self) -> AsyncIterator[ReplyEvent]:
-        for event in self.head:
-            yield event
+    async def batches(self) -> AsyncIterator[list[ReplyEvent]]:
+        """The answer in batches of events, the head first."""
+        yield self.head
         if self.rest is not None:
-            async for event in self.rest:
-                yield event
+            async for batch in self.rest:
+                yield batch
 
 
 FetchImage = Callable[[RemoteImage], Awaitable[Upload]]
@@ -134,7 +134,7 @@ class ChatService:
             try:
                 org = await self._org(account, guest=mirror is not None)
                 async with self._converse(account, org, conv, job, uploads, mirror is not None) as events:
-                    head, rest = await self._first_part(events, account, buffered)
+                    head, rest = await self._first_part(events, buffered)
                     started = True
                     yield Reply(account, head, rest, attempt)
                 return
@@ -202,7 +202,7 @@ class ChatService:
     @asynccontextmanager
     async def _converse(
         self, account: Account, org: str, conv: str, job: ChatJob, uploads: list[Upload], guest: bool
-    ) -> AsyncIterator[AsyncIterator[ReplyEvent]]:
+    ) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
         """Uploads (concurrently), then the completion; the chat is created on the way when possible."""
         key = account.key
         files = list(
@@ -216,7 +216,7 @@ class ChatService:
 
     async def _start_completion(
         self, stack: AsyncExitStack, account: Account, org: str, conv: str, job: ChatJob, files: list[str], guest: bool
-    ) -> AsyncIterator[ReplyEvent]:
+    ) -> AsyncIterator[list[ReplyEvent]]:
         """One round trip when the account takes `create_conversation_params`; else create, then complete."""
         key = account.key
 
@@ -246,25 +246,31 @@ class ChatService:
             await self.upstream.enable_thinking(key, org, conv, guest=guest)
         return await stack.enter_async_context(self.upstream.completion(key, org, conv, body(False), guest=guest))
 
-    async def _watch_limits(self, events: AsyncIterator[ReplyEvent], account: Account) -> AsyncIterator[ReplyEvent]:
-        async for event in events:
-            if isinstance(event, LimitReached):
-                self.pool.cool_down(account, event.resets_at)
-            else:
-                yield event
+    async def _watch_limits(
+        self, batches: AsyncIterator[list[ReplyEvent]], account: Account
+    ) -> AsyncIterator[list[ReplyEvent]]:
+        """Take usage-limit notices out of the answer and cool the account down with them."""
+        async for batch in batches:
+            if any(isinstance(e, LimitReached) for e in batch):
+                for event in batch:
+                    if isinstance(event, LimitReached):
+                        self.pool.cool_down(account, event.resets_at)
+                batch = [e for e in batch if not isinstance(e, LimitReached)]
+            if batch:
+                yield batch
 
     @staticmethod
     async def _first_part(
-        events: AsyncIterator[ReplyEvent], account: Account, buffered: bool
-    ) -> tuple[list[ReplyEvent], AsyncIterator[ReplyEvent] | None]:
+        batches: AsyncIterator[list[ReplyEvent]], buffered: bool
+    ) -> tuple[list[ReplyEvent], AsyncIterator[list[ReplyEvent]] | None]:
         """Read until the answer has visibly started (or, buffered, ended)."""
         head: list[ReplyEvent] = []
-        async for event in events:
-            head.append(event)
-            if isinstance(event, Finish):
+        async for batch in batches:
+            head.extend(batch)
+            if any(isinstance(e, Finish) for e in batch):
                 return head, None
-            if not buffered and isinstance(event, (Text, Thinking)) and event.text:
-                return head, events
+            if not buffered and any(isinstance(e, (Text, Thinking)) and e.text for e in batch):
+                return head, batches
         raise UpstreamFailure(Failure.TRANSIENT, "claude.ai ended the answer without content")
 
     async def _delete(self, account: Account, org: str, conv: str, guest: bool) -> None:

@@ -2,69 +2,73 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(slots=True, frozen=True)
-class SSEEvent:
+class SSEEvent(NamedTuple):
     """One dispatched event (WHATWG: `event` defaults to "message", data lines joined by LF)."""
 
     event: str
-    data: str
+    data: bytes
 
 
 class SSEDecoder:
-    """Turns arbitrary byte chunks into events; lines may end in CR, LF or CRLF and split anywhere."""
+    """Turns arbitrary byte chunks into events; lines may end in CR, LF or CRLF and split anywhere.
 
-    __slots__ = ("_buf", "_pending_cr", "_event", "_data")
+    Works on whole blank-line-terminated blocks of bytes: an upstream chunk holds many events, and
+    splitting it once beats walking it line by line.
+    """
+
+    __slots__ = ("_buf", "_pending_cr")
 
     def __init__(self) -> None:
         self._buf = b""
         self._pending_cr = False  # the last chunk ended in CR; a leading LF now belongs to it
-        self._event = ""
-        self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume a chunk and return the events it completed."""
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._pending_cr = chunk.endswith(b"\r")
-        data = self._buf + chunk
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *lines, self._buf = data.split(b"\n")
-        events: list[SSEEvent] = []
-        for raw in lines:
-            event = self._line(raw.decode("utf-8", "replace"))
-            if event is not None:
-                events.append(event)
-        return events
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        data = self._buf + chunk if self._buf else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._buf = data
+            return []
+        self._buf = data[end + 2 :]
+        return _events(data[:end].split(b"\n"))
 
     def flush(self) -> list[SSEEvent]:
-        """End of stream: an unterminated last line still counts, an undispatched event does not."""
+        """End of stream: an unterminated last event still counts."""
         tail, self._buf = self._buf, b""
-        if tail:
-            self._line(tail.decode("utf-8", "replace"))
-        event = self._line("")
-        return [event] if event else []
+        return _events(tail.split(b"\n")) if tail.strip() else []
 
-    def _line(self, line: str) -> SSEEvent | None:
+
+def _events(lines: list[bytes]) -> list[SSEEvent]:
+    """Events from complete lines; a blank line (or the end) dispatches."""
+    events: list[SSEEvent] = []
+    name = ""
+    data: list[bytes] = []
+    for line in lines:
         if not line:
-            if not self._data and not self._event:
-                return None
-            event = SSEEvent(self._event or "message", "\n".join(self._data))
-            self._event, self._data = "", []
-            return event
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
+            if data or name:
+                events.append(SSEEvent(name or "message", b"\n".join(data)))
+                name, data = "", []
+            continue
+        if line[0] == 58:  # ":" starts a comment
+            continue
+        field, _, value = line.partition(b":")
+        if value[:1] == b" ":
             value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        return None
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    if data or name:
+        events.append(SSEEvent(name or "message", b"\n".join(data)))
+    return events
 
 
 def encode_data(payload: str) -> bytes:

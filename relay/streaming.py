@@ -92,25 +92,32 @@ async def run_stream(
 
 
 async def _pump(stream: LiveStream, reply: Reply, fmt: StreamFormat) -> str:
-    """Copy reply events to the client until the end, a stop sequence, or an upstream failure."""
-    reason = "end_turn"
+    """Copy the answer to the client, one write per upstream read, until its end or a stop sequence."""
+    reason = ""
     try:
-        async with aclosing(reply.events()) as events:
-            async for event in events:
-                if isinstance(event, Finish):
-                    reason = event.reason
-                    break
-                if data := fmt.feed(event):
+        async with aclosing(reply.batches()) as batches:
+            async for batch in batches:
+                out: list[bytes] = []
+                for event in batch:
+                    if isinstance(event, Finish):
+                        reason = event.reason
+                        break
+                    out.append(fmt.feed(event))
+                    if fmt.stopped:
+                        reason = "stop_sequence"
+                        break
+                if reason:
+                    out.append(fmt.closing(reason))
+                if data := b"".join(out):
                     await stream.send(data)
-                if fmt.stopped:
-                    reason = "stop_sequence"
-                    break
+                if reason:
+                    return "done"
     except UpstreamFailure as failure:
         # Output already reached the client: retrying would duplicate it, so report in-band.
         logger.warning("stream broke after output on {}: {}", reply.account.alias, failure.message)
         await stream.send(fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
         return "upstream_error"
-    await stream.send(fmt.closing(reason))
+    await stream.send(fmt.closing("end_turn"))
     return "done"
 
 

@@ -21,6 +21,8 @@ from .sse import SSEDecoder
 
 # Impersonate the newest Chrome profile curl_cffi ships; claude.ai sits behind Cloudflare.
 IMPERSONATE = "chrome"
+# After a complete answer, how long to wait for the end of the body before closing the connection.
+END_OF_BODY_WAIT = 2.0
 # Error bodies are read to classify them; an HTML challenge page is small, anything bigger is cut.
 MAX_ERROR_BODY = 256 * 1024
 
@@ -171,8 +173,12 @@ class UpstreamClient:
     @asynccontextmanager
     async def completion(
         self, key: str, org: str, conv: str, body: Mapping[str, Any], *, guest: bool = False
-    ) -> AsyncIterator[AsyncIterator[ReplyEvent]]:
-        """Start a completion; yields its reply events. Leaving the block closes the upstream at once."""
+    ) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
+        """Start a completion; yields its reply events in batches, one per network read.
+
+        Leaving the block early closes the upstream connection at once; after a complete answer
+        the connection is kept for the next request.
+        """
         headers = self._request_headers(key, f"/chat/{conv}")
         headers["Accept"] = "text/event-stream"
         try:
@@ -181,15 +187,16 @@ class UpstreamClient:
             )
         except RequestException as exc:
             raise _network_failure(exc) from exc
-        events = _read_events(rsp)
+        stream = _EventStream(rsp)
+        batches = stream.batches()
         try:
             if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
                 raw = await _read_capped(rsp)
                 raise classify(rsp.status_code if rsp.status_code != 200 else 502, dict(rsp.headers), raw)
-            yield events
+            yield batches
         finally:
-            await events.aclose()
-            await _abort(rsp)
+            await batches.aclose()
+            await stream.close()
 
     async def fetch_public(self, url: str, max_bytes: int) -> tuple[str, bytes]:
         """GET a URL a caller linked (an image), through PROXY, refusing more than `max_bytes`."""
@@ -236,18 +243,35 @@ async def _read_capped(rsp: Response) -> bytes:
     return b"".join(chunks)[:MAX_ERROR_BODY]
 
 
-async def _read_events(rsp: Response) -> AsyncIterator[ReplyEvent]:
-    decoder = SSEDecoder()
-    reader = webapi.EventReader()
-    try:
-        async for chunk in rsp.aiter_content():
-            for event in decoder.feed(chunk):
-                for item in reader.feed(event):
-                    yield item
-    except RequestException as exc:
-        raise _network_failure(exc) from exc
-    for event in decoder.flush():
-        for item in reader.feed(event):
-            yield item
-    if not reader.finished:
-        raise UpstreamFailure(Failure.TRANSIENT, "claude.ai closed the stream before the answer was complete")
+class _EventStream:
+    """Decodes one completion response; knows whether the answer was complete."""
+
+    __slots__ = ("rsp", "reader")
+
+    def __init__(self, rsp: Response) -> None:
+        self.rsp = rsp
+        self.reader = webapi.EventReader()
+
+    async def batches(self) -> AsyncIterator[list[ReplyEvent]]:
+        decoder = SSEDecoder()
+        feed = self.reader.feed
+        try:
+            async for chunk in self.rsp.aiter_content():
+                batch = [item for event in decoder.feed(chunk) for item in feed(event)]
+                if batch:
+                    yield batch
+        except RequestException as exc:
+            raise _network_failure(exc) from exc
+        batch = [item for event in decoder.flush() for item in feed(event)]
+        if batch:
+            yield batch
+        if not self.reader.finished:
+            raise UpstreamFailure(Failure.TRANSIENT, "claude.ai closed the stream before the answer was complete")
+
+    async def close(self) -> None:
+        task = self.rsp.astream_task
+        if self.reader.finished and task is not None and not task.done():
+            # The answer is complete and only the end of the body is left: let it arrive so the
+            # connection goes back to the pool instead of being torn down.
+            await asyncio.wait([task], timeout=END_OF_BODY_WAIT)
+        await _abort(self.rsp)

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from loguru import logger
 
 from .failures import Failure, UpstreamFailure, classify, classify_stream_error, org_flag_failure
@@ -185,8 +186,8 @@ class EventReader:
 
     def feed(self, event: SSEEvent) -> list[ReplyEvent]:
         try:
-            data = json.loads(event.data)
-        except ValueError:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
             logger.debug("upstream sent a non-JSON event {}", event.event)
             return []
         if not isinstance(data, dict):

@@ -90,7 +90,7 @@ def test_bad_parts_say_which_part(part: dict[str, Any], needle: str) -> None:
 
 def _read(events: list[tuple[str, dict[str, Any]]]) -> list[Any]:
     reader = EventReader()
-    return [r for name, data in events for r in reader.feed(SSEEvent(name, json.dumps(data)))]
+    return [r for name, data in events for r in reader.feed(SSEEvent(name, json.dumps(data).encode()))]
 
 
 def test_artifact_block_becomes_markdown() -> None:

@@ -7,7 +7,7 @@ import pytest
 from relay.sse import DONE, SSEDecoder, SSEEvent, encode_data, encode_event
 
 STREAM = b'event: message_start\ndata: {"a":1}\n\n: comment\n\nevent: ping\ndata: {}\n\ndata: line1\ndata: line2\n\n'
-EXPECTED = [SSEEvent("message_start", '{"a":1}'), SSEEvent("ping", "{}"), SSEEvent("message", "line1\nline2")]
+EXPECTED = [SSEEvent("message_start", b'{"a":1}'), SSEEvent("ping", b"{}"), SSEEvent("message", b"line1\nline2")]
 
 
 def _decode(chunks: list[bytes]) -> list[SSEEvent]:
@@ -28,24 +28,28 @@ def test_split_at_every_byte(sep: bytes) -> None:
 
 
 def test_crlf_split_between_cr_and_lf_is_one_line_end() -> None:
-    assert _decode([b"data: x\r", b"\n\r", b"\n"]) == [SSEEvent("message", "x")]
+    assert _decode([b"data: x\r", b"\n\r", b"\n"]) == [SSEEvent("message", b"x")]
 
 
 def test_multibyte_utf8_split_across_chunks() -> None:
     data = 'data: {"t":"héllo ✓"}\n\n'.encode()
     cut = data.index("✓".encode()) + 1
-    assert _decode([data[:cut], data[cut:]]) == [SSEEvent("message", '{"t":"héllo ✓"}')]
+    assert _decode([data[:cut], data[cut:]]) == [SSEEvent("message", '{"t":"héllo ✓"}'.encode())]
 
 
 def test_unterminated_event_at_end_is_flushed() -> None:
-    assert _decode([b"event: message_stop\ndata: {}"]) == [SSEEvent("message_stop", "{}")]
+    assert _decode([b"event: message_stop\ndata: {}"]) == [SSEEvent("message_stop", b"{}")]
 
 
 def test_unknown_fields_are_ignored() -> None:
-    assert _decode([b"id: 7\nretry: 100\nfoo: bar\ndata:x\n\n"]) == [SSEEvent("message", "x")]
+    assert _decode([b"id: 7\nretry: 100\nfoo: bar\ndata:x\n\n"]) == [SSEEvent("message", b"x")]
 
 
 def test_encoders_write_exact_frames() -> None:
     assert encode_data('{"a":1}') == b'data: {"a":1}\n\n'
     assert encode_event("ping", "{}") == b"event: ping\ndata: {}\n\n"
     assert DONE == b"data: [DONE]\n\n"
+
+
+def test_extra_blank_lines_and_comment_only_blocks() -> None:
+    assert _decode([b"\n\n: ping\n\n\n\ndata: a\n\n\n"]) == [SSEEvent("message", b"a")]

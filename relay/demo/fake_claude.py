@@ -93,6 +93,7 @@ class FakeClaude:
         self.deleted: list[str] = []
         self.uploads: dict[str, tuple[str, str, bytes]] = {}
         self.peers: set[Any] = set()  # client (host, port) pairs: one per upstream connection
+        self.new_connections = 0  # connections opened since the last reset
         self.uploading = 0
         self.max_parallel_uploads = 0
         self.inline_create = True  # honour create_conversation_params like the 2026 web app
@@ -131,7 +132,10 @@ class FakeClaude:
 
     async def _record(self, name: str, request: web.Request, body: Any = None, files: list[Any] | None = None) -> Behavior:
         key = self._key(request)
-        self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer not in self.peers:
+            self.peers.add(peer)
+            self.new_connections += 1
         self.calls.append(Call(name, request.method, request.path, key, body, dict(request.headers), files or []))
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -172,7 +176,7 @@ class FakeClaude:
         return web.json_response(
             {
                 "calls": {n: names.count(n) for n in set(names)},
-                "connections": len(self.peers),
+                "connections": self.new_connections,
                 "open_streams": self.open_streams,
                 "live_conversations": len(self.conversations),
                 "disconnects": self.disconnects,
@@ -186,7 +190,7 @@ class FakeClaude:
                 setattr(self, name, body[name])
         if body.get("reset"):
             self.calls.clear()
-            self.peers.clear()
+            self.new_connections = 0
         return web.json_response({"ok": True})
 
     # -- endpoints -------------------------------------------------------------------------------
