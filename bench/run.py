@@ -269,7 +269,7 @@ async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-async def main(quick: bool) -> int:
+async def main(quick: bool, only: list[int]) -> int:
     fake_port, relay_port = _free_port(), _free_port()
     fake_url, relay_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{relay_port}"
     fake = subprocess.Popen([sys.executable, "-m", "relay.demo", "--port", str(fake_port)], cwd=ROOT)
@@ -290,11 +290,16 @@ async def main(quick: bool) -> int:
         b = Bench(fake_url, relay_url)
         try:
             sections: dict[int, list[str]] = {n: [] for n in range(1, 6)}
-            await latency(b, sections[1], checks, quick)
-            await connections(b, sections[4], checks)
-            await throughput(b, sections[2], checks, quick)
-            await open_streams(b, relay.pid, sections[3], checks, quick)
-            await round_trips(b, sections[5], checks, quick)
+            phases: dict[int, Callable[[], Awaitable[None]]] = {
+                1: lambda: latency(b, sections[1], checks, quick),
+                4: lambda: connections(b, sections[4], checks),
+                2: lambda: throughput(b, sections[2], checks, quick),
+                3: lambda: open_streams(b, relay.pid, sections[3], checks, quick),
+                5: lambda: round_trips(b, sections[5], checks, quick),
+            }
+            for number, phase in phases.items():
+                if not only or number in only:
+                    await phase()
             rows = [row for n in sorted(sections) for row in sections[n]]
         finally:
             await b.close()
@@ -315,7 +320,7 @@ async def main(quick: bool) -> int:
     ]
     text = "\n".join(report)
     print(text)
-    if not quick:
+    if not quick and not only:
         (ROOT / "bench" / "RESULTS.md").write_text(text)
     return 0 if all(ok for _, ok in checks) else 1
 
@@ -323,4 +328,6 @@ async def main(quick: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--quick", action="store_true", help="fewer requests; does not rewrite RESULTS.md")
-    raise SystemExit(asyncio.run(main(parser.parse_args().quick)))
+    parser.add_argument("--only", type=int, action="append", default=[], help="run only this section (repeatable)")
+    args = parser.parse_args()
+    raise SystemExit(asyncio.run(main(args.quick, args.only)))

@@ -11,7 +11,7 @@ from aiohttp_sse import EventSourceResponse
 class LiveStream:
     """One streaming response and the task serving it (for shutdown)."""
 
-    __slots__ = ("response", "task", "shutting_down", "_starting", "__weakref__")
+    __slots__ = ("response", "task", "shutting_down", "_timer", "_starting", "__weakref__")
 
     def __init__(self, heartbeat: float) -> None:
         # aiohttp-sse writes a `: ping` comment every `heartbeat` seconds, which keeps proxies and
@@ -19,7 +19,8 @@ class LiveStream:
         self.response = EventSourceResponse(allow_all_methods=True, sep="\n", ping_interval=heartbeat)
         self.task = asyncio.current_task()
         self.shutting_down = False
-        self._starting: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._starting: asyncio.Future[None] | None = None
 
     async def start(self, request: web.Request) -> None:
         if not self.response.prepared:
@@ -29,25 +30,23 @@ class LiveStream:
         """Send headers (and then heartbeats) if the answer has not started within `delay` seconds.
 
         Until then failures are plain HTTP errors with their real status; after it, failover still
-        goes on silently and only a final failure is reported in-band.
+        goes on silently and only a final failure is reported in-band. A timer, not a task, so the
+        common case (the answer starts in time) costs nothing to cancel.
         """
 
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            await self.start(request)
+        def fire() -> None:
+            self._starting = asyncio.ensure_future(self.start(request))
 
-        self._starting = asyncio.create_task(later())
+        self._timer = asyncio.get_running_loop().call_later(delay, fire)
 
     async def settle(self) -> None:
         """Cancel a pending early start, or let one that already began sending headers finish."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         task, self._starting = self._starting, None
-        if task is None:
-            return
-        if not self.response.prepared and not task.done():
-            task.cancel()
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        if task is not None:
+            await task
 
     async def send(self, data: bytes) -> None:
         await self.response.write(data)

@@ -63,7 +63,6 @@ async def run_stream(
                 await stream.settle()
                 served(access, reply)
                 await stream.start(request)
-                await stream.send(fmt.opening())
                 access.outcome = await _pump(stream, reply, fmt)
         except RelayError as exc:
             await stream.settle()
@@ -94,10 +93,10 @@ async def run_stream(
 async def _pump(stream: LiveStream, reply: Reply, fmt: StreamFormat) -> str:
     """Copy the answer to the client, one write per upstream read, until its end or a stop sequence."""
     reason = ""
+    out = [fmt.opening()]  # goes out with the first batch: one write, not two
     try:
         async with aclosing(reply.batches()) as batches:
             async for batch in batches:
-                out: list[bytes] = []
                 for event in batch:
                     if isinstance(event, Finish):
                         reason = event.reason
@@ -112,12 +111,13 @@ async def _pump(stream: LiveStream, reply: Reply, fmt: StreamFormat) -> str:
                     await stream.send(data)
                 if reason:
                     return "done"
+                out = []
     except UpstreamFailure as failure:
         # Output already reached the client: retrying would duplicate it, so report in-band.
         logger.warning("stream broke after output on {}: {}", reply.account.alias, failure.message)
-        await stream.send(fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
+        await stream.send(b"".join(out) + fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
         return "upstream_error"
-    await stream.send(fmt.closing("end_turn"))
+    await stream.send(b"".join(out) + fmt.closing("end_turn"))
     return "done"
 
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from curl_cffi import CurlMime
+from curl_cffi import Curl, CurlMime, CurlOpt
 from curl_cffi.requests import AsyncSession, Response
 from curl_cffi.requests.exceptions import RequestException, Timeout
 from loguru import logger
@@ -18,6 +18,12 @@ from . import webapi
 from .failures import Failure, UpstreamFailure, classify
 from .reply import ReplyEvent
 from .sse import SSEDecoder
+
+# curl_cffi gives every handle a 128 KB WebSocket receive buffer, zero-filled at creation. relay
+# never opens WebSockets and needs one handle per concurrent stream, so at 1,000 streams that buffer
+# alone would be 128 MB; a small one keeps the memory for the answers.
+if getattr(Curl, "_WS_RECV_BUFFER_SIZE", 0) > 4096:
+    Curl._WS_RECV_BUFFER_SIZE = 4096
 
 # Impersonate the newest Chrome profile curl_cffi ships; claude.ai sits behind Cloudflare.
 IMPERSONATE = "chrome"
@@ -86,6 +92,8 @@ class UpstreamClient:
             timeout=(self.config.connect_timeout, self.config.read_timeout),
             max_clients=self.config.max_connections,
             trust_env=False,
+            # libcurl's default 64 KB upload buffer per handle is far more than a chat request needs.
+            curl_options={CurlOpt.UPLOAD_BUFFERSIZE: 16 * 1024},
         )
 
     def session(self, key: str, *, guest: bool = False) -> AsyncSession[Response]:
