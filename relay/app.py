@@ -14,6 +14,7 @@ from .accounts import AccountPool
 from .chat_view import chat_completions
 from .config import SessionSpec, Settings, load_settings
 from .images import fetch_image
+from .messages_view import count_tokens, messages
 from .keys import pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
 from .middlewares import add_request_id, auth_middleware, error_middleware
 from .service import ChatService
@@ -25,6 +26,8 @@ def _api_routes(prefix: str, *, pool_routes: bool) -> list[web.RouteDef]:
     routes = [
         web.get(f"{prefix}/models", views.list_models),
         web.post(f"{prefix}/chat/completions", chat_completions),
+        web.post(f"{prefix}/messages", messages),
+        web.post(f"{prefix}/messages/count_tokens", count_tokens),
     ]
     if pool_routes:
         routes += [

@@ -5,25 +5,46 @@ from __future__ import annotations
 from aiohttp import web
 
 from .keys import access_key, guest_key, service_key, settings_key
-from .models import ChatRequest, parse_request
+from .errors import InvalidRequest
+from .models import ChatRequest, Message, parse_request
 from .openai_format import OpenAIStream, collect_completion
 from .prompt import build_prompt
 from .reply import estimate_tokens
 from .service import ChatJob
+from .tools import ToolPlan, ToolSpec
 from .streaming import run_stream, served
 from .views import read_json, resolve_model
 
 
-def _job(request: web.Request, req: ChatRequest) -> ChatJob:
+def tool_plan(req: ChatRequest) -> ToolPlan | None:
+    """OpenAI `tools` and `tool_choice` as a ToolPlan."""
+    if not req.tools:
+        return None
+    specs = tuple(ToolSpec(t.function.name, t.function.description or "", t.function.parameters) for t in req.tools)
+    choice = req.tool_choice
+    if choice in (None, "auto"):
+        return ToolPlan(specs)
+    if choice in ("none", "required"):
+        return ToolPlan(specs, choice)
+    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if not name or name not in {t.name for t in specs}:
+        raise InvalidRequest("tool_choice: must be none, auto, required or a declared function", param="tool_choice")
+    return ToolPlan(specs, "required", forced=name)
+
+
+def make_job(request: web.Request, model_name: str, messages: list[Message], tools: ToolPlan | None, thinking: bool = False) -> ChatJob:
+    """A ChatJob from an already-normalised conversation; shared by both client APIs."""
     settings = request.app[settings_key]
-    model, thinking = resolve_model(settings, req.model)
+    model, think_model = resolve_model(settings, model_name)
     prompt = build_prompt(
-        req.messages,
+        messages,
         no_role_prefix=settings.no_role_prefix,
-        disable_artifacts=settings.prompt_disable_artifacts,
+        disable_artifacts=settings.prompt_disable_artifacts or bool(tools and tools.active),
         max_history=settings.max_chat_history_length,
+        tools=tools,
     )
-    return ChatJob(model=model, thinking=thinking, prompt=prompt, artifacts=not settings.prompt_disable_artifacts)
+    artifacts = not settings.prompt_disable_artifacts and not (tools and tools.active)
+    return ChatJob(model=model, thinking=thinking or think_model, prompt=prompt, artifacts=artifacts, tools=tools)
 
 
 def prompt_tokens(job: ChatJob) -> int:
@@ -37,7 +58,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = parse_request(ChatRequest, await read_json(request))
     access = request[access_key]
     access.model = req.model
-    job = _job(request, req)
+    job = make_job(request, req.model, req.messages, tool_plan(req))
     guest = request.get(guest_key)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)

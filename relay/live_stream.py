@@ -51,6 +51,11 @@ class LiveStream:
     async def send(self, data: bytes) -> None:
         await self.response.write(data)
 
+    async def send_last(self, data: bytes) -> None:
+        """The final frames: heartbeats stop first so nothing follows them."""
+        self.response.stop_streaming()
+        await self.response.write(data)
+
     async def close(self) -> None:
         """Stop heartbeats; the handler returns the response and aiohttp ends the body."""
         await self.settle()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from loguru import logger
 
+from .anthropic_format import error_body
 from .config import SessionSpec
 from .keys import AccessLog, access_key, guest_key
 from .errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
@@ -67,12 +68,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except RelayError as exc:
         status = exc.status
-        return error_response(exc)
+        return error_response(exc, anthropic=_is_anthropic(request.path))
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:
             raise
-        return error_response(_http_error(exc))
+        return error_response(_http_error(exc), anthropic=_is_anthropic(request.path))
     except asyncio.CancelledError:
         status = 499  # the client went away (nginx's code for it)
         raise
@@ -91,9 +92,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
-def error_response(exc: RelayError) -> web.Response:
+def _is_anthropic(path: str) -> bool:
+    """Anthropic routes answer errors in Anthropic's shape, everything else in OpenAI's."""
+    return path.endswith(("/messages", "/messages/count_tokens"))
+
+
+def error_response(exc: RelayError, *, anthropic: bool = False) -> web.Response:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    return web.json_response(exc.body(), status=exc.status, headers=headers)
+    body = error_body(exc) if anthropic else exc.body()
+    return web.json_response(body, status=exc.status, headers=headers)
 
 
 def _http_error(exc: web.HTTPException) -> RelayError:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 
 from .errors import RelayError
-from .reply import Finish, ReplyEvent, StopCutter, Text, Thinking, estimate_tokens
+from .reply import Finish, ReplyEvent, StopCutter, Text, Thinking, ToolCall, estimate_tokens
 from .sse import DONE, encode_data
 
 ThinkingFormat = Literal["think_tags", "reasoning_content"]
@@ -140,7 +140,7 @@ def completion_object(
 class OpenAIStream:
     """The OpenAI chunk stream for one answer (a StreamFormat)."""
 
-    __slots__ = ("_enc", "_tags", "_cutter", "_usage", "_prompt_tokens", "_chars", "_plain")
+    __slots__ = ("_enc", "_tags", "_cutter", "_usage", "_prompt_tokens", "_chars", "_plain", "_calls")
 
     def __init__(self, model: str, mode: ThinkingFormat, stops: list[str], include_usage: bool, prompt_tokens: int) -> None:
         self._enc = ChunkEncoder(model)
@@ -151,6 +151,7 @@ class OpenAIStream:
         self._chars = 0
         # No stop sequences and no thinking tag to close: text goes straight through.
         self._plain = not stops
+        self._calls = 0
 
     @property
     def stopped(self) -> bool:
@@ -163,6 +164,8 @@ class OpenAIStream:
         if type(event) is Text and self._plain and not self._tags.is_open:
             self._chars += len(event.text)
             return self._enc.delta(event.text)
+        if isinstance(event, ToolCall):
+            return self._tool_call(event)
         if isinstance(event, Thinking):
             content, reasoning = self._tags.split(event.text, True)
         elif isinstance(event, Text):
@@ -175,10 +178,23 @@ class OpenAIStream:
         self._chars += len(content) + len(reasoning)
         return self._enc.delta(content, reasoning) if content or reasoning else b""
 
+    def _tool_call(self, call: ToolCall) -> bytes:
+        """A call as OpenAI streams it: id and name first, then the arguments in fragments."""
+        index, self._calls = self._calls, self._calls + 1
+        head = {"index": index, "id": "call_" + call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        closing_tag = self._tags.close()
+        frames = [self._enc.delta(closing_tag)] if closing_tag else []
+        frames.append(self._enc.delta_object({"tool_calls": [head]}))
+        half = len(call.arguments) // 2
+        for piece in (call.arguments[:half], call.arguments[half:]):
+            if piece:
+                frames.append(self._enc.delta_object({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+        return b"".join(frames)
+
     def closing(self, reason: str) -> bytes:
         tail = self._cutter.flush() + self._tags.close()
         frames = [self._enc.delta(tail)] if tail else []
-        frames.append(self._enc.finish(finish_reason(reason)))
+        frames.append(self._enc.finish("tool_calls" if self._calls else finish_reason(reason)))
         if self._usage:
             frames.append(self._enc.usage(self._prompt_tokens, estimate_tokens(self._chars + len(tail))))
         frames.append(DONE)
@@ -196,10 +212,13 @@ def collect_completion(
     cutter = StopCutter(stops)
     content: list[str] = []
     reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
     reason = "end_turn"
     for event in events:
         if isinstance(event, Finish):
             reason = event.reason
+        elif isinstance(event, ToolCall):
+            calls.append({"id": "call_" + event.id, "type": "function", "function": {"name": event.name, "arguments": event.arguments}})
         elif isinstance(event, (Text, Thinking)) and not cutter.stopped:
             thinking = isinstance(event, Thinking)
             c, r = tags.split(event.text if thinking else cutter.feed(event.text), thinking)
@@ -207,5 +226,8 @@ def collect_completion(
             reasoning.append(r)
     content.append(cutter.flush() + tags.close())
     text, thought = "".join(content), "".join(reasoning)
-    final = "stop" if cutter.stopped else finish_reason(reason)
-    return completion_object(model, text, thought, final, prompt_tokens, estimate_tokens(len(text) + len(thought)))
+    if calls:
+        text = text.strip()
+    final = "tool_calls" if calls else "stop" if cutter.stopped else finish_reason(reason)
+    out_tokens = estimate_tokens(len(text) + len(thought) + sum(len(c["function"]["arguments"]) for c in calls))
+    return completion_object(model, text, thought, final, prompt_tokens, out_tokens, calls or None)

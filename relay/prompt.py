@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 from .models import AudioPart, FilePart, ImagePart, Message, TextPart
+from .tools import ToolPlan, instructions, render_call
 from .webapi import TextAttachment
 
 # claude.ai rejects images above about 10 MB; say so before uploading.
@@ -112,7 +113,7 @@ class _Builder:
         """(role prefix, text) of one message."""
         body = self._content(i, msg)
         if msg.role == "assistant" and msg.tool_calls:
-            calls = "\n".join(f"[called tool {c.function.name} with {c.function.arguments}]" for c in msg.tool_calls)
+            calls = "\n".join(render_call(c.function.name, c.function.arguments) for c in msg.tool_calls)
             body = f"{body}\n{calls}".strip()
         if msg.role in ("tool", "function"):
             who = ", ".join(x for x in (msg.name, msg.tool_call_id) if x)
@@ -176,7 +177,12 @@ class _Builder:
 
 
 def build_prompt(
-    messages: list[Message], *, no_role_prefix: bool, disable_artifacts: bool, max_history: int
+    messages: list[Message],
+    *,
+    no_role_prefix: bool,
+    disable_artifacts: bool,
+    max_history: int,
+    tools: ToolPlan | None = None,
 ) -> Prompt:
     """The whole conversation as one prompt; past `max_history` characters the history becomes a file."""
     builder = _Builder()
@@ -185,6 +191,8 @@ def build_prompt(
         raise InvalidRequest("messages: every message is empty", param="messages")
     turns = [body if no_role_prefix else f"{role}: {body}" for role, body in parts]
     notes = [NO_ARTIFACTS_NOTE] if disable_artifacts else []
+    if tools is not None and tools.active:
+        notes.append(instructions(tools))
     text = "\n\n".join(turns)
     if len(text) > max_history and len(turns) > 1:
         history = "\n\n".join(turns[:-1])

@@ -25,13 +25,22 @@ class Finish:
 
 
 @dataclass(slots=True)
+class ToolCall:
+    """A function call the model made in the agreed format; `arguments` is a JSON object as text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
 class LimitReached:
     """The account hit its usage limit with this answer; the answer itself is complete."""
 
     resets_at: float | None
 
 
-ReplyEvent = Text | Thinking | Finish | LimitReached
+ReplyEvent = Text | Thinking | ToolCall | Finish | LimitReached
 
 
 def estimate_tokens(chars: int) -> int:
@@ -42,13 +51,14 @@ def estimate_tokens(chars: int) -> int:
 class StopCutter:
     """Cuts streamed text at the first stop sequence, holding back only what could start one."""
 
-    __slots__ = ("_stops", "_keep", "_pending", "stopped")
+    __slots__ = ("_stops", "_keep", "_pending", "stopped", "matched")
 
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._keep = max((len(s) for s in self._stops), default=1) - 1
         self._pending = ""
         self.stopped = False
+        self.matched: str | None = None
 
     def feed(self, text: str) -> str:
         """Text that is safe to emit now; sets `stopped` once a stop sequence appeared."""
@@ -57,8 +67,9 @@ class StopCutter:
         if self.stopped:
             return ""
         buf = self._pending + text
-        cut = min((i for i in (buf.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        hits = [(i, s) for s in self._stops if (i := buf.find(s)) >= 0]
+        if hits:
+            cut, self.matched = min(hits)
             self.stopped, self._pending = True, ""
             return buf[:cut]
         split = max(0, len(buf) - self._keep)

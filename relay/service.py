@@ -19,7 +19,8 @@ from .config import SessionSpec
 from .errors import AuthError, InvalidRequest, RateLimited, RelayError, UpstreamError, UpstreamTimeout
 from .failures import Failure, UpstreamFailure
 from .prompt import Prompt, RemoteImage, Upload
-from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking
+from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
+from .tools import ToolCallParser, ToolPlan
 from .upstream import UpstreamClient
 
 # Deleting a chat is housekeeping: a few tries spaced out, never on the answer's critical path.
@@ -37,6 +38,7 @@ class ChatJob:
     thinking: bool
     prompt: Prompt
     artifacts: bool = True
+    tools: ToolPlan | None = None
 
 
 @dataclass(slots=True)
@@ -211,8 +213,8 @@ class ChatService:
             )
         )
         async with AsyncExitStack() as stack:
-            events = await self._start_completion(stack, account, org, conv, job, files, guest)
-            yield self._watch_limits(events, account)
+            events = self._watch_limits(await self._start_completion(stack, account, org, conv, job, files, guest), account)
+            yield _find_tool_calls(events, job.tools) if job.tools and job.tools.active else events
 
     async def _start_completion(
         self, stack: AsyncExitStack, account: Account, org: str, conv: str, job: ChatJob, files: list[str], guest: bool
@@ -269,7 +271,7 @@ class ChatService:
             head.extend(batch)
             if any(isinstance(e, Finish) for e in batch):
                 return head, None
-            if not buffered and any(isinstance(e, (Text, Thinking)) and e.text for e in batch):
+            if not buffered and any(isinstance(e, ToolCall) or isinstance(e, (Text, Thinking)) and e.text for e in batch):
                 return head, batches
         raise UpstreamFailure(Failure.TRANSIENT, "claude.ai ended the answer without content")
 
@@ -284,6 +286,23 @@ class ChatService:
                     logger.warning("could not delete chat {} on {}: {}", conv, account.alias, failure.message)
                     return
                 await asyncio.sleep(DELETE_BACKOFF * (attempt + 1))
+
+
+async def _find_tool_calls(batches: AsyncIterator[list[ReplyEvent]], plan: ToolPlan) -> AsyncIterator[list[ReplyEvent]]:
+    """Turn `<tool_call>` blocks in the answer text into ToolCall events; the rest stays text."""
+    parser = ToolCallParser(plan.tools)
+    async for batch in batches:
+        out: list[ReplyEvent] = []
+        for event in batch:
+            if isinstance(event, Text):
+                out.extend(parser.feed(event.text))
+            elif isinstance(event, Finish):
+                out.extend(parser.flush())
+                out.append(Finish("tool_use") if parser.calls else event)
+            else:
+                out.append(event)
+        if out:
+            yield out
 
 
 def _client_error(failure: UpstreamFailure, *, guest: bool) -> RelayError:

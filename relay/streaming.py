@@ -69,7 +69,16 @@ async def run_stream(
             if not stream.response.prepared:
                 raise
             access.outcome = "failed"
-            await stream.send(fmt.error(exc))
+            await stream.send_last(fmt.error(exc))
+        except ConnectionResetError:
+            raise
+        except Exception:
+            # A bug must not leave a half-written HTTP response: after the headers, end in-band.
+            if not stream.response.prepared:
+                raise
+            logger.exception("stream failed")
+            access.outcome = "failed"
+            await stream.send_last(fmt.error(RelayError("internal error; see the relay's log")))
         return stream.response
     except ConnectionResetError:
         access.outcome = "client_gone"
@@ -107,17 +116,18 @@ async def _pump(stream: LiveStream, reply: Reply, fmt: StreamFormat) -> str:
                         break
                 if reason:
                     out.append(fmt.closing(reason))
+                if reason:
+                    await stream.send_last(b"".join(out))
+                    return "done"
                 if data := b"".join(out):
                     await stream.send(data)
-                if reason:
-                    return "done"
                 out = []
     except UpstreamFailure as failure:
         # Output already reached the client: retrying would duplicate it, so report in-band.
         logger.warning("stream broke after output on {}: {}", reply.account.alias, failure.message)
-        await stream.send(b"".join(out) + fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
+        await stream.send_last(b"".join(out) + fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
         return "upstream_error"
-    await stream.send(b"".join(out) + fmt.closing("end_turn"))
+    await stream.send_last(b"".join(out) + fmt.closing("end_turn"))
     return "done"
 
 

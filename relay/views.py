@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from .errors import InvalidRequest, ModelNotFound
 from .keys import pool_key, reload_key, service_key, settings_key
 
 STARTED = time.time()
+CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]*$")
 
 
 async def read_json(request: web.Request) -> Any:
@@ -27,8 +29,12 @@ async def read_json(request: web.Request) -> Any:
 
 
 def resolve_model(settings: Settings, name: str) -> tuple[str, bool]:
-    """(upstream model, thinking on) for a model a client asked for."""
-    if name not in settings.model_names():
+    """(upstream model, thinking on) for a model a client asked for.
+
+    Listed models and any other `claude-*` name pass (claude.ai decides whether the account has it,
+    so dated ids such as Claude Code's work); anything else is a clear 404.
+    """
+    if name not in settings.model_names() and not CLAUDE_MODEL.match(name):
         raise ModelNotFound(f"model {name!r} is not served here; GET /v1/models lists the models (set MODELS to change them)")
     if name.endswith(THINK_SUFFIX):
         return name.removesuffix(THINK_SUFFIX), True

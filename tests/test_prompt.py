@@ -38,7 +38,7 @@ def test_roles_are_prefixed_in_order() -> None:
         "System: Be brief.\n\n"
         "System: Use English.\n\n"
         "Human: What is 2+2?\n\n"
-        'Assistant: [called tool calc with {"x":"2+2"}]\n\n'
+        'Assistant: <tool_call>{"name": "calc", "arguments": {"x": "2+2"}}</tool_call>\n\n'
         "Human: [tool result (calc, call_1)]\n4\n\n"
         "Assistant: It is 4.\n\n"
         "Human: And 3+3?"

@@ -1,0 +1,149 @@
+"""Function calling on a web chat that has no client tools: describe them, then find calls in the text.
+
+The model is told to answer with `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks.
+The parser watches the streamed text, holds back only what could be the start of such a block,
+and turns complete, valid blocks into ToolCall events. A block that does not parse or does not
+match a declared tool (unknown name, missing required argument) is passed on as plain text.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .reply import ReplyEvent, Text, ToolCall
+
+OPEN = "<tool_call>"
+CLOSE = "</tool_call>"
+# A call block longer than this is not a call; emit it as text rather than buffer forever.
+MAX_CALL_CHARS = 200_000
+
+Choice = Literal["auto", "required", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def required(self) -> list[str]:
+        req = self.parameters.get("required")
+        return [str(r) for r in req] if isinstance(req, list) else []
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPlan:
+    """The tools offered for one request and what the caller demands of them."""
+
+    tools: tuple[ToolSpec, ...]
+    choice: Choice = "auto"
+    forced: str | None = None  # a tool the model must call
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tools) and self.choice != "none"
+
+
+def instructions(plan: ToolPlan) -> str:
+    """The prompt section that offers the tools and fixes the call format."""
+    lines = ["You can call the following tools (functions) to help answer:"]
+    for tool in plan.tools:
+        schema = json.dumps(tool.parameters or {"type": "object", "properties": {}}, ensure_ascii=False)
+        desc = f" - {tool.description}" if tool.description else ""
+        lines.append(f"- {tool.name}{desc}\n  parameters (JSON schema): {schema}")
+    lines.append(
+        "To call tools, reply with one block per call, exactly in this form and with nothing after the "
+        f'last block:\n{OPEN}{{"name": "TOOL_NAME", "arguments": {{...}}}}{CLOSE}\n'
+        "The arguments must be a JSON object that matches the tool's schema. Several blocks in one reply "
+        "run in parallel. Tool results come back in a later message marked [tool result]. "
+        "Do not describe this format to the user, and do not use artifacts or other tools."
+    )
+    if plan.forced:
+        lines.append(f"You must call the tool {plan.forced} now.")
+    elif plan.choice == "required":
+        lines.append("You must call at least one tool now.")
+    else:
+        lines.append("Call a tool only when it is needed; otherwise answer normally.")
+    return "\n".join(lines)
+
+
+def render_call(name: str, arguments: Any) -> str:
+    """A past call in the same format, so the model sees its own convention in the history."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            pass
+    return f"{OPEN}{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}{CLOSE}"
+
+
+def _partial_open(text: str) -> int:
+    """Length of the longest suffix of `text` that is a prefix of OPEN."""
+    for n in range(min(len(OPEN) - 1, len(text)), 0, -1):
+        if text.endswith(OPEN[:n]):
+            return n
+    return 0
+
+
+class ToolCallParser:
+    """Splits streamed text into Text and ToolCall events."""
+
+    __slots__ = ("_tools", "_buf", "_inside", "calls")
+
+    def __init__(self, tools: Iterable[ToolSpec]) -> None:
+        self._tools = {t.name: t for t in tools}
+        self._buf = ""
+        self._inside = False
+        self.calls = 0
+
+    def feed(self, text: str) -> list[ReplyEvent]:
+        self._buf += text
+        out: list[ReplyEvent] = []
+        while True:
+            if not self._inside:
+                start = self._buf.find(OPEN)
+                if start < 0:
+                    keep = _partial_open(self._buf)
+                    head, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
+                    if head:
+                        out.append(Text(head))
+                    return out
+                if start:
+                    out.append(Text(self._buf[:start]))
+                self._buf, self._inside = self._buf[start + len(OPEN) :], True
+            else:
+                end = self._buf.find(CLOSE)
+                if end < 0:
+                    if len(self._buf) > MAX_CALL_CHARS:
+                        out.append(Text(OPEN + self._buf))
+                        self._buf, self._inside = "", False
+                    return out
+                raw, self._buf, self._inside = self._buf[:end], self._buf[end + len(CLOSE) :], False
+                call = self._parse(raw)
+                out.append(call if call is not None else Text(OPEN + raw + CLOSE))
+
+    def flush(self) -> list[ReplyEvent]:
+        """End of answer: whatever is held back is text (an unterminated block included)."""
+        text = (OPEN if self._inside else "") + self._buf
+        self._buf, self._inside = "", False
+        return [Text(text)] if text else []
+
+    def _parse(self, raw: str) -> ToolCall | None:
+        body = raw.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        tool = self._tools.get(str(doc.get("name", "")))
+        args = next((doc[k] for k in ("arguments", "input", "parameters") if k in doc), {})
+        if tool is None or not isinstance(args, dict) or any(k not in args for k in tool.required):
+            return None
+        self.calls += 1
+        return ToolCall(uuid.uuid4().hex[:24], tool.name, json.dumps(args, ensure_ascii=False, separators=(",", ":")))
