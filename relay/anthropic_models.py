@@ -34,7 +34,7 @@ class Block(_Wire):
 
 
 class AnthropicMessage(_Wire):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # Claude Code sends system notes between turns
     content: str | list[Block]
 
 

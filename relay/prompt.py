@@ -194,10 +194,11 @@ def build_prompt(
     if tools is not None and tools.active:
         notes.append(instructions(tools))
     text = "\n\n".join(turns)
-    if len(text) > max_history and len(turns) > 1:
-        history = "\n\n".join(turns[:-1])
-        builder.attachments.insert(0, TextAttachment(HISTORY_FILE, history))
-        text = turns[-1]
+    # The message to answer: the last user turn and any notes that follow it.
+    last = max((i for i, (role, _) in enumerate(parts) if role == "Human"), default=len(parts) - 1)
+    if len(text) > max_history and last > 0:
+        builder.attachments.insert(0, TextAttachment(HISTORY_FILE, "\n\n".join(turns[:last])))
+        text = "\n\n".join(turns[last:])
         notes.append(HISTORY_NOTE)
     if notes:
         note = " ".join(notes)
