@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # The demo key is printed on purpose; real keys are scrubbed from every log line.
     secrets = [] if args.demo else [settings.apikey.get_secret_value()]
     secrets += [s.key.get_secret_value() for s in settings.sessions]
-    configure_logging(settings.log_level, secrets)
+    configure_logging(settings.log_level, secrets, settings.log_format)
     if args.demo:
         print(f"relay demo: fake claude.ai upstream, API key {settings.apikey.get_secret_value()!r}", file=sys.stderr)
         print(f"relay demo: try  curl http://127.0.0.1:{settings.listen_port}/v1/chat/completions "

@@ -129,6 +129,10 @@ class AnthropicStream:
     def error(self, exc: RelayError) -> bytes:
         return _event("error", error_body(exc))
 
+    @property
+    def output_tokens(self) -> int:
+        return estimate_tokens(self._chars)
+
 
 def stop_reason(upstream: str, calls: int, cutter: StopCutter) -> str:
     if calls:

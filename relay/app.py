@@ -14,11 +14,12 @@ from .accounts import AccountPool
 from .chat_view import chat_completions
 from .config import SessionSpec, Settings, load_settings
 from .images import fetch_image
+from .keys import metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
+from .live_stream import LiveStream
 from .messages_view import count_tokens, messages
-from .keys import pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
+from .metrics import Metrics
 from .middlewares import add_request_id, auth_middleware, error_middleware
 from .service import ChatService
-from .live_stream import LiveStream
 from .upstream import UpstreamClient, UpstreamConfig
 
 
@@ -60,6 +61,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
         app[pool_key],
         attempts=s.retries,
         chat_delete=s.chat_delete,
+        metrics=app[metrics_key],
         fetch_image=partial(fetch_image, app[upstream_key]),
     )
     app[service_key] = service
@@ -91,18 +93,25 @@ def create_app(
     """The relay as an aiohttp application; no I/O happens until it starts."""
     mirror = settings.mirror_api_prefix if settings.enable_mirror_api else None
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(settings.apikey.get_secret_value(), mirror)],
+        middlewares=[
+            error_middleware,
+            auth_middleware(settings.apikey.get_secret_value(), mirror, metrics_public=settings.metrics_public),
+        ],
         client_max_size=settings.max_body_size,
     )
     app[settings_key] = settings
     app[pool_key] = AccountPool(settings.sessions)
     app[streams_key] = weakref.WeakSet[LiveStream]()
+    app[metrics_key] = Metrics(app[pool_key], lambda: len(app[streams_key]))
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)
     app.cleanup_ctx.extend([_upstream_ctx, _service_ctx])
     app.on_response_prepare.append(add_request_id)
     app.on_shutdown.append(_stop_streams)
 
     app.router.add_get("/health", views.health)
+    app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/stats", views.stats)
+    app.router.add_get("/", views.status_page)
     for base in ("/v1", "/hf/v1"):
         app.router.add_routes(_api_routes(base, pool_routes=True))
         if mirror:

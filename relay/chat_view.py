@@ -59,6 +59,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     access = request[access_key]
     access.model = req.model
     job = make_job(request, req.model, req.messages, tool_plan(req))
+    access.tokens_in = prompt_tokens(job)
     guest = request.get(guest_key)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -68,4 +69,5 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         served(access, reply)
         body = collect_completion(reply.head, req.model, settings.thinking_format, req.stop_sequences, prompt_tokens(job))
     access.outcome = "done"
+    access.tokens_out = body["usage"]["completion_tokens"]
     return web.json_response(body)

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     enable_mirror_api: bool = False
     mirror_api_prefix: str = ""
     claude_base_url: str = "https://claude.ai"
+    log_format: Literal["text", "json"] = "text"
+    metrics_public: bool = False
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MODELS
     max_retries: int | None = Field(default=None, ge=1, le=20)

@@ -12,6 +12,7 @@ from .accounts import AccountPool
 from .config import SessionSpec, Settings
 from .service import ChatService
 from .live_stream import LiveStream
+from .metrics import Metrics
 from .upstream import UpstreamClient
 
 settings_key = web.AppKey("settings", Settings)
@@ -19,6 +20,7 @@ pool_key = web.AppKey("pool", AccountPool)
 upstream_key = web.AppKey("upstream", UpstreamClient)
 service_key = web.AppKey("service", ChatService)
 streams_key = web.AppKey("streams", weakref.WeakSet[LiveStream])
+metrics_key = web.AppKey("metrics", Metrics)
 # Re-reads SESSIONS for POST /v1/accounts/reload.
 reload_key = web.AppKey("reload", Callable[[], tuple[SessionSpec, ...]])
 
@@ -33,6 +35,8 @@ class AccessLog:
     account: str = ""
     ttfb_ms: float | None = None
     outcome: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
 
     def fields(self) -> str:
         parts = [f"model={self.model}" if self.model else "", f"account={self.account}" if self.account else ""]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+import traceback
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -11,13 +13,26 @@ from loguru import logger
 from .accounts import mask_key
 
 if TYPE_CHECKING:
-    from loguru import Record
+    from loguru import Message, Record
 
 _SESSION_KEY = re.compile(r"sk-ant-[a-z0-9]+-[A-Za-z0-9_\-]{8,}")
 
 
-def configure_logging(level: str, secrets: list[str]) -> None:
-    """One sink on stderr; session keys and the given secrets never reach it in full."""
+def _json_sink(message: Message) -> None:
+    record = message.record
+    line = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "message": record["message"],
+        **{k: v for k, v in record["extra"].items() if isinstance(v, (str, int, float, bool))},
+    }
+    if record["exception"] is not None:
+        line["exception"] = "".join(traceback.format_exception(*record["exception"])).rstrip()
+    sys.stderr.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def configure_logging(level: str, secrets: list[str], fmt: str = "text") -> None:
+    """One sink on stderr (text or JSON lines); session keys and the given secrets never reach it in full."""
     hidden = [s for s in secrets if len(s) >= 4]
 
     def scrub(record: Record) -> None:
@@ -28,4 +43,7 @@ def configure_logging(level: str, secrets: list[str]) -> None:
 
     logger.remove()
     logger.configure(patcher=scrub)
-    logger.add(sys.stderr, level=level, format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}", backtrace=False, diagnose=False)
+    if fmt == "json":
+        logger.add(_json_sink, level=level, backtrace=False, diagnose=False)
+    else:
+        logger.add(sys.stderr, level=level, format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}", backtrace=False, diagnose=False)

@@ -23,6 +23,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     access.model = req.model
     job = make_job(request, req.model, to_messages(req), tool_plan(req.tools, req.tool_choice), thinking_requested(req))
     stops = req.stop_sequences or []
+    access.tokens_in = prompt_tokens(job)
     guest = request.get(guest_key)
     if req.stream:
         fmt = AnthropicStream(req.model, stops, prompt_tokens(job))
@@ -31,6 +32,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         served(access, reply)
         body = collect_message(reply.head, req.model, stops, prompt_tokens(job))
     access.outcome = "done"
+    access.tokens_out = body["usage"]["output_tokens"]
     return web.json_response(body)
 
 

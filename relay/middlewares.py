@@ -13,7 +13,7 @@ from loguru import logger
 
 from .anthropic_format import error_body
 from .config import SessionSpec
-from .keys import AccessLog, access_key, guest_key
+from .keys import AccessLog, access_key, guest_key, metrics_key
 from .errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -30,9 +30,10 @@ def _is_api(path: str, prefix: str = "") -> bool:
     return path.startswith((f"{prefix}/v1/", f"{prefix}/hf/v1/"))
 
 
-def auth_middleware(apikey: str, mirror_prefix: str | None) -> web.Middleware:
-    """APIKEY on /v1 and /hf/v1; in mirror mode the caller's own sessionKey on the mirror prefix."""
+def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: bool) -> web.Middleware:
+    """APIKEY on /v1, /hf/v1, /stats and /metrics; in mirror mode the caller's own sessionKey on the mirror prefix."""
     expected = apikey.encode()
+    private = ("/stats",) if metrics_public else ("/stats", "/metrics")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -45,7 +46,7 @@ def auth_middleware(apikey: str, mirror_prefix: str | None) -> web.Middleware:
                     "mirror routes take your own claude.ai sessionKey (sk-ant-sid01-...) as the bearer token",
                     code="invalid_session_key",
                 ) from None
-        elif _is_api(path) and expected:
+        elif expected and (_is_api(path) or path in private):
             given = _bearer(request).encode()
             if not given:
                 raise AuthError("missing API key: send Authorization: Bearer <APIKEY>")
@@ -81,15 +82,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         logger.exception("unhandled error in {} {}", request.method, request.path)
         return error_response(RelayError("internal error; see the relay's log"))
     finally:
-        logger.info(
-            "{} {} {} {:.0f}ms {} rid={}",
-            request.method,
-            request.path,
-            status,
-            (time.monotonic() - access.started) * 1000,
-            access.fields(),
-            request_id,
-        )
+        _account_for(request, access, status)
+
+
+def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
+    """One log line and the request metrics; the model label only for requests that reached claude.ai."""
+    duration = time.monotonic() - access.started
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[metrics_key]
+    metrics.requests.labels(route, access.model if access.account else "-", str(status)).inc()
+    metrics.duration.labels(route).observe(duration)
+    if access.ttfb_ms is not None:
+        metrics.ttfb.labels(route).observe(access.ttfb_ms / 1000)
+    if access.tokens_in or access.tokens_out:
+        metrics.tokens.labels("in").inc(access.tokens_in)
+        metrics.tokens.labels("out").inc(access.tokens_out)
+    logger.bind(request_id=access.request_id, status=status, route=route, duration_ms=round(duration * 1000)).info(
+        "{} {} {} {:.0f}ms {} rid={}", request.method, request.path, status, duration * 1000, access.fields(), access.request_id
+    )
 
 
 def _is_anthropic(path: str) -> bool:

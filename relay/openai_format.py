@@ -203,6 +203,10 @@ class OpenAIStream:
     def error(self, exc: RelayError) -> bytes:
         return error_frame(exc)
 
+    @property
+    def output_tokens(self) -> int:
+        return estimate_tokens(self._chars)
+
 
 def collect_completion(
     events: list[ReplyEvent], model: str, mode: ThinkingFormat, stops: list[str], prompt_tokens: int

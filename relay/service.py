@@ -18,6 +18,7 @@ from .accounts import Account, AccountPool
 from .config import SessionSpec
 from .errors import AuthError, InvalidRequest, RateLimited, RelayError, UpstreamError, UpstreamTimeout
 from .failures import Failure, UpstreamFailure
+from .metrics import Metrics
 from .prompt import Prompt, RemoteImage, Upload
 from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
 from .tools import ToolCallParser, ToolPlan
@@ -26,6 +27,8 @@ from .upstream import UpstreamClient
 # Deleting a chat is housekeeping: a few tries spaced out, never on the answer's critical path.
 DELETE_ATTEMPTS = 3
 DELETE_BACKOFF = 1.0
+# Failures after which the account cannot be asked for anything, a delete included.
+UNREACHABLE = frozenset({Failure.INVALID, Failure.DISABLED, Failure.CLOUDFLARE, Failure.REGION})
 # Mirror keys get cached org ids too, but a bounded number of them.
 MAX_GUEST_ORGS = 256
 
@@ -72,10 +75,12 @@ class ChatService:
         *,
         attempts: int,
         chat_delete: bool,
+        metrics: Metrics,
         fetch_image: FetchImage | None = None,
     ) -> None:
         self.upstream = upstream
         self.pool = pool
+        self.metrics = metrics
         self.attempts = attempts
         self.chat_delete = chat_delete
         self._fetch_image = fetch_image
@@ -95,6 +100,7 @@ class ChatService:
         try:
             await self._org(account, guest=False)
         except UpstreamFailure as failure:
+            self.metrics.upstream_errors.labels(failure.kind.value).inc()
             self.pool.record_failure(account, failure)
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -129,6 +135,8 @@ class ChatService:
         failures: list[tuple[Account, UpstreamFailure]] = []
         for attempt in range(1, attempts + 1):
             account = mirror or self._acquire(tried, failures)
+            if failures:
+                self.metrics.failovers.labels(failures[-1][1].kind.value).inc()
             tried.add(account)
             conv = str(uuid.uuid4())
             org: str | None = None
@@ -141,11 +149,14 @@ class ChatService:
                     yield Reply(account, head, rest, attempt)
                 return
             except UpstreamFailure as failure:
+                self.metrics.upstream_errors.labels(failure.kind.value).inc()
                 if started:
                     raise
                 if mirror is None:
                     self.pool.record_failure(account, failure)
                 failures.append((account, failure))
+                if failure.kind in UNREACHABLE:
+                    org = None  # nothing was created, and the account could not delete it anyway
                 logger.info("{} failed on {}: {}", "attempt" if failure.retryable else "request", account.alias, failure)
                 if mirror or not failure.retryable:
                     raise _client_error(failure, guest=mirror is not None) from None
@@ -280,10 +291,12 @@ class ChatService:
             try:
                 await self.upstream.delete_conversation(account.key, org, conv, guest=guest)
                 logger.debug("deleted chat {} on {}", conv, account.alias)
+                self.metrics.chats_deleted.inc()
                 return
             except UpstreamFailure as failure:
                 if not failure.retryable or attempt == DELETE_ATTEMPTS - 1:
                     logger.warning("could not delete chat {} on {}: {}", conv, account.alias, failure.message)
+                    self.metrics.chat_delete_failures.inc()
                     return
                 await asyncio.sleep(DELETE_BACKOFF * (attempt + 1))
 

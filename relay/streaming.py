@@ -36,6 +36,11 @@ class StreamFormat(Protocol):
 
     def error(self, exc: RelayError) -> bytes: ...
 
+    @property
+    def output_tokens(self) -> int:
+        """Estimated tokens written so far."""
+        ...
+
 
 def served(access: AccessLog, reply: Reply) -> None:
     """Note the serving account and time to first byte for the request's log line."""
@@ -63,7 +68,10 @@ async def run_stream(
                 await stream.settle()
                 served(access, reply)
                 await stream.start(request)
-                access.outcome = await _pump(stream, reply, fmt)
+                try:
+                    access.outcome = await _pump(stream, reply, fmt)
+                finally:
+                    access.tokens_out = fmt.output_tokens
         except RelayError as exc:
             await stream.settle()
             if not stream.response.prepared:

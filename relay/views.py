@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .config import THINK_SUFFIX, ConfigError, Settings
 from .errors import InvalidRequest, ModelNotFound
-from .keys import pool_key, reload_key, service_key, settings_key
+from .keys import metrics_key, pool_key, reload_key, service_key, settings_key
 
-STARTED = time.time()
+STATUS_PAGE = (resources.files("relay") / "static" / "status.html").read_text(encoding="utf-8")
 CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]*$")
 
 
@@ -51,7 +53,7 @@ async def health(request: web.Request) -> web.Response:
             "status": "ok" if usable else "degraded",
             "accounts": len(pool),
             "usable_accounts": usable,
-            "uptime_seconds": int(now - STARTED),
+            "uptime_seconds": int(now - request.app[metrics_key].started),
         }
     )
 
@@ -81,3 +83,31 @@ async def reload_accounts(request: web.Request) -> web.Response:
     added, removed = request.app[pool_key].reload(sessions)
     request.app[service_key].warm_up()
     return web.json_response({"accounts": len(sessions), "added": added, "removed": removed})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    body = request.app[metrics_key].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def stats(request: web.Request) -> web.Response:
+    """The same figures as /metrics, as JSON, with each account (masked) and the uptime."""
+    m = request.app[metrics_key]
+    now = time.time()
+    accounts = request.app[pool_key].accounts
+    for account in accounts:
+        account.usable(now)
+    return web.json_response(
+        {
+            "uptime_seconds": int(now - m.started),
+            "now": now,
+            "metrics": m.snapshot(),
+            "accounts": [a.view() for a in accounts],
+        }
+    )
+
+
+async def status_page(_: web.Request) -> web.Response:
+    """The status page: static HTML that asks for the API key, then reads /stats."""
+    return web.Response(text=STATUS_PAGE, content_type="text/html", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,78 @@
+"""What the relay did, counted once for Prometheus (`/metrics`) and people (`/stats`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .accounts import AccountPool, State
+
+# Seconds; time to first byte is mostly one upstream round trip, whole answers run for minutes.
+TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class _Live(Collector):
+    """Gauges read at scrape time from the pool and the live streams, so they are never stale."""
+
+    def __init__(self, pool: AccountPool, streams: Callable[[], int]) -> None:
+        self._pool = pool
+        self._streams = streams
+
+    def collect(self) -> Iterable[Metric]:
+        now = time.time()
+        states = GaugeMetricFamily("relay_accounts", "Accounts by state", labels=["state"])
+        counts = {s: 0 for s in State}
+        for account in self._pool.accounts:
+            account.usable(now)
+            counts[account.state] += 1
+        for state, n in counts.items():
+            states.add_metric([state.value], n)
+        yield states
+        in_flight = GaugeMetricFamily("relay_requests_in_flight", "Upstream requests in flight")
+        in_flight.add_metric([], sum(a.in_flight for a in self._pool.accounts))
+        yield in_flight
+        streams = GaugeMetricFamily("relay_streams_open", "Client streams open")
+        streams.add_metric([], self._streams())
+        yield streams
+
+
+class Metrics:
+    """One registry per app (tests run several apps in one process)."""
+
+    def __init__(self, pool: AccountPool, streams: Callable[[], int]) -> None:
+        self.started = time.time()
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("relay_requests", "Requests answered", ["route", "model", "status"], registry=r)
+        self.ttfb = Histogram("relay_ttfb_seconds", "Time to first byte of answers", ["route"], buckets=TTFB_BUCKETS, registry=r)
+        self.duration = Histogram("relay_request_duration_seconds", "Request duration", ["route"], buckets=DURATION_BUCKETS, registry=r)
+        self.failovers = Counter("relay_failovers", "Attempts moved to another account, by cause", ["cause"], registry=r)
+        self.upstream_errors = Counter("relay_upstream_errors", "Upstream failures by class", ["kind"], registry=r)
+        self.tokens = Counter("relay_tokens", "Estimated tokens", ["direction"], registry=r)
+        self.chats_deleted = Counter("relay_chats_deleted", "Chats deleted after use", registry=r)
+        self.chat_delete_failures = Counter("relay_chat_delete_failures", "Chats that could not be deleted", registry=r)
+        self.fallbacks = Counter("relay_fallbacks", "Requests answered by a fallback provider", ["provider", "outcome"], registry=r)
+        r.register(_Live(pool, streams))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter and gauge as plain JSON: {metric: value or {label=value,...: value}}."""
+        out: dict[str, Any] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith(("_created", "_bucket")):
+                    continue
+                key = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                if key:
+                    out.setdefault(sample.name, {})[key] = sample.value
+                else:
+                    out[sample.name] = sample.value
+        return out
