@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # The demo key is printed on purpose; real keys are scrubbed from every log line.
     secrets = [] if args.demo else [settings.apikey.get_secret_value()]
     secrets += [s.key.get_secret_value() for s in settings.sessions]
+    secrets += [f.key.get_secret_value() for f in settings.fallbacks]
     configure_logging(settings.log_level, secrets, settings.log_format)
     if args.demo:
         print(f"relay demo: fake claude.ai upstream, API key {settings.apikey.get_secret_value()!r}", file=sys.stderr)

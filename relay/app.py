@@ -14,7 +14,8 @@ from .accounts import AccountPool
 from .chat_view import chat_completions
 from .config import SessionSpec, Settings, load_settings
 from .images import fetch_image
-from .keys import metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
+from .fallback import Fallbacks
+from .keys import fallbacks_key, metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
 from .live_stream import LiveStream
 from .messages_view import count_tokens, messages
 from .metrics import Metrics
@@ -70,6 +71,13 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     await service.close()
 
 
+async def _fallbacks_ctx(app: web.Application) -> AsyncIterator[None]:
+    fallbacks = Fallbacks(app[settings_key].fallbacks, app[metrics_key])
+    app[fallbacks_key] = fallbacks
+    yield
+    await fallbacks.close()
+
+
 async def _stop_streams(app: web.Application) -> None:
     """Give live streams a grace period, then cut the rest (each sends one error frame)."""
     live = list(app[streams_key])
@@ -104,7 +112,7 @@ def create_app(
     app[streams_key] = weakref.WeakSet[LiveStream]()
     app[metrics_key] = Metrics(app[pool_key], lambda: len(app[streams_key]))
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)
-    app.cleanup_ctx.extend([_upstream_ctx, _service_ctx])
+    app.cleanup_ctx.extend([_upstream_ctx, _service_ctx, _fallbacks_ctx])
     app.on_response_prepare.append(add_request_id)
     app.on_shutdown.append(_stop_streams)
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from .keys import access_key, guest_key, service_key, settings_key
+from .delivery import Delivery, complete, stream
+from .fallback import Ask
+from .keys import access_key, guest_key, settings_key
 from .errors import InvalidRequest
 from .models import ChatRequest, Message, parse_request
 from .openai_format import OpenAIStream, collect_completion
 from .prompt import build_prompt
-from .reply import estimate_tokens
+from .reply import ReplyEvent, estimate_tokens
 from .service import ChatJob
 from .tools import ToolPlan, ToolSpec
-from .streaming import run_stream, served
 from .views import read_json, resolve_model
 
 
@@ -54,20 +57,31 @@ def prompt_tokens(job: ChatJob) -> int:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[settings_key]
-    service = request.app[service_key]
     req = parse_request(ChatRequest, await read_json(request))
     access = request[access_key]
     access.model = req.model
-    job = make_job(request, req.model, req.messages, tool_plan(req))
+    plan = tool_plan(req)
+    job = make_job(request, req.model, req.messages, plan)
     access.tokens_in = prompt_tokens(job)
-    guest = request.get(guest_key)
+    ask = Ask(
+        "openai",
+        req.model_dump(exclude_none=True),
+        req.model,
+        req.messages,
+        plan,
+        req.stream,
+        req.stop_sequences,
+        req.max_completion_tokens or req.max_tokens,
+        job.thinking,
+    )
+    delivery = Delivery(request, job, ask, request.get(guest_key))
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        fmt = OpenAIStream(req.model, settings.thinking_format, req.stop_sequences, include_usage, prompt_tokens(job))
-        return await run_stream(request, service, job, guest, fmt, settings.heartbeat_interval)
-    async with service.open(job, guest=guest, buffered=True) as reply:
-        served(access, reply)
-        body = collect_completion(reply.head, req.model, settings.thinking_format, req.stop_sequences, prompt_tokens(job))
-    access.outcome = "done"
-    access.tokens_out = body["usage"]["completion_tokens"]
-    return web.json_response(body)
+        return await stream(delivery, OpenAIStream(req.model, settings.thinking_format, req.stop_sequences, include_usage, access.tokens_in))
+
+    def collect(events: list[ReplyEvent]) -> dict[str, Any]:
+        body = collect_completion(events, req.model, settings.thinking_format, req.stop_sequences, access.tokens_in)
+        access.tokens_out = body["usage"]["completion_tokens"]
+        return body
+
+    return await complete(delivery, collect)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # claude.ai cookies look like sk-ant-sid01-<body>; sid02 is the newer generation.
@@ -41,6 +43,40 @@ class SessionSpec(BaseModel):
         if org and not re.fullmatch(r"[0-9A-Za-z\-]{4,64}", org):
             raise ValueError("the organization id after ':' must be a uuid")
         return cls(key=SecretStr(key), org_id=org or None)
+
+
+class Fallback(BaseModel):
+    """Another provider that answers when no claude.ai account can (FALLBACK_API_*_n)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    url: str
+    key: SecretStr = SecretStr("")
+    model: str | None = None
+    type: Literal["openai", "anthropic"] = "openai"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL, e.g. https://api.openai.com/v1")
+        return value.rstrip("/")
+
+
+_FALLBACK_VAR = re.compile(r"FALLBACK_API_(NAME|URL|KEY|MODEL|TYPE)_(\d+)")
+
+
+def numbered_fallbacks(sources: list[dict[str, str | None]]) -> tuple[list[int], list[dict[str, str]]]:
+    """FALLBACK_API_{NAME,URL,KEY,MODEL,TYPE}_n grouped by n, in order (later sources win)."""
+    groups: dict[int, dict[str, str]] = {}
+    for source in sources:
+        for var, value in source.items():
+            match = _FALLBACK_VAR.fullmatch(var.upper())
+            if match and value:
+                groups.setdefault(int(match[2]), {})[match[1].lower()] = value
+    numbers = sorted(groups)
+    return numbers, [{"name": f"fallback-{n}", **groups[n]} for n in numbers]
 
 
 def parse_sessions(raw: object) -> tuple[SessionSpec, ...]:
@@ -78,6 +114,9 @@ class Settings(BaseSettings):
     read_timeout: float = Field(default=300.0, gt=0)
     shutdown_grace: float = Field(default=10.0, ge=0)
     thinking_format: Literal["think_tags", "reasoning_content"] = "think_tags"
+    fallback_mode: Literal["when_pool_unavailable", "off"] = "when_pool_unavailable"
+    # Filled from the numbered FALLBACK_API_*_n variables by load_settings.
+    fallbacks: Annotated[tuple[Fallback, ...], NoDecode] = ()
     upstream_max_connections: int = Field(default=64, ge=1, le=1024)
 
     @field_validator("sessions", mode="before")
@@ -161,10 +200,17 @@ class ConfigError(Exception):
 def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
     """Read env then `.env` (env wins), apply overrides, and explain the first problem plainly."""
     path = Path(env_file) if env_file else None
+    file = path if path and path.is_file() else None
+    numbers, fallbacks = numbered_fallbacks([dotenv_values(file) if file else {}, dict(os.environ)])
+    if fallbacks and "fallbacks" not in overrides:
+        overrides["fallbacks"] = fallbacks
     try:
-        return Settings(_env_file=path if path and path.is_file() else None, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+        loc = err["loc"]
+        name = str(loc[0]).upper() if loc else "configuration"
+        if loc and loc[0] == "fallbacks" and len(loc) > 2 and isinstance(loc[1], int) and loc[1] < len(numbers):
+            name = f"FALLBACK_API_{str(loc[2]).upper()}_{numbers[loc[1]]}"
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{name}: {msg}") from None

@@ -11,6 +11,7 @@ from aiohttp import web
 from .accounts import AccountPool
 from .config import SessionSpec, Settings
 from .service import ChatService
+from .fallback import Fallbacks
 from .live_stream import LiveStream
 from .metrics import Metrics
 from .upstream import UpstreamClient
@@ -21,6 +22,7 @@ upstream_key = web.AppKey("upstream", UpstreamClient)
 service_key = web.AppKey("service", ChatService)
 streams_key = web.AppKey("streams", weakref.WeakSet[LiveStream])
 metrics_key = web.AppKey("metrics", Metrics)
+fallbacks_key = web.AppKey("fallbacks", Fallbacks)
 # Re-reads SESSIONS for POST /v1/accounts/reload.
 reload_key = web.AppKey("reload", Callable[[], tuple[SessionSpec, ...]])
 

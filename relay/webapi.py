@@ -14,7 +14,7 @@ import orjson
 from loguru import logger
 
 from .failures import Failure, UpstreamFailure, classify, classify_stream_error, org_flag_failure
-from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking
+from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
 from .sse import SSEEvent
 
 # The web app sends this parent for the first turn of a new conversation.
@@ -140,6 +140,7 @@ def completion_body(
 class _Block:
     kind: str
     name: str = ""
+    id: str = ""
     parts: list[str] = field(default_factory=list)
 
 
@@ -177,11 +178,14 @@ def _artifact_language(kind: str) -> str:
 class EventReader:
     """Reads one completion stream's SSE events into reply events; raises UpstreamFailure on `error`."""
 
-    __slots__ = ("_blocks", "_stop_reason", "finished")
+    __slots__ = ("_blocks", "_stop_reason", "_tool_calls", "finished")
 
-    def __init__(self) -> None:
+    def __init__(self, *, tool_calls: bool = False) -> None:
         self._blocks: dict[int, _Block] = {}
         self._stop_reason = "end_turn"
+        # claude.ai's own tool blocks (artifacts, search) are shown as markdown; the Anthropic API's
+        # tool_use blocks, read from a fallback provider, are the client's function calls.
+        self._tool_calls = tool_calls
         self.finished = False
 
     def feed(self, event: SSEEvent) -> list[ReplyEvent]:
@@ -228,7 +232,7 @@ class EventReader:
         block = data.get("content_block") or {}
         index = int(data.get("index", len(self._blocks)))
         kind = str(block.get("type", ""))
-        self._blocks[index] = _Block(kind, str(block.get("name", "")))
+        self._blocks[index] = _Block(kind, str(block.get("name", "")), str(block.get("id", "")))
         if kind == "text" and block.get("text"):
             return [Text(str(block["text"]))]
         if kind == "thinking" and block.get("thinking"):
@@ -250,9 +254,12 @@ class EventReader:
 
     def _stop(self, data: dict[str, Any]) -> list[ReplyEvent]:
         block = self._blocks.pop(int(data.get("index", -1)), None)
-        if block is not None and block.kind == "tool_use":
-            return [Text(render_tool_block(block.name, "".join(block.parts)))]
-        return []
+        if block is None or block.kind != "tool_use":
+            return []
+        raw = "".join(block.parts)
+        if self._tool_calls:
+            return [ToolCall(block.id.removeprefix("toolu_"), block.name, raw or "{}")]
+        return [Text(render_tool_block(block.name, raw))]
 
     def _legacy(self, data: dict[str, Any]) -> list[ReplyEvent]:
         out: list[ReplyEvent] = []
