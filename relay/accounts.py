@@ -1,4 +1,4 @@
-"""The account pool: which cookie serves next, and what each one has taught us."""
+"""The account pool: which cookie serves next, and what each failure means for it."""
 
 from __future__ import annotations
 
@@ -6,102 +6,29 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any
 
 from loguru import logger
 
+from .account import STATE_OF, Account, State, clock_text
 from .config import SessionSpec
 from .errors import NoAccountAvailable, RateLimited, RelayError
 from .failures import Failure, UpstreamFailure
-
-
-class State(StrEnum):
-    ACTIVE = "active"
-    COOLING = "cooling"  # rate limited until `until`
-    INVALID = "invalid"  # cookie refused; only a reload brings it back
-    DISABLED = "disabled"  # organization disabled or banned
-    BLOCKED = "blocked"  # Cloudflare or region/IP block, retried after `until`
-
-
-_STATE_OF = {
-    Failure.RATE_LIMITED: State.COOLING,
-    Failure.INVALID: State.INVALID,
-    Failure.DISABLED: State.DISABLED,
-    Failure.REGION: State.BLOCKED,
-    Failure.CLOUDFLARE: State.BLOCKED,
-}
-
-
-def mask_key(key: str) -> str:
-    """`sk-ant-sid01-...ab12`: enough to tell cookies apart, useless to anyone who reads it."""
-    head = key[: key.find("-", 8) + 1] if key.startswith("sk-ant-") else key[:4]
-    return f"{head}...{key[-4:]}" if len(key) > 16 else "***"
-
-
-def _clock_text(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-@dataclass(eq=False, slots=True)
-class Account:
-    """One sessionKey and its learned state. The key never appears in repr or logs."""
-
-    key: str
-    alias: str
-    org_id: str | None = None
-    state: State = State.ACTIVE
-    failure: Failure | None = None
-    reason: str = ""
-    until: float | None = None
-    requests: int = 0
-    failures: int = 0
-    in_flight: int = 0
-    last_error: str = ""
-    last_used: float = 0.0
-    # Whether claude.ai creates chats from `create_conversation_params` for this account (None: not known yet).
-    inline_create: bool | None = None
-
-    def __repr__(self) -> str:
-        return f"Account({self.alias}, {self.masked}, {self.state.value})"
-
-    @property
-    def masked(self) -> str:
-        return mask_key(self.key)
-
-    def usable(self, now: float) -> bool:
-        """Active, or a cooldown that has passed (which makes it active again)."""
-        if self.state in (State.COOLING, State.BLOCKED) and self.until is not None and self.until <= now:
-            logger.info("account {} is back after its cooldown", self.alias)
-            self.state, self.failure, self.reason, self.until = State.ACTIVE, None, "", None
-        return self.state is State.ACTIVE
-
-    def view(self) -> dict[str, Any]:
-        """What `/v1/accounts` shows: no full key."""
-        return {
-            "alias": self.alias,
-            "key": self.masked,
-            "org_id": self.org_id,
-            "state": self.state.value,
-            "reason": self.reason or None,
-            "cooldown_until": self.until,
-            "requests": self.requests,
-            "failures": self.failures,
-            "in_flight": self.in_flight,
-            "last_error": self.last_error or None,
-            "last_used": self.last_used or None,
-        }
+from .state import Lease, MemoryStore, StateStore
 
 
 class AccountPool:
-    """Picks the account for each attempt and records outcomes; in-process state."""
+    """Picks the account for each attempt and learns from outcomes; state lives in a StateStore."""
 
-    def __init__(self, sessions: Iterable[SessionSpec], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sessions: Iterable[SessionSpec],
+        store: StateStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
+        self.store = store or MemoryStore()
         self._accounts: list[Account] = []
-        self.reload(sessions)
+        self._replace(sessions)
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -110,8 +37,25 @@ class AccountPool:
     def accounts(self) -> list[Account]:
         return list(self._accounts)
 
-    def reload(self, sessions: Iterable[SessionSpec]) -> tuple[int, int]:
-        """Replace the account list, keeping the state of keys that stay. Returns (added, removed)."""
+    async def start(self) -> None:
+        await self.store.start(lambda: self._accounts)
+
+    async def refresh(self) -> None:
+        """Take in what other replicas learned (no-op for a single process)."""
+        await self.store.refresh(self._accounts)
+
+    async def reload(self, sessions: Iterable[SessionSpec]) -> tuple[int, int]:
+        """Replace the account list, keeping what is known of keys that stay; invalid and disabled
+        accounts get another chance. Returns (added, removed)."""
+        added, removed = self._replace(sessions)
+        for account in self._accounts:
+            if account.state in (State.INVALID, State.DISABLED):
+                self._set(account, State.ACTIVE, None, "", None)
+                await self.store.save(account, failed=False)
+        await self.refresh()
+        return added, removed
+
+    def _replace(self, sessions: Iterable[SessionSpec]) -> tuple[int, int]:
         old = {a.key: a for a in self._accounts}
         fresh: dict[str, Account] = {}
         added = 0
@@ -130,38 +74,43 @@ class AccountPool:
         self._accounts = list(fresh.values())
         return added, len(old)
 
-    def acquire(self, exclude: set[Account] | None = None) -> Account:
-        """The usable account with the fewest in-flight requests, then the least recently used."""
+    async def acquire(self, exclude: set[Account] | None = None) -> Lease:
+        """A lease on the usable account with the fewest in-flight requests, then the least recently used."""
         now = self._clock()
         candidates = [a for a in self._accounts if a.usable(now) and not (exclude and a in exclude)]
-        if not candidates:
-            raise self.unavailable(now)
-        account = min(candidates, key=lambda a: (a.in_flight, a.last_used))
-        account.in_flight += 1
-        account.requests += 1
-        account.last_used = now
-        return account
+        lease = await self.store.acquire(candidates, now) if candidates else None
+        if lease is None:
+            await self.refresh()
+            raise self.unavailable()
+        return lease
 
-    def release(self, account: Account) -> None:
-        account.in_flight = max(0, account.in_flight - 1)
+    async def release(self, lease: Lease) -> None:
+        await self.store.release(lease)
 
-    def record_failure(self, account: Account, failure: UpstreamFailure) -> None:
+    async def save_org(self, account: Account) -> None:
+        await self.store.save_org(account)
+
+    async def record_failure(self, account: Account, failure: UpstreamFailure, *, counted: bool = True) -> None:
         """Learn from a failure: cool down, retire or just count it."""
-        now = self._clock()
-        account.failures += 1
-        account.last_error = f"{failure.kind.value}: {failure.message}"
-        state = _STATE_OF.get(failure.kind)
-        if state is None:
-            return
-        account.state, account.failure, account.reason = state, failure.kind, failure.message
-        account.until = failure.cooldown_until(now)
-        when = f" until {_clock_text(account.until)}" if account.until else ""
-        logger.warning("account {} is now {}{}: {}", account.alias, state.value, when, failure.message)
+        if counted:
+            account.failures += 1
+            account.last_error = f"{failure.kind.value}: {failure.message}"
+        state = STATE_OF.get(failure.kind)
+        if state is not None:
+            self._set(account, state, failure.kind, failure.message, failure.cooldown_until(self._clock()))
+            when = f" until {clock_text(account.until)}" if account.until else ""
+            logger.warning("account {} is now {}{}: {}", account.alias, state.value, when, failure.message)
+        if state is not None or counted:
+            await self.store.save(account, failed=counted)
 
-    def cool_down(self, account: Account, resets_at: float | None) -> None:
+    async def cool_down(self, account: Account, resets_at: float | None) -> None:
         """The answer was fine, but the account reached its usage limit with it."""
-        self.record_failure(account, UpstreamFailure(Failure.RATE_LIMITED, "usage limit reached", resets_at=resets_at))
-        account.failures -= 1
+        limit = UpstreamFailure(Failure.RATE_LIMITED, "usage limit reached", resets_at=resets_at)
+        await self.record_failure(account, limit, counted=False)
+
+    @staticmethod
+    def _set(account: Account, state: State, failure: Failure | None, reason: str, until: float | None) -> None:
+        account.state, account.failure, account.reason, account.until = state, failure, reason, until
 
     def unavailable(self, now: float | None = None) -> RelayError:
         """Why no account can serve: 429 with Retry-After if all are cooling, else 503 naming each state."""
@@ -173,7 +122,7 @@ class AccountPool:
             soonest = min(a.until or now for a in idle)
             wait = max(1, math.ceil(soonest - now))
             return RateLimited(
-                f"all {len(idle)} accounts are rate limited; the first resets at {_clock_text(soonest)}",
+                f"all {len(idle)} accounts are rate limited; the first resets at {clock_text(soonest)}",
                 code="all_accounts_rate_limited",
                 retry_after=wait,
             )

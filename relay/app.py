@@ -66,6 +66,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
         fetch_image=partial(fetch_image, app[upstream_key]),
     )
     app[service_key] = service
+    await app[pool_key].start()
     service.warm_up()
     yield
     await service.close()

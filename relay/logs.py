@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from .accounts import mask_key
+from .account import mask_key
 
 if TYPE_CHECKING:
     from loguru import Message, Record

@@ -14,12 +14,14 @@ from typing import Any
 from loguru import logger
 
 from . import webapi
-from .accounts import Account, AccountPool
+from .account import Account
+from .accounts import AccountPool
 from .config import SessionSpec
 from .errors import AuthError, InvalidRequest, RateLimited, RelayError, UpstreamError, UpstreamTimeout
 from .failures import Failure, UpstreamFailure
 from .metrics import Metrics
 from .prompt import Prompt, RemoteImage, Upload
+from .state import Lease
 from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
 from .tools import ToolCallParser, ToolPlan
 from .upstream import UpstreamClient
@@ -101,7 +103,7 @@ class ChatService:
             await self._org(account, guest=False)
         except UpstreamFailure as failure:
             self.metrics.upstream_errors.labels(failure.kind.value).inc()
-            self.pool.record_failure(account, failure)
+            await self.pool.record_failure(account, failure)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Let pending chat deletions finish (briefly), then cancel what is left."""
@@ -134,7 +136,9 @@ class ChatService:
         tried: set[Account] = set()
         failures: list[tuple[Account, UpstreamFailure]] = []
         for attempt in range(1, attempts + 1):
-            account = mirror or self._acquire(tried, failures)
+            lease = None if mirror else await self._acquire(tried, failures)
+            account = lease.account if lease else mirror
+            assert account is not None
             if failures:
                 self.metrics.failovers.labels(failures[-1][1].kind.value).inc()
             tried.add(account)
@@ -153,7 +157,7 @@ class ChatService:
                 if started:
                     raise
                 if mirror is None:
-                    self.pool.record_failure(account, failure)
+                    await self.pool.record_failure(account, failure)
                 failures.append((account, failure))
                 if failure.kind in UNREACHABLE:
                     org = None  # nothing was created, and the account could not delete it anyway
@@ -161,15 +165,15 @@ class ChatService:
                 if mirror or not failure.retryable:
                     raise _client_error(failure, guest=mirror is not None) from None
             finally:
-                if mirror is None:
-                    self.pool.release(account)
+                if lease is not None:
+                    await self.pool.release(lease)
                 if org is not None and self.chat_delete:
                     self._spawn(self._delete(account, org, conv, mirror is not None))
         raise self._exhausted(failures)
 
-    def _acquire(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Account:
+    async def _acquire(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Lease:
         try:
-            return self.pool.acquire(exclude=tried)
+            return await self.pool.acquire(exclude=tried)
         except RelayError:
             raise self._exhausted(failures) from None
 
@@ -202,6 +206,7 @@ class ChatService:
                 self._guest_orgs.popitem(last=False)
         else:
             account.org_id = org
+            await self.pool.save_org(account)
         return org
 
     async def _fetch_remote(self, prompt: Prompt) -> list[Upload]:
@@ -267,7 +272,7 @@ class ChatService:
             if any(isinstance(e, LimitReached) for e in batch):
                 for event in batch:
                     if isinstance(event, LimitReached):
-                        self.pool.cool_down(account, event.resets_at)
+                        await self.pool.cool_down(account, event.resets_at)
                 batch = [e for e in batch if not isinstance(e, LimitReached)]
             if batch:
                 yield batch

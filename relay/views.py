@@ -65,7 +65,9 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def list_accounts(request: web.Request) -> web.Response:
-    accounts = request.app[pool_key].accounts
+    pool = request.app[pool_key]
+    await pool.refresh()  # the shared view when replicas share state
+    accounts = pool.accounts
     now = time.time()
     for account in accounts:
         account.usable(now)  # let expired cooldowns show as active
@@ -80,7 +82,7 @@ async def reload_accounts(request: web.Request) -> web.Response:
         raise InvalidRequest(f"reload failed, accounts unchanged: {exc}") from None
     if not sessions:
         raise InvalidRequest("reload failed, accounts unchanged: SESSIONS is empty")
-    added, removed = request.app[pool_key].reload(sessions)
+    added, removed = await request.app[pool_key].reload(sessions)
     request.app[service_key].warm_up()
     return web.json_response({"accounts": len(sessions), "added": added, "removed": removed})
 
@@ -95,6 +97,7 @@ async def stats(request: web.Request) -> web.Response:
     """The same figures as /metrics, as JSON, with each account (masked) and the uptime."""
     m = request.app[metrics_key]
     now = time.time()
+    await request.app[pool_key].refresh()
     accounts = request.app[pool_key].accounts
     for account in accounts:
         account.usable(now)

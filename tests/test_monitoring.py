@@ -14,7 +14,7 @@ import pytest
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.accounts import State
+from relay.account import State
 from relay.logs import configure_logging
 
 from .conftest import API_KEY, Relay, RelayFactory, eventually, session_key

@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from relay.accounts import State
+from relay.account import State
 from relay.config import parse_sessions
 
 from .conftest import API_KEY, Relay, RelayFactory, eventually, session_key

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.accounts import State
+from relay.account import State
 
 from .conftest import Relay, RelayFactory, eventually, session_key
 from .test_inputs import data_url, tiny_png

@@ -1,0 +1,95 @@
+"""One claude.ai account: its cookie (never shown in full) and what it has taught us."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from loguru import logger
+
+from .failures import Failure
+
+
+class State(StrEnum):
+    ACTIVE = "active"
+    COOLING = "cooling"  # rate limited until `until`
+    INVALID = "invalid"  # cookie refused; only a reload brings it back
+    DISABLED = "disabled"  # organization disabled or banned
+    BLOCKED = "blocked"  # Cloudflare or region/IP block, retried after `until`
+
+
+STATE_OF = {
+    Failure.RATE_LIMITED: State.COOLING,
+    Failure.INVALID: State.INVALID,
+    Failure.DISABLED: State.DISABLED,
+    Failure.REGION: State.BLOCKED,
+    Failure.CLOUDFLARE: State.BLOCKED,
+}
+
+
+def mask_key(key: str) -> str:
+    """`sk-ant-sid01-...ab12`: enough to tell cookies apart, useless to anyone who reads it."""
+    head = key[: key.find("-", 8) + 1] if key.startswith("sk-ant-") else key[:4]
+    return f"{head}...{key[-4:]}" if len(key) > 16 else "***"
+
+
+def clock_text(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(eq=False, slots=True)
+class Account:
+    """One sessionKey and its learned state. The key never appears in repr or logs."""
+
+    key: str
+    alias: str
+    org_id: str | None = None
+    state: State = State.ACTIVE
+    failure: Failure | None = None
+    reason: str = ""
+    until: float | None = None
+    requests: int = 0
+    failures: int = 0
+    in_flight: int = 0
+    last_error: str = ""
+    last_used: float = 0.0
+    # Whether claude.ai creates chats from `create_conversation_params` for this account (None: not known yet).
+    inline_create: bool | None = None
+    id: str = field(init=False, default="")
+
+    def __repr__(self) -> str:
+        return f"Account({self.alias}, {self.masked}, {self.state.value})"
+
+    def __post_init__(self) -> None:
+        # A stable name for shared state that reveals nothing of the key.
+        self.id = hashlib.sha256(self.key.encode()).hexdigest()[:16]
+
+    @property
+    def masked(self) -> str:
+        return mask_key(self.key)
+
+    def usable(self, now: float) -> bool:
+        """Active, or a cooldown that has passed (which makes it active again)."""
+        if self.state in (State.COOLING, State.BLOCKED) and self.until is not None and self.until <= now:
+            logger.info("account {} is back after its cooldown", self.alias)
+            self.state, self.failure, self.reason, self.until = State.ACTIVE, None, "", None
+        return self.state is State.ACTIVE
+
+    def view(self) -> dict[str, Any]:
+        """What `/v1/accounts` shows: no full key."""
+        return {
+            "alias": self.alias,
+            "key": self.masked,
+            "org_id": self.org_id,
+            "state": self.state.value,
+            "reason": self.reason or None,
+            "cooldown_until": self.until,
+            "requests": self.requests,
+            "failures": self.failures,
+            "in_flight": self.in_flight,
+            "last_error": self.last_error or None,
+            "last_used": self.last_used or None,
+        }

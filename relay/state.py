@@ -1,0 +1,155 @@
+"""Where account state lives: this process (optionally kept in STATE_FILE), or Redis for replicas.
+
+The pool decides what a failure means; a store only keeps and shares it, and picks the account
+for each attempt atomically (across replicas, for Redis).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from collections.abc import Callable
+
+from .account import Account, State
+from .failures import Failure
+
+
+@dataclass(eq=False, slots=True)
+class Lease:
+    """One attempt's hold on an account; `shared` when Redis issued it."""
+
+    account: Account
+    token: str
+    shared: bool = False
+
+
+class StateStore(ABC):
+    """What the pool needs from wherever state lives."""
+
+    #: Why the store is not working as configured (e.g. Redis unreachable), or None.
+    degraded: str | None = None
+
+    async def start(self, accounts: Callable[[], list[Account]]) -> None:
+        """Bring earlier or shared state into the accounts (the pool's current list)."""
+
+    @abstractmethod
+    async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
+        """Take the candidate with the fewest requests in flight, then the least recently used."""
+
+    @abstractmethod
+    async def release(self, lease: Lease) -> None: ...
+
+    @abstractmethod
+    async def save(self, account: Account, *, failed: bool) -> None:
+        """Keep the account's state (already set on it), and count a failure if `failed`."""
+
+    async def save_org(self, account: Account) -> None:
+        """Keep the account's discovered organization id."""
+
+    async def refresh(self, accounts: list[Account]) -> None:
+        """Update the accounts from shared state (no-op when this process is the only one)."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore(StateStore):
+    """State in the Account objects of this process; with a path, kept across restarts in a file."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else None
+        self._accounts: Callable[[], list[Account]] = list
+
+    async def start(self, accounts: Callable[[], list[Account]]) -> None:
+        self._accounts = accounts
+        if self.path is None or not self.path.is_file():
+            return
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            logger.warning("STATE_FILE {} is unreadable, starting fresh: {}", self.path, exc)
+            return
+        restore(accounts(), saved if isinstance(saved, dict) else {})
+
+    async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
+        if not candidates:
+            return None
+        account = min(candidates, key=lambda a: (a.in_flight, a.last_used))
+        account.in_flight += 1
+        account.requests += 1
+        account.last_used = now
+        return Lease(account, "")
+
+    async def release(self, lease: Lease) -> None:
+        lease.account.in_flight = max(0, lease.account.in_flight - 1)
+
+    async def save(self, account: Account, *, failed: bool) -> None:
+        # The counters already live on the account; states and orgs go to the file.
+        self._write()
+
+    async def save_org(self, account: Account) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        data = {a.id: record(a) for a in self._accounts()}
+        try:
+            write_atomically(self.path, json.dumps(data, indent=1))
+        except OSError as exc:
+            logger.warning("could not write STATE_FILE {}: {}", self.path, exc)
+
+
+def record(account: Account) -> dict[str, Any]:
+    """An account's durable state: what a restart or another replica must not forget."""
+    return {
+        "state": account.state.value,
+        "failure": account.failure.value if account.failure else None,
+        "reason": account.reason,
+        "until": account.until,
+        "org_id": account.org_id,
+    }
+
+
+def apply(account: Account, rec: dict[str, Any]) -> None:
+    """Set an account's state from a record; an expired cooldown means active."""
+    try:
+        state = State(rec.get("state", "active"))
+        failure = Failure(rec["failure"]) if rec.get("failure") else None
+    except ValueError:
+        return
+    account.state, account.failure = state, failure
+    account.reason = str(rec.get("reason") or "")
+    account.until = float(rec["until"]) if rec.get("until") else None
+    if rec.get("org_id") and not account.org_id:
+        account.org_id = str(rec["org_id"])
+
+
+def restore(accounts: list[Account], saved: dict[str, Any]) -> None:
+    for account in accounts:
+        rec = saved.get(account.id)
+        if isinstance(rec, dict):
+            apply(account, rec)
+            logger.info("account {} restored as {}", account.alias, account.state.value)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename over it: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
