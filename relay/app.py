@@ -20,7 +20,9 @@ from .live_stream import LiveStream
 from .messages_view import count_tokens, messages
 from .metrics import Metrics
 from .middlewares import add_request_id, auth_middleware, error_middleware
+from .redis_store import RedisStore
 from .service import ChatService
+from .state import MemoryStore, StateStore
 from .upstream import UpstreamClient, UpstreamConfig
 
 
@@ -70,6 +72,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     service.warm_up()
     yield
     await service.close()
+    await app[pool_key].store.close()
 
 
 async def _fallbacks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -94,6 +97,14 @@ async def _stop_streams(app: web.Application) -> None:
         await asyncio.wait(pending, timeout=2)
 
 
+def _state_store(settings: Settings) -> StateStore:
+    """In-process state (kept in STATE_FILE if set), or Redis shared by replicas when STATE_URL is set."""
+    local = MemoryStore(settings.state_file)
+    if not settings.state_url:
+        return local
+    return RedisStore(settings.state_url, prefix=settings.state_prefix, lease_seconds=settings.state_lease_seconds, local=local)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -109,7 +120,7 @@ def create_app(
         client_max_size=settings.max_body_size,
     )
     app[settings_key] = settings
-    app[pool_key] = AccountPool(settings.sessions)
+    app[pool_key] = AccountPool(settings.sessions, _state_store(settings))
     app[streams_key] = weakref.WeakSet[LiveStream]()
     app[metrics_key] = Metrics(app[pool_key], lambda: len(app[streams_key]))
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     read_timeout: float = Field(default=300.0, gt=0)
     shutdown_grace: float = Field(default=10.0, ge=0)
     thinking_format: Literal["think_tags", "reasoning_content"] = "think_tags"
+    state_url: str | None = None
+    state_file: str | None = None
+    state_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    state_lease_seconds: float = Field(default=30.0, gt=0)
     fallback_mode: Literal["when_pool_unavailable", "off"] = "when_pool_unavailable"
     # Filled from the numbered FALLBACK_API_*_n variables by load_settings.
     fallbacks: Annotated[tuple[Fallback, ...], NoDecode] = ()
@@ -138,10 +142,17 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("proxy", mode="before")
+    @field_validator("proxy", "state_url", "state_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("state_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("claude_base_url")
     @classmethod

@@ -44,15 +44,17 @@ def resolve_model(settings: Settings, name: str) -> tuple[str, bool]:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Liveness and a count of usable accounts; nothing secret."""
+    """Liveness, usable accounts and the state store's condition; nothing secret."""
     pool = request.app[pool_key]
     now = time.time()
     usable = sum(1 for a in pool.accounts if a.usable(now))
+    problem = pool.store.degraded
     return web.json_response(
         {
-            "status": "ok" if usable else "degraded",
+            "status": "ok" if usable and not problem else "degraded",
             "accounts": len(pool),
             "usable_accounts": usable,
+            "state_store": problem or "ok",
             "uptime_seconds": int(now - request.app[metrics_key].started),
         }
     )

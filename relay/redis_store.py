@@ -1,0 +1,203 @@
+"""Account state shared by replicas through Redis, with this process's own state as the fallback.
+
+Keys (under STATE_PREFIX, accounts named by a hash of their key, never the key itself):
+  {p}:state:{id}     JSON of a non-active state; expires with the cooldown, so accounts come back by themselves
+  {p}:acct:{id}      hash of counters and the organization id
+  {p}:inflight:{id}  sorted set of leases scored by expiry: a replica that dies leaks nothing for long
+  {p}:lru            sorted set of last use, the rotation order
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from loguru import logger
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .account import Account, State
+from .state import Lease, MemoryStore, StateStore, apply, record
+
+T = TypeVar("T")
+
+# Pick the usable candidate with the fewest live leases, then the least recently used, and take a
+# lease on it, all in one step so that replicas never race.
+ACQUIRE = """
+local p, now, expires, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local best, best_load, best_used
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  if redis.call('EXISTS', p .. ':state:' .. id) == 0 then
+    local inflight = p .. ':inflight:' .. id
+    redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
+    local load = redis.call('ZCARD', inflight)
+    local used = tonumber(redis.call('ZSCORE', p .. ':lru', id) or '0')
+    if best == nil or load < best_load or (load == best_load and used < best_used) then
+      best, best_load, best_used = id, load, used
+    end
+  end
+end
+if best then
+  redis.call('ZADD', p .. ':inflight:' .. best, expires, token)
+  redis.call('ZADD', p .. ':lru', now, best)
+  redis.call('HINCRBY', p .. ':acct:' .. best, 'requests', 1)
+  redis.call('HSET', p .. ':acct:' .. best, 'last_used', now)
+end
+return best
+"""
+_FAILED = object()
+
+
+class RedisStore(StateStore):
+    """Shared state for several relays over the same accounts."""
+
+    def __init__(self, url: str, *, prefix: str, lease_seconds: float, local: MemoryStore) -> None:
+        self.client: Redis = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, decode_responses=True)
+        self.prefix = prefix
+        self.lease_seconds = lease_seconds
+        self.local = local  # serves while Redis is unreachable
+        self._acquire = self.client.register_script(ACQUIRE)
+        self._accounts: Callable[[], list[Account]] = list
+        self._leases: dict[str, Lease] = {}
+        self._dirty: set[Account] = set()
+        self._sync: asyncio.Task[None] | None = None
+
+    def _key(self, kind: str, account_id: str) -> str:
+        return f"{self.prefix}:{kind}:{account_id}"
+
+    async def _try(self, op: Callable[[], Awaitable[T]]) -> T | object:
+        """Run a Redis operation; on failure note the store as degraded and return _FAILED."""
+        try:
+            result = await op()
+        except (RedisError, OSError) as exc:
+            if self.degraded is None:
+                logger.warning("Redis unreachable, serving from local state: {}", exc.__class__.__name__)
+            self.degraded = f"redis unavailable ({exc.__class__.__name__})"
+            return _FAILED
+        if self.degraded is not None:
+            self.degraded = None
+            logger.info("Redis reachable again; sharing state")
+            await self._push_dirty()
+        return result
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, accounts: Callable[[], list[Account]]) -> None:
+        self._accounts = accounts
+        await self.local.start(accounts)
+        await self.refresh(accounts())
+        self._sync = asyncio.create_task(self._keep_in_sync())
+
+    async def close(self) -> None:
+        if self._sync is not None:
+            self._sync.cancel()
+            await asyncio.gather(self._sync, return_exceptions=True)
+        await self.client.aclose()
+
+    async def _keep_in_sync(self) -> None:
+        """Renew this replica's leases and take in what the others learned, a few times per lease."""
+        interval = min(5.0, self.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self._leases:
+                expires = time.time() + self.lease_seconds
+                await self._try(lambda: self._renew(expires))
+            await self.refresh(self._accounts())
+
+    async def _renew(self, expires: float) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for token, lease in self._leases.items():
+                pipe.zadd(self._key("inflight", lease.account.id), {token: expires}, xx=True)
+            await pipe.execute()
+
+    # -- StateStore -----------------------------------------------------------------------------
+
+    async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
+        token = uuid.uuid4().hex
+        ids = [a.id for a in candidates]
+        chosen = await self._try(lambda: self._acquire(args=[self.prefix, now, now + self.lease_seconds, token, *ids]))
+        if chosen is _FAILED:
+            return await self.local.acquire(candidates, now)
+        if chosen is None:
+            return None
+        account = next(a for a in candidates if a.id == chosen)
+        account.requests += 1
+        account.in_flight += 1
+        account.last_used = now
+        lease = Lease(account, token, shared=True)
+        self._leases[token] = lease
+        return lease
+
+    async def release(self, lease: Lease) -> None:
+        if not lease.shared:
+            await self.local.release(lease)
+            return
+        self._leases.pop(lease.token, None)
+        lease.account.in_flight = max(0, lease.account.in_flight - 1)
+        await self._try(lambda: self.client.zrem(self._key("inflight", lease.account.id), lease.token))
+
+    async def save(self, account: Account, *, failed: bool) -> None:
+        await self.local.save(account, failed=failed)
+        if await self._try(lambda: self._save(account, failed)) is _FAILED:
+            self._dirty.add(account)
+
+    async def _save(self, account: Account, failed: bool) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            state_key = self._key("state", account.id)
+            if account.state is State.ACTIVE:
+                pipe.delete(state_key)
+            elif account.until:
+                pipe.set(state_key, json.dumps(record(account)), pxat=int(account.until * 1000))
+            else:
+                pipe.set(state_key, json.dumps(record(account)))
+            if failed:
+                pipe.hincrby(self._key("acct", account.id), "failures", 1)
+                pipe.hset(self._key("acct", account.id), "last_error", account.last_error)
+            await pipe.execute()
+
+    async def save_org(self, account: Account) -> None:
+        await self.local.save_org(account)
+        if account.org_id:
+            await self._try(lambda: self.client.hset(self._key("acct", account.id), "org_id", account.org_id or ""))
+
+    async def refresh(self, accounts: list[Account]) -> None:
+        if not accounts:
+            return
+        now = time.time()
+        fetched = await self._try(lambda: self._fetch(accounts, now))
+        if fetched is _FAILED:
+            return
+        assert isinstance(fetched, list)
+        for account, (state, fields, in_flight) in zip(accounts, zip(fetched[0::3], fetched[1::3], fetched[2::3]), strict=True):
+            if state:
+                apply(account, json.loads(state))
+            elif account.state is not State.ACTIVE:
+                account.state, account.failure, account.reason, account.until = State.ACTIVE, None, "", None
+            requests, failures, last_error, last_used, org_id = fields
+            account.requests = int(requests or 0)
+            account.failures = int(failures or 0)
+            account.last_error = last_error or ""
+            account.last_used = float(last_used or 0)
+            account.in_flight = int(in_flight)
+            if org_id and not account.org_id:
+                account.org_id = org_id
+
+    async def _fetch(self, accounts: list[Account], now: float) -> list[object]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for account in accounts:
+                pipe.get(self._key("state", account.id))
+                pipe.hmget(self._key("acct", account.id), ["requests", "failures", "last_error", "last_used", "org_id"])
+                pipe.zcount(self._key("inflight", account.id), now, "+inf")
+            return list(await pipe.execute())
+
+    async def _push_dirty(self) -> None:
+        """What was learned while Redis was away goes there as soon as it is back."""
+        dirty, self._dirty = self._dirty, set()
+        for account in dirty:
+            if await self._try(lambda a=account: self._save(a, False)) is _FAILED:  # type: ignore[misc]
+                self._dirty.add(account)
