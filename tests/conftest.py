@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from aiohttp import web
@@ -102,3 +104,22 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_healthy(http: aiohttp.ClientSession, port: int, timeout: float = 60) -> None:
+    """Poll a relay started as a process until /health answers."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/health") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import fake_url, session_key
+from .conftest import fake_url, free_port, session_key, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -68,12 +67,6 @@ def test_compose_file_essentials() -> None:
         assert needle in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _example_env() -> dict[str, str]:
     env = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
@@ -101,7 +94,7 @@ async def test_container_install_and_cmd_start_a_working_relay(fake: Any, tmp_pa
     out, _ = await asyncio.wait_for(install.communicate(), timeout=400)
     assert install.returncode == 0, out.decode()[-2000:]
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k.lower() not in _example_env_lower()}
     env.update(_example_env())
     env.update({"SESSIONS": session_key(1), "APIKEY": "container-key", "CLAUDE_BASE_URL": fake_url(fake), "PORT": str(port)})
@@ -110,15 +103,7 @@ async def test_container_install_and_cmd_start_a_working_relay(fake: Any, tmp_pa
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(60):
-                while True:
-                    try:
-                        async with http.get(f"http://127.0.0.1:{port}/health") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        assert proc.returncode is None, "relay exited early"
-                    await asyncio.sleep(0.2)
+            await wait_healthy(http, port)
             body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "from the container"}]}
             async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers={"Authorization": "Bearer container-key"}) as r:
                 assert r.status == 200

@@ -284,3 +284,4 @@ async def test_shutdown_cuts_live_streams_with_one_error_frame(make_relay: Relay
     assert raw.count('"error"') == 1 and "shutting down" in raw
     assert "[DONE]" not in raw
     await eventually(lambda: fake.open_streams == 0)
+    assert not fake.conversations  # the cut chat was still deleted before the relay stopped

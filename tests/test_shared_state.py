@@ -19,8 +19,9 @@ import aiohttp
 import pytest
 
 from relay.account import State
+from relay.keys import settings_key
 
-from .conftest import API_KEY, Relay, RelayFactory, eventually, fake_url, session_key
+from .conftest import API_KEY, Relay, RelayFactory, eventually, fake_url, free_port, session_key, wait_healthy
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 HI = [{"role": "user", "content": "hi"}]
@@ -31,18 +32,12 @@ needs_redis = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisServer:
     """A throwaway redis-server on a free loopback port."""
 
     def __init__(self, tmp: Path) -> None:
         assert REDIS, "redis-server must be installed"
-        self.port = _free_port()
+        self.port = free_port()
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -162,8 +157,8 @@ async def test_in_flight_returns_to_zero_after_streams_and_disconnects(replicas,
 async def test_a_killed_replica_frees_its_leases(replicas, fake, shared_redis: str) -> None:  # type: ignore[no-untyped-def]
     fake.script(session_key(1), text=" ".join(["w"] * 400), chunk_delay=0.05)
     b = await replicas(sessions=session_key(1), state_lease_seconds=1.0)
-    prefix = b.app[__import__("relay.keys").keys.settings_key].state_prefix
-    port = _free_port()
+    prefix = b.app[settings_key].state_prefix
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("SESSIONS", "APIKEY")},
         "SESSIONS": session_key(1),
@@ -177,14 +172,7 @@ async def test_a_killed_replica_frees_its_leases(replicas, fake, shared_redis: s
     proc = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], env=env, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(30):
-                while True:
-                    try:
-                        async with http.get(f"http://127.0.0.1:{port}/health") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.1)
+            await wait_healthy(http, port)
             body = {"model": MODEL, "messages": HI, "stream": True}
             async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers=AUTH) as r:
                 await r.content.readuntil(b"w ")
