@@ -65,7 +65,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
         attempts=s.retries,
         chat_delete=s.chat_delete,
         metrics=app[metrics_key],
-        fetch_image=partial(fetch_image, app[upstream_key]),
+        fetch_image=partial(fetch_image, app[upstream_key], allow_private=s.image_fetch_private),
     )
     app[service_key] = service
     await app[pool_key].start()

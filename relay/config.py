@@ -108,6 +108,7 @@ class Settings(BaseSettings):
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MODELS
     max_retries: int | None = Field(default=None, ge=1, le=20)
+    image_fetch_private: bool = False
     max_body_size: int = Field(default=32 * 1024 * 1024, ge=1024)
     heartbeat_interval: float = Field(default=15.0, gt=0)
     connect_timeout: float = Field(default=15.0, gt=0)

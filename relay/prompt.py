@@ -61,6 +61,7 @@ class RemoteImage:
 
     url: str
     where: str
+    index: int
 
 
 @dataclass(slots=True)
@@ -147,7 +148,7 @@ class _Builder:
             _, data = decode_data_url(url, where)
             self.files.append(image_upload(data, where, n))
         elif url.startswith(("http://", "https://")):
-            self.files.append(RemoteImage(url, where))
+            self.files.append(RemoteImage(url, where, n))
         else:
             raise InvalidRequest(f"{where}: url must be a data: URL or an http(s) URL", param=where)
         return f"[image {n}]"

@@ -78,7 +78,7 @@ class ChatService:
         attempts: int,
         chat_delete: bool,
         metrics: Metrics,
-        fetch_image: FetchImage | None = None,
+        fetch_image: FetchImage,
     ) -> None:
         self.upstream = upstream
         self.pool = pool
@@ -210,12 +210,12 @@ class ChatService:
         return org
 
     async def _fetch_remote(self, prompt: Prompt) -> list[Upload]:
-        """Fetch http(s) images once per request, before any account is used."""
-        remote = [f for f in prompt.files if isinstance(f, RemoteImage)]
-        if remote and self._fetch_image is None:
-            raise InvalidRequest("image URLs are not supported here", param=remote[0].where)
-        fetched = iter(await asyncio.gather(*(self._fetch_image(r) for r in remote)) if remote else [])  # type: ignore[misc]
-        return [f if isinstance(f, Upload) else next(fetched) for f in prompt.files]
+        """Fetch http(s) images once per request (all at once), before any account is used."""
+
+        async def one(item: Upload | RemoteImage) -> Upload:
+            return item if isinstance(item, Upload) else await self._fetch_image(item)
+
+        return list(await asyncio.gather(*(one(f) for f in prompt.files)))
 
     @asynccontextmanager
     async def _converse(

@@ -49,7 +49,8 @@ async def test_data_url_image_is_uploaded_and_referenced(relay: Relay, fake) -> 
     assert "[image 1]" in completion.body["prompt"]
 
 
-async def test_http_image_is_fetched_then_uploaded(relay: Relay, fake, aiohttp_server: Any) -> None:
+async def test_http_image_is_fetched_then_uploaded(make_relay: RelayFactory, fake, aiohttp_server: Any) -> None:
+    relay = await make_relay(image_fetch_private=True)  # the test image server is on loopback
     png = tiny_png()
 
     async def serve(_: web.Request) -> web.Response:
@@ -63,7 +64,17 @@ async def test_http_image_is_fetched_then_uploaded(relay: Relay, fake, aiohttp_s
     assert fake.calls_named("upload")[0].files == [("image_1.png", "image/png", png)]
 
 
-async def test_unreachable_image_url_is_400(relay: Relay, fake, aiohttp_server: Any) -> None:
+async def test_private_image_urls_are_refused(relay: Relay, fake) -> None:
+    for url in ("http://127.0.0.1:1/x.png", "http://169.254.169.254/latest/meta-data", "http://localhost/a.png"):
+        part = {"type": "image_url", "image_url": {"url": url}}
+        with pytest.raises(openai.BadRequestError) as info:
+            await relay.openai().chat.completions.create(model=MODEL, messages=user(part))
+        assert "private or local address" in info.value.message
+    assert not fake.calls_named("completion")
+
+
+async def test_unreachable_image_url_is_400(make_relay: RelayFactory, fake, aiohttp_server: Any) -> None:
+    relay = await make_relay(image_fetch_private=True)
     server = await aiohttp_server(web.Application())
     part = {"type": "image_url", "image_url": {"url": str(server.make_url("/missing.png"))}}
     with pytest.raises(openai.BadRequestError) as info:
