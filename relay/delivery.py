@@ -71,8 +71,9 @@ class Delivery:
         settings = self.request.app[settings_key]
         return exc.retryable and self.guest is None and settings.fallback_mode != "off" and bool(settings.fallbacks)
 
-    def served_by(self, who: str, started_at: float) -> None:
+    def served_by(self, who: str, started_at: float, attempts: int = 1) -> None:
         self.access.account = who
+        self.access.attempts = attempts
         self.access.ttfb_ms = (started_at - self.access.started) * 1000
 
 
@@ -81,7 +82,7 @@ async def complete(d: Delivery, collect: Collect) -> web.Response:
     service = d.request.app[service_key]
     try:
         async with service.open(d.job, guest=d.guest, buffered=True) as reply:
-            d.served_by(reply.account.alias, reply.first_byte_at)
+            d.served_by(reply.account.alias, reply.first_byte_at, reply.attempts)
             body = collect(reply.head)
         headers = {PROVIDER_HEADER: POOL_PROVIDER}
     except RelayError as exc:
@@ -114,7 +115,7 @@ async def stream(d: Delivery, fmt: StreamFormat) -> web.StreamResponse:
         try:
             async with request.app[service_key].open(d.job, guest=d.guest) as reply:
                 await live.settle()
-                d.served_by(reply.account.alias, reply.first_byte_at)
+                d.served_by(reply.account.alias, reply.first_byte_at, reply.attempts)
                 live.response.headers[PROVIDER_HEADER] = POOL_PROVIDER
                 await live.start(request)
                 try:

@@ -39,9 +39,12 @@ class AccessLog:
     outcome: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
+    attempts: int = 0
 
     def fields(self) -> str:
         parts = [f"model={self.model}" if self.model else "", f"account={self.account}" if self.account else ""]
+        if self.attempts > 1:
+            parts.append(f"attempts={self.attempts}")
         if self.ttfb_ms is not None:
             parts.append(f"ttfb={self.ttfb_ms:.0f}ms")
         parts.append(f"outcome={self.outcome}" if self.outcome else "")

@@ -21,8 +21,8 @@ from .errors import AuthError, InvalidRequest, RateLimited, RelayError, Upstream
 from .failures import Failure, UpstreamFailure
 from .metrics import Metrics
 from .prompt import Prompt, RemoteImage, Upload
-from .state import Lease
 from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
+from .state import Lease
 from .tools import ToolCallParser, ToolPlan
 from .upstream import UpstreamClient
 
