@@ -13,7 +13,7 @@ from loguru import logger
 
 from .anthropic_format import error_body
 from .config import SessionSpec
-from .keys import AccessLog, access_key, guest_key, metrics_key
+from .keys import AccessLog, access_key, guest_key, metrics_key, settings_key
 from .errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,13 +85,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         _account_for(request, access, status)
 
 
+def _model_label(request: web.Request, access: AccessLog) -> str:
+    """Configured models by name; anything else a client typed is "other", so labels stay few."""
+    if not access.account:
+        return "-"
+    return access.model if access.model in request.app[settings_key].model_names() else "other"
+
+
 def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
     """One log line and the request metrics; the model label only for requests that reached claude.ai."""
     duration = time.monotonic() - access.started
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     metrics = request.app[metrics_key]
-    metrics.requests.labels(route, access.model if access.account else "-", str(status)).inc()
+    metrics.requests.labels(route, _model_label(request, access), str(status)).inc()
     metrics.duration.labels(route).observe(duration)
     if access.ttfb_ms is not None:
         metrics.ttfb.labels(route).observe(access.ttfb_ms / 1000)
