@@ -181,6 +181,9 @@ class ChatService:
         """The error when no attempt succeeded: the pool's own story, or what each attempt met."""
         if not any(a.usable(time.time()) for a in self.pool.accounts) or not failures:
             return self.pool.unavailable()
+        if all(f.kind is Failure.RATE_LIMITED for _, f in failures):
+            # Limits that reset within the second still mean "later", not a broken upstream.
+            return _client_error(min(failures, key=lambda af: af[1].resets_at or 0)[1], guest=False)
         detail = "; ".join(f"{a.alias}: {f.message}" for a, f in failures)
         last = failures[-1][1]
         if last.message.startswith("connection to claude.ai timed out"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 import uuid
@@ -153,7 +154,7 @@ class FakeClaude:
             return None
         mode = behavior.mode
         if mode == "rate_limited":
-            resets = int(behavior.resets_at or time.time() + 3600)
+            resets = math.ceil(behavior.resets_at or time.time() + 3600)
             message = json.dumps({"type": "exceeded_limit", "resetsAt": resets, "remaining": None, "perModelLimit": False})
             return _error(429, "rate_limit_error", message)
         if mode == "invalid":
@@ -326,7 +327,7 @@ class FakeClaude:
         await resp.write(_sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": behavior.stop_reason, "stop_sequence": None}}))
         limit: dict[str, Any] = {"type": "within_limit", "resetsAt": None, "remaining": None}
         if behavior.mode == "limit_after":
-            limit = {"type": "exceeded_limit", "resetsAt": int(behavior.resets_at or time.time() + 3600), "remaining": 0}
+            limit = {"type": "exceeded_limit", "resetsAt": math.ceil(behavior.resets_at or time.time() + 3600), "remaining": 0}
         await resp.write(_sse("message_limit", {"type": "message_limit", "message_limit": limit}))
         await resp.write(_sse("message_stop", {"type": "message_stop"}))
 
