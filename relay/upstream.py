@@ -12,6 +12,7 @@ from typing import Any
 from curl_cffi import Curl, CurlMime, CurlOpt
 from curl_cffi.requests import AsyncSession, Response
 from curl_cffi.requests.exceptions import RequestException, Timeout
+from curl_cffi.requests.streams import STREAM_END
 from loguru import logger
 
 from . import webapi
@@ -251,6 +252,27 @@ async def _read_capped(rsp: Response) -> bytes:
     return b"".join(chunks)[:MAX_ERROR_BODY]
 
 
+async def _coalesced(rsp: Response) -> AsyncIterator[bytes]:
+    """The body like aiter_content, but what curl has already queued comes as one chunk: under load
+    that means one decode pass and one client write for many network reads."""
+    queue = rsp.queue
+    assert queue is not None
+    while True:
+        item = await queue.get()
+        parts: list[bytes] = []
+        while isinstance(item, bytes):
+            parts.append(item)
+            if queue.empty():
+                break
+            item = queue.get_nowait()
+        if parts:
+            yield b"".join(parts)
+        if item is STREAM_END:
+            return
+        if isinstance(item, RequestException):
+            raise item
+
+
 class _EventStream:
     """Decodes one completion response; knows whether the answer was complete."""
 
@@ -264,7 +286,7 @@ class _EventStream:
         decoder = SSEDecoder()
         feed = self.reader.feed
         try:
-            async for chunk in self.rsp.aiter_content():
+            async for chunk in _coalesced(self.rsp):
                 batch = [item for event in decoder.feed(chunk) for item in feed(event)]
                 if batch:
                     yield batch
