@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from loguru import logger
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     secrets = [] if args.demo else [settings.apikey.get_secret_value()]
     secrets += [s.key.get_secret_value() for s in settings.sessions]
     secrets += [f.key.get_secret_value() for f in settings.fallbacks]
+    if settings.proxy and (password := urlsplit(settings.proxy).password):
+        secrets.append(password)
     configure_logging(settings.log_level, secrets, settings.log_format)
     if args.demo:
         print(f"relay demo: fake claude.ai upstream, API key {settings.apikey.get_secret_value()!r}", file=sys.stderr)

@@ -30,6 +30,8 @@ if getattr(Curl, "_WS_RECV_BUFFER_SIZE", 0) > 4096:
 IMPERSONATE = "chrome"
 # After a complete answer, how long to wait for the end of the body before closing the connection.
 END_OF_BODY_WAIT = 2.0
+# Queued network reads joined into one chunk at most; bounds the buffer one stream holds at once.
+MAX_COALESCED = 64 * 1024
 # Error bodies are read to classify them; an HTML challenge page is small, anything bigger is cut.
 MAX_ERROR_BODY = 256 * 1024
 
@@ -260,9 +262,11 @@ async def _coalesced(rsp: Response) -> AsyncIterator[bytes]:
     while True:
         item = await queue.get()
         parts: list[bytes] = []
+        size = 0
         while isinstance(item, bytes):
             parts.append(item)
-            if queue.empty():
+            size += len(item)
+            if queue.empty() or size >= MAX_COALESCED:
                 break
             item = queue.get_nowait()
         if parts:
