@@ -174,6 +174,7 @@ async def latency(b: Bench, rows: list[str], checks: list[tuple[str, bool]], qui
 
 async def throughput(b: Bench, rows: list[str], checks: list[tuple[str, bool]], quick: bool) -> None:
     chunks = 500 if quick else 2000
+    await asyncio.sleep(2)  # let earlier phases' background deletes finish
     await b.configure(latency=0, chunk_delay=0, chunks=chunks)
     rows.append(f"\n### 2. Streaming throughput ({chunks}-chunk answers)\n")
     rows.append("| streams | direct chunks/s | relay chunks/s | direct MB/s | relay MB/s | relay/direct | errors |")
