@@ -130,8 +130,8 @@ class AccountPool:
             return NoAccountAvailable("every usable account is busy failing this request", retry_after=5)
         counts = Counter(_describe(a) for a in idle)
         detail = ", ".join(f"{n} {'account' if n == 1 else 'accounts'} {what}" for what, n in counts.most_common())
-        soonest = min((a.until for a in idle if a.until), default=None)
-        retry = max(1, math.ceil(soonest - now)) if soonest else None
+        next_back = min((a.until for a in idle if a.until), default=None)
+        retry = max(1, math.ceil(next_back - now)) if next_back else None
         return NoAccountAvailable(f"no account can serve: {detail}", retry_after=retry)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -187,7 +187,7 @@ async def _from_fallback(d: Delivery, live: LiveStream, answer: Answer, fmt: Str
         return "upstream_error"
 
 
-async def _pump(live: LiveStream, batches: AsyncIterator[list[ReplyEvent]], fmt: StreamFormat, source: str) -> str:
+async def _pump(live: LiveStream, batches: AsyncGenerator[list[ReplyEvent], None], fmt: StreamFormat, source: str) -> str:
     """Copy the answer to the client, one write per upstream read, until its end or a stop sequence."""
     reason = ""
     out = [fmt.opening()]  # goes out with the first batch: one write, not two

@@ -8,7 +8,7 @@ client's own format then writes.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -60,7 +60,7 @@ class Answer:
     provider: str
     raw: AsyncIterator[bytes] | None = None
     body: dict[str, Any] | None = None
-    events: AsyncIterator[list[ReplyEvent]] | None = None
+    events: AsyncGenerator[list[ReplyEvent], None] | None = None
 
 
 class Fallbacks:
@@ -132,7 +132,7 @@ async def _answer(provider: Fallback, ask: Ask, response: aiohttp.ClientResponse
     return Answer(provider.name, events=_once(events))
 
 
-async def _once(events: list[ReplyEvent]) -> AsyncIterator[list[ReplyEvent]]:
+async def _once(events: list[ReplyEvent]) -> AsyncGenerator[list[ReplyEvent], None]:
     yield events
 
 
@@ -242,7 +242,7 @@ def _anthropic_message(doc: dict[str, Any]) -> list[ReplyEvent]:
     return events
 
 
-async def _anthropic_events(response: aiohttp.ClientResponse) -> AsyncIterator[list[ReplyEvent]]:
+async def _anthropic_events(response: aiohttp.ClientResponse) -> AsyncGenerator[list[ReplyEvent], None]:
     decoder = SSEDecoder()
     reader = EventReader(tool_calls=True)
     async for chunk in response.content.iter_any():
@@ -251,7 +251,7 @@ async def _anthropic_events(response: aiohttp.ClientResponse) -> AsyncIterator[l
             yield batch
 
 
-async def _openai_events(response: aiohttp.ClientResponse) -> AsyncIterator[list[ReplyEvent]]:
+async def _openai_events(response: aiohttp.ClientResponse) -> AsyncGenerator[list[ReplyEvent], None]:
     """OpenAI chunks as reply events; tool calls are emitted whole once their arguments are in."""
     decoder = SSEDecoder()
     calls: dict[int, dict[str, str]] = {}

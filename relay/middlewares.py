@@ -17,6 +17,7 @@ from .keys import AccessLog, access_key, guest_key, metrics_key, settings_key
 from .errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def _bearer(request: web.Request) -> str:
@@ -30,7 +31,7 @@ def _is_api(path: str, prefix: str = "") -> bool:
     return path.startswith((f"{prefix}/v1/", f"{prefix}/hf/v1/"))
 
 
-def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: bool) -> web.Middleware:
+def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: bool) -> Middleware:
     """APIKEY on /v1, /hf/v1, /stats and /metrics; in mirror mode the caller's own sessionKey on the mirror prefix."""
     expected = apikey.encode()
     private = ("/stats",) if metrics_public else ("/stats", "/metrics")

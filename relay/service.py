@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +52,11 @@ class Reply:
 
     account: Account
     head: list[ReplyEvent]
-    rest: AsyncIterator[list[ReplyEvent]] | None
+    rest: AsyncIterator[list[ReplyEvent]] | None  # an async generator; closed by its owner
     attempts: int
     first_byte_at: float = field(default_factory=time.monotonic)
 
-    async def batches(self) -> AsyncIterator[list[ReplyEvent]]:
+    async def batches(self) -> AsyncGenerator[list[ReplyEvent], None]:
         """The answer in batches of events, the head first."""
         yield self.head
         if self.rest is not None:

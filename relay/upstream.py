@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +62,7 @@ def _network_failure(exc: RequestException) -> UpstreamFailure:
 
 async def _abort(rsp: Response) -> None:
     """Stop a streamed transfer now; curl_cffi's aclose() would wait for the upstream to finish."""
-    task = rsp.astream_task
+    task: asyncio.Task[None] | None = rsp.astream_task  # type: ignore[assignment]
     if task is None or task.done():
         return
     if rsp.quit_now is not None:
@@ -145,7 +145,7 @@ class UpstreamClient:
             )
         except RequestException as exc:
             raise _network_failure(exc) from exc
-        return Answer(rsp.status_code, dict(rsp.headers), rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
+        return Answer(rsp.status_code, {k: v or '' for k, v in rsp.headers.items()}, rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
 
     @staticmethod
     def _expect(answer: Answer, *ok: int) -> Answer:
@@ -183,7 +183,7 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def completion(
-        self, key: str, org: str, conv: str, body: Mapping[str, Any], *, guest: bool = False
+        self, key: str, org: str, conv: str, body: dict[str, Any], *, guest: bool = False
     ) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
         """Start a completion; yields its reply events in batches, one per network read.
 
@@ -203,7 +203,7 @@ class UpstreamClient:
         try:
             if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
                 raw = await _read_capped(rsp)
-                raise classify(rsp.status_code if rsp.status_code != 200 else 502, dict(rsp.headers), raw)
+                raise classify(rsp.status_code if rsp.status_code != 200 else 502, {k: v or '' for k, v in rsp.headers.items()}, raw)
             yield batches
         finally:
             await batches.aclose()
@@ -286,7 +286,7 @@ class _EventStream:
         self.rsp = rsp
         self.reader = webapi.EventReader()
 
-    async def batches(self) -> AsyncIterator[list[ReplyEvent]]:
+    async def batches(self) -> AsyncGenerator[list[ReplyEvent], None]:
         decoder = SSEDecoder()
         feed = self.reader.feed
         try:
@@ -303,7 +303,7 @@ class _EventStream:
             raise UpstreamFailure(Failure.TRANSIENT, "claude.ai closed the stream before the answer was complete")
 
     async def close(self) -> None:
-        task = self.rsp.astream_task
+        task: asyncio.Task[None] | None = self.rsp.astream_task  # type: ignore[assignment]
         if self.reader.finished and task is not None and not task.done():
             # The answer is complete and only the end of the body is left: let it arrive so the
             # connection goes back to the pool instead of being torn down.
