@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 
 from .errors import InvalidRequest
 from .prompt import MAX_IMAGE_BYTES, RemoteImage, Upload, image_upload
-from .upstream import FetchError, UpstreamClient
+from .upstream import FetchError, Redirected, UpstreamClient
+
+MAX_REDIRECTS = 3
 
 
 async def _public_only(url: str, where: str) -> None:
@@ -27,11 +29,19 @@ async def _public_only(url: str, where: str) -> None:
 
 
 async def fetch_image(upstream: UpstreamClient, image: RemoteImage, *, allow_private: bool) -> Upload:
-    """Download an http(s) image (size-capped, through PROXY); failures are the caller's 400."""
-    if not allow_private:
-        await _public_only(image.url, image.where)
-    try:
-        _, data = await upstream.fetch_public(image.url, MAX_IMAGE_BYTES)
-    except FetchError as exc:
-        raise InvalidRequest(f"{image.where}: {exc}", param=image.where) from None
-    return image_upload(data, image.where, image.index)
+    """Download an http(s) image (size-capped, through PROXY); every redirect target is checked too."""
+    url = image.url
+    for _ in range(MAX_REDIRECTS + 1):
+        if not url.startswith(("http://", "https://")):
+            raise InvalidRequest(f"{image.where}: redirected to a non-http URL", param=image.where)
+        if not allow_private:
+            await _public_only(url, image.where)
+        try:
+            _, data = await upstream.fetch_public(url, MAX_IMAGE_BYTES)
+        except Redirected as hop:
+            url = hop.location
+            continue
+        except FetchError as exc:
+            raise InvalidRequest(f"{image.where}: {exc}", param=image.where) from None
+        return image_upload(data, image.where, image.index)
+    raise InvalidRequest(f"{image.where}: too many redirects", param=image.where)

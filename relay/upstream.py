@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 from curl_cffi import Curl, CurlMime, CurlOpt
 from curl_cffi.requests import AsyncSession, Response
@@ -74,6 +75,14 @@ async def _abort(rsp: Response) -> None:
 
 class FetchError(Exception):
     """A public URL could not be fetched (status, size or network); the message says which."""
+
+
+class Redirected(Exception):
+    """A public URL answered with a redirect to `location`."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
 
 
 class UpstreamClient:
@@ -210,14 +219,19 @@ class UpstreamClient:
             await stream.close()
 
     async def fetch_public(self, url: str, max_bytes: int) -> tuple[str, bytes]:
-        """GET a URL a caller linked (an image), through PROXY, refusing more than `max_bytes`."""
+        """GET a URL a caller linked (an image), through PROXY, refusing more than `max_bytes`.
+
+        Redirects are not followed here: a 3xx raises Redirected so the caller can check the target.
+        """
         if self._public is None:
             self._public = self._new_session()
         try:
-            rsp = await self._public.request("GET", url, stream=True, allow_redirects=True, max_redirects=3)
+            rsp = await self._public.request("GET", url, stream=True)
         except RequestException as exc:
             raise FetchError(f"could not fetch it: {str(exc)[:160]}") from exc
         try:
+            if 300 <= rsp.status_code < 400 and rsp.headers.get("location"):
+                raise Redirected(urljoin(url, rsp.headers["location"] or ""))
             if rsp.status_code != 200:
                 raise FetchError(f"fetching it answered HTTP {rsp.status_code}")
             chunks: list[bytes] = []

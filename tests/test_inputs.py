@@ -12,7 +12,10 @@ import openai
 import pytest
 from aiohttp import web
 
-from relay.prompt import HISTORY_FILE
+from relay.errors import InvalidRequest
+from relay.images import fetch_image
+from relay.prompt import HISTORY_FILE, RemoteImage
+from relay.upstream import Redirected
 
 from .conftest import API_KEY, Relay, RelayFactory, eventually, session_key
 
@@ -71,6 +74,41 @@ async def test_private_image_urls_are_refused(relay: Relay, fake) -> None:
             await relay.openai().chat.completions.create(model=MODEL, messages=user(part))
         assert "private or local address" in info.value.message
     assert not fake.calls_named("completion")
+
+
+async def test_redirects_are_followed_and_checked(make_relay: RelayFactory, fake, aiohttp_server: Any) -> None:
+    png = tiny_png()
+
+    async def hop(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query.get("to", "/cat.png"))
+
+    async def cat(_: web.Request) -> web.Response:
+        return web.Response(body=png, content_type="image/png")
+
+    images = web.Application()
+    images.router.add_get("/hop", hop)
+    images.router.add_get("/cat.png", cat)
+    server = await aiohttp_server(images)
+    trusting = await make_relay(image_fetch_private=True)
+    part = {"type": "image_url", "image_url": {"url": str(server.make_url("/hop"))}}
+    await trusting.openai().chat.completions.create(model=MODEL, messages=user(part))
+    assert fake.calls_named("upload")[0].files == [("image_1.png", "image/png", png)]
+
+
+async def test_a_redirect_inward_is_refused_at_the_hop() -> None:
+    """A public URL that redirects to a private address: the hop is checked before it is fetched."""
+    fetched: list[str] = []
+
+    class OneHop:
+        async def fetch_public(self, url: str, max_bytes: int) -> tuple[str, bytes]:
+            fetched.append(url)
+            raise Redirected("http://169.254.169.254/latest/meta-data")
+
+    image = RemoteImage("http://1.1.1.1/cat.png", "messages.0.content.1.image_url", 1)
+    with pytest.raises(InvalidRequest) as info:
+        await fetch_image(OneHop(), image, allow_private=False)  # type: ignore[arg-type]
+    assert "private or local address" in info.value.message
+    assert fetched == ["http://1.1.1.1/cat.png"]
 
 
 async def test_unreachable_image_url_is_400(make_relay: RelayFactory, fake, aiohttp_server: Any) -> None:
