@@ -251,21 +251,28 @@ class ChatService:
                 create=webapi.conversation_params(conv, job.model, job.thinking) if inline else None,
             )
 
+        inline_refused = False
         if account.inline_create is not False:
             try:
                 events = await stack.enter_async_context(self.upstream.completion(key, org, conv, body(True), guest=guest))
                 account.inline_create = True
                 return events
             except UpstreamFailure as failure:
-                # An upstream without inline creation answers 404 for the unknown chat: remember, fall back.
-                if failure.kind is not Failure.REJECTED or failure.status != 404:
+                # An upstream without inline creation refuses the unknown chat (404, or another 4xx
+                # while we do not know yet): fall back, and remember once the explicit way works.
+                known = account.inline_create is True
+                if failure.kind is not Failure.REJECTED or (known and failure.status != 404):
                     raise
-                account.inline_create = False
-                logger.info("{} does not create chats inline; creating them explicitly", account.alias)
+                inline_refused = True
+        if inline_refused:
+            logger.info("{} does not create chats inline; creating them explicitly", account.alias)
         await self.upstream.create_conversation(key, org, conv, job.model, guest=guest)
         if job.thinking:
             await self.upstream.enable_thinking(key, org, conv, guest=guest)
-        return await stack.enter_async_context(self.upstream.completion(key, org, conv, body(False), guest=guest))
+        events = await stack.enter_async_context(self.upstream.completion(key, org, conv, body(False), guest=guest))
+        if inline_refused:
+            account.inline_create = False
+        return events
 
     async def _watch_limits(
         self, batches: AsyncIterator[list[ReplyEvent]], account: Account

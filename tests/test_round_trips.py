@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from relay.account import State
 
 from .conftest import Relay, RelayFactory, eventually, session_key
@@ -38,8 +40,10 @@ async def test_plain_and_thinking_requests_take_one_call_before_the_first_token(
     assert not fake.conversations  # nothing leaked
 
 
-async def test_upstream_without_inline_creation_falls_back_once_per_account(make_relay: RelayFactory, fake) -> None:
+@pytest.mark.parametrize("refusal", [404, 400])
+async def test_upstream_without_inline_creation_falls_back_once_per_account(make_relay: RelayFactory, fake, refusal: int) -> None:
     fake.inline_create = False
+    fake.inline_refusal = refusal
     relay = await make_relay(sessions=session_key(1))
     await _warm(relay)
     client = relay.openai()
@@ -49,7 +53,7 @@ async def test_upstream_without_inline_creation_falls_back_once_per_account(make
     await eventually(lambda: len(fake.deleted) == 2)
     assert _sequence(fake, session_key(1)) == [
         "orgs",
-        "completion",  # 404: unknown chat, inline creation not supported
+        "completion",  # refused: unknown chat, inline creation not supported
         "create",
         "settings",
         "completion",

@@ -99,6 +99,7 @@ class FakeClaude:
         self.uploading = 0
         self.max_parallel_uploads = 0
         self.inline_create = True  # honour create_conversation_params like the 2026 web app
+        self.inline_refusal = 404  # the status for an unknown chat when inline creation is off
         self.open_streams = 0
         self.disconnects = 0
         self.stream_closed = asyncio.Event()
@@ -265,6 +266,8 @@ class FakeClaude:
             self.conversations[conv_id] = {"org": request.match_info["org"], "settings": settings, "key": self._key(request)}
         conv = self.conversations.get(conv_id)
         if conv is None:
+            if params and self.inline_refusal != 404:
+                return _error(self.inline_refusal, "invalid_request_error", "create_conversation_params: Extra inputs are not permitted")
             return _error(404, "not_found_error", "Conversation not found")
         model = str(body.get("model") or "claude-default")
         thinking = conv["settings"].get("paprika_mode") == "extended"
