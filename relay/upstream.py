@@ -73,6 +73,12 @@ async def _abort(rsp: Response) -> None:
     await asyncio.wait([task])
 
 
+@dataclass(slots=True)
+class _Guest:
+    session: AsyncSession[Response]
+    users: int = 0
+
+
 class FetchError(Exception):
     """A public URL could not be fetched (status, size or network); the message says which."""
 
@@ -91,7 +97,7 @@ class UpstreamClient:
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self._sessions: dict[str, AsyncSession[Response]] = {}
-        self._guests: OrderedDict[str, AsyncSession[Response]] = OrderedDict()
+        self._guests: OrderedDict[str, _Guest] = OrderedDict()
         self._headers = webapi.base_headers(config.base_url)
         self._public: AsyncSession[Response] | None = None
 
@@ -108,22 +114,30 @@ class UpstreamClient:
             curl_options={CurlOpt.UPLOAD_BUFFERSIZE: 16 * 1024},
         )
 
-    def session(self, key: str, *, guest: bool = False) -> AsyncSession[Response]:
-        """The pooled session for a key; guest (mirror) keys live in a bounded LRU."""
-        if (found := self._sessions.get(key)) is not None:
-            return found
+    @asynccontextmanager
+    async def _session(self, key: str, guest: bool) -> AsyncIterator[AsyncSession[Response]]:
+        """The pooled session for a key, held for one call. Guest (mirror) keys live in a bounded
+        LRU whose idle entries are closed when it overflows; a session in use is never closed."""
         if not guest:
-            self._sessions[key] = self._new_session()
-            return self._sessions[key]
-        if key in self._guests:
-            self._guests.move_to_end(key)
-            return self._guests[key]
-        self._guests[key] = self._new_session()
-        while len(self._guests) > self.config.max_guest_sessions:
-            _, old = self._guests.popitem(last=False)
-            # Streams still running on it keep their own handles; closing only drops idle connections.
-            asyncio.get_running_loop().create_task(old.close())
-        return self._guests[key]
+            if key not in self._sessions:
+                self._sessions[key] = self._new_session()
+            yield self._sessions[key]
+            return
+        entry = self._guests.get(key)
+        if entry is None:
+            entry = self._guests[key] = _Guest(self._new_session())
+        self._guests.move_to_end(key)
+        entry.users += 1
+        try:
+            yield entry.session
+        finally:
+            entry.users -= 1
+            self._trim_guests()
+
+    def _trim_guests(self) -> None:
+        excess = len(self._guests) - self.config.max_guest_sessions
+        for key in [k for k, g in self._guests.items() if g.users == 0][: max(0, excess)]:
+            asyncio.get_running_loop().create_task(self._guests.pop(key).session.close())
 
     def _request_headers(self, key: str, referer: str | None = None) -> dict[str, str]:
         headers = dict(self._headers)
@@ -145,16 +159,17 @@ class UpstreamClient:
     ) -> Answer:
         headers = self._request_headers(key, referer)
         try:
-            rsp = await self.session(key, guest=guest).request(
-                method,  # type: ignore[arg-type]
-                self.config.base_url + path,
-                json=json,
-                multipart=multipart,
-                headers=headers,
-            )
+            async with self._session(key, guest) as session:
+                rsp = await session.request(
+                    method,  # type: ignore[arg-type]
+                    self.config.base_url + path,
+                    json=json,
+                    multipart=multipart,
+                    headers=headers,
+                )
         except RequestException as exc:
             raise _network_failure(exc) from exc
-        return Answer(rsp.status_code, {k: v or '' for k, v in rsp.headers.items()}, rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
+        return Answer(rsp.status_code, _headers(rsp), rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
 
     @staticmethod
     def _expect(answer: Answer, *ok: int) -> Answer:
@@ -201,22 +216,15 @@ class UpstreamClient:
         """
         headers = self._request_headers(key, f"/chat/{conv}")
         headers["Accept"] = "text/event-stream"
-        try:
-            rsp = await self.session(key, guest=guest).request(
-                "POST", self.config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True
-            )
-        except RequestException as exc:
-            raise _network_failure(exc) from exc
-        stream = _EventStream(rsp)
-        batches = stream.batches()
-        try:
-            if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
-                raw = await _read_capped(rsp)
-                raise classify(rsp.status_code if rsp.status_code != 200 else 502, {k: v or '' for k, v in rsp.headers.items()}, raw)
-            yield batches
-        finally:
-            await batches.aclose()
-            await stream.close()
+        async with self._session(key, guest) as session:
+            try:
+                rsp = await session.request(
+                    "POST", self.config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True
+                )
+            except RequestException as exc:
+                raise _network_failure(exc) from exc
+            async with _events(rsp) as batches:
+                yield batches
 
     async def fetch_public(self, url: str, max_bytes: int) -> tuple[str, bytes]:
         """GET a URL a caller linked (an image), through PROXY, refusing more than `max_bytes`.
@@ -248,7 +256,7 @@ class UpstreamClient:
             await _abort(rsp)
 
     async def close(self) -> None:
-        sessions = [*self._sessions.values(), *self._guests.values(), *([self._public] if self._public else [])]
+        sessions = [*self._sessions.values(), *(g.session for g in self._guests.values()), *([self._public] if self._public else [])]
         self._sessions.clear()
         self._guests.clear()
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
@@ -289,6 +297,25 @@ async def _coalesced(rsp: Response) -> AsyncIterator[bytes]:
             return
         if isinstance(item, RequestException):
             raise item
+
+
+@asynccontextmanager
+async def _events(rsp: Response) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
+    """The reply events of a completion response, or its classified failure; closes it after."""
+    stream = _EventStream(rsp)
+    batches = stream.batches()
+    try:
+        if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
+            raw = await _read_capped(rsp)
+            raise classify(rsp.status_code if rsp.status_code != 200 else 502, _headers(rsp), raw)
+        yield batches
+    finally:
+        await batches.aclose()
+        await stream.close()
+
+
+def _headers(rsp: Response) -> dict[str, str]:
+    return {k: v or "" for k, v in rsp.headers.items()}
 
 
 class _EventStream:

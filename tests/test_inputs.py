@@ -14,6 +14,7 @@ from aiohttp import web
 
 from relay.errors import InvalidRequest
 from relay.images import fetch_image
+from relay.keys import upstream_key
 from relay.prompt import HISTORY_FILE, RemoteImage
 from relay.upstream import Redirected
 
@@ -230,3 +231,23 @@ async def test_mirror_key_refused_upstream_is_401_without_failover(make_relay: R
     assert "refused" in info.value.message
     assert {c.session_key for c in fake.calls} == {session_key(43)} | {session_key(n) for n in (1, 2, 3)}
     assert not [c for c in fake.calls_named("completion") if c.session_key != session_key(43)]
+
+
+async def test_mirror_sessions_are_bounded_and_never_closed_under_a_stream(make_relay: RelayFactory, fake) -> None:
+    relay = await make_relay(enable_mirror_api=True, mirror_api_prefix="/mirror")
+    upstream = relay.app[upstream_key]
+    slow = session_key(90)
+    fake.script(slow, text=" ".join(["w"] * 40), chunk_delay=0.02)
+    stream = await relay.openai("/mirror/v1", api_key=slow).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    got = []
+    async for chunk in stream:
+        got.append(chunk.choices[0].delta.content or "")
+        if len(got) == 3:
+            for n in range(100, 100 + upstream.config.max_guest_sessions + 5):
+                await relay.openai("/mirror/v1", api_key=session_key(n)).chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}]
+                )
+    assert "".join(got) == " ".join(["w"] * 40)
+    assert len(upstream._guests) <= upstream.config.max_guest_sessions
