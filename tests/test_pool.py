@@ -286,3 +286,24 @@ async def test_shutdown_cuts_live_streams_with_one_error_frame(make_relay: Relay
     assert "[DONE]" not in raw
     await eventually(lambda: fake.open_streams == 0)
     assert not fake.conversations  # the cut chat was still deleted before the relay stopped
+
+
+@pytest.mark.parametrize(
+    ("mode", "state", "reason"),
+    [
+        ("cloudflare_html", State.BLOCKED, "Cloudflare"),
+        ("cloudflare_302", State.BLOCKED, "Cloudflare"),
+        ("region", State.BLOCKED, "region"),
+        ("orgs_error_object", State.INVALID, "invalid"),
+        ("server_error", State.ACTIVE, ""),
+    ],
+)
+async def test_organization_lookup_failures_are_classified_not_crashes(
+    make_relay: RelayFactory, fake, mode: str, state: State, reason: str
+) -> None:
+    fake.script(session_key(1), mode, fail_calls=frozenset({"orgs"}))
+    relay = await make_relay(sessions=f"{session_key(1)},{session_key(2)}")
+    await eventually(lambda: bool(fake.calls_named("orgs")) and relay.pool.accounts[1].org_id is not None)
+    await eventually(lambda: relay.pool.accounts[0].state is state and (state is not State.ACTIVE or relay.pool.accounts[0].failures > 0))
+    assert reason.lower() in relay.pool.accounts[0].reason.lower()
+    assert await ask(relay)  # the other account serves

@@ -53,6 +53,7 @@ MODES = (
     "drop",
     "limit_after",
     "no_chat_org",
+    "orgs_error_object",
 )
 
 
@@ -202,6 +203,8 @@ class FakeClaude:
         behavior = await self._record("orgs", request)
         if (failed := self._failure(behavior, "orgs")) is not None:
             return failed
+        if behavior.mode == "orgs_error_object":  # a 200 whose body is an error, not a list
+            return web.json_response({"error": {"type": "permission_error", "message": "Invalid authorization"}})
         key = self._key(request)
         orgs = [{"uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, "api/" + key)), "name": "API", "capabilities": ["api"]}]
         if behavior.mode != "no_chat_org":
