@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -199,10 +200,11 @@ class Settings(BaseSettings):
         """Attempts per request: MAX_RETRIES, else every account but at most five."""
         return self.max_retries or max(1, min(len(self.sessions), 5))
 
-    def model_names(self) -> list[str]:
-        """Configured models followed by their `-think` twins."""
+    @cached_property
+    def served_models(self) -> tuple[str, ...]:
+        """Configured models followed by their `-think` twins (computed once; settings are frozen)."""
         base = [m for m in self.models if not m.endswith(THINK_SUFFIX)]
-        return base + [m + THINK_SUFFIX for m in base]
+        return (*base, *(m + THINK_SUFFIX for m in base))
 
 
 class ConfigError(Exception):

@@ -90,7 +90,7 @@ def _model_label(request: web.Request, access: AccessLog) -> str:
     """Configured models by name; anything else a client typed is "other", so labels stay few."""
     if not access.account:
         return "-"
-    return access.model if access.model in request.app[settings_key].model_names() else "other"
+    return access.model if access.model in request.app[settings_key].served_models else "other"
 
 
 def _account_for(request: web.Request, access: AccessLog, status: int) -> None:

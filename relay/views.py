@@ -36,7 +36,7 @@ def resolve_model(settings: Settings, name: str) -> tuple[str, bool]:
     Listed models and any other `claude-*` name pass (claude.ai decides whether the account has it,
     so dated ids such as Claude Code's work); anything else is a clear 404.
     """
-    if name not in settings.model_names() and not CLAUDE_MODEL.match(name):
+    if name not in settings.served_models and not CLAUDE_MODEL.match(name):
         raise ModelNotFound(f"model {name!r} is not served here; GET /v1/models lists the models (set MODELS to change them)")
     if name.endswith(THINK_SUFFIX):
         return name.removesuffix(THINK_SUFFIX), True
@@ -61,7 +61,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    names = request.app[settings_key].model_names()
+    names = request.app[settings_key].served_models
     data = [{"id": n, "object": "model", "created": 0, "owned_by": "anthropic"} for n in names]
     return web.json_response({"object": "list", "data": data})
 
