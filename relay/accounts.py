@@ -51,7 +51,7 @@ class AccountPool:
         for account in self._accounts:
             if account.state in (State.INVALID, State.DISABLED):
                 self._set(account, State.ACTIVE, None, "", None)
-                await self.store.save(account, failed=False)
+                await self.store.save(account, failed=False, changed=True)
         await self.refresh()
         return added, removed
 
@@ -101,7 +101,7 @@ class AccountPool:
             when = f" until {clock_text(account.until)}" if account.until else ""
             logger.warning("account {} is now {}{}: {}", account.alias, state.value, when, failure.message)
         if state is not None or counted:
-            await self.store.save(account, failed=counted)
+            await self.store.save(account, failed=counted, changed=state is not None)
 
     async def cool_down(self, account: Account, resets_at: float | None) -> None:
         """The answer was fine, but the account reached its usage limit with it."""

@@ -141,20 +141,20 @@ class RedisStore(StateStore):
         lease.account.in_flight = max(0, lease.account.in_flight - 1)
         await self._try(lambda: self.client.zrem(self._key("inflight", lease.account.id), lease.token))
 
-    async def save(self, account: Account, *, failed: bool) -> None:
-        await self.local.save(account, failed=failed)
-        if await self._try(lambda: self._save(account, failed)) is _FAILED:
+    async def save(self, account: Account, *, failed: bool, changed: bool) -> None:
+        await self.local.save(account, failed=failed, changed=changed)
+        if await self._try(lambda: self._save(account, failed, changed)) is _FAILED and changed:
             self._dirty.add(account)
 
-    async def _save(self, account: Account, failed: bool) -> None:
+    async def _save(self, account: Account, failed: bool, changed: bool) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
             state_key = self._key("state", account.id)
-            if account.state is State.ACTIVE:
+            if changed and account.state is State.ACTIVE:
                 pipe.delete(state_key)
-            elif account.until:
-                pipe.set(state_key, json.dumps(record(account)), pxat=int(account.until * 1000))
-            else:
-                pipe.set(state_key, json.dumps(record(account)))
+            elif changed:
+                # A cooldown expires with its key, so the account comes back by itself everywhere.
+                expires = int(account.until * 1000) if account.until else None
+                pipe.set(state_key, json.dumps(record(account)), pxat=expires)
             if failed:
                 pipe.hincrby(self._key("acct", account.id), "failures", 1)
                 pipe.hset(self._key("acct", account.id), "last_error", account.last_error)
@@ -199,5 +199,5 @@ class RedisStore(StateStore):
         """What was learned while Redis was away goes there as soon as it is back."""
         dirty, self._dirty = self._dirty, set()
         for account in dirty:
-            if await self._try(lambda a=account: self._save(a, False)) is _FAILED:  # type: ignore[misc]
+            if await self._try(lambda a=account: self._save(a, False, True)) is _FAILED:  # type: ignore[misc]
                 self._dirty.add(account)

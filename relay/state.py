@@ -48,8 +48,11 @@ class StateStore(ABC):
     async def release(self, lease: Lease) -> None: ...
 
     @abstractmethod
-    async def save(self, account: Account, *, failed: bool) -> None:
-        """Keep the account's state (already set on it), and count a failure if `failed`."""
+    async def save(self, account: Account, *, failed: bool, changed: bool) -> None:
+        """Count a failure if `failed`; keep the account's state (already set on it) if `changed`.
+
+        A state that did not change is never written: it may be stale, and writing it back would
+        undo what another replica learned meanwhile."""
 
     async def save_org(self, account: Account) -> None:
         """Keep the account's discovered organization id."""
@@ -90,9 +93,10 @@ class MemoryStore(StateStore):
     async def release(self, lease: Lease) -> None:
         lease.account.in_flight = max(0, lease.account.in_flight - 1)
 
-    async def save(self, account: Account, *, failed: bool) -> None:
-        # The counters already live on the account; states and orgs go to the file.
-        self._write()
+    async def save(self, account: Account, *, failed: bool, changed: bool) -> None:
+        # The counters already live on the account; only states and orgs go to the file.
+        if changed:
+            self._write()
 
     async def save_org(self, account: Account) -> None:
         self._write()
