@@ -46,6 +46,13 @@ class SessionSpec(BaseModel):
         return cls(key=SecretStr(key), org_id=org or None)
 
 
+def http_url(value: str, example: str) -> str:
+    """An http(s) URL without its trailing slash, or a ValueError naming an example."""
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"must be an http(s) URL such as {example}")
+    return value.rstrip("/")
+
+
 class Fallback(BaseModel):
     """Another provider that answers when no claude.ai account can (FALLBACK_API_*_n)."""
 
@@ -60,9 +67,7 @@ class Fallback(BaseModel):
     @field_validator("url")
     @classmethod
     def _http(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s) URL, e.g. https://api.openai.com/v1")
-        return value.rstrip("/")
+        return http_url(value, "https://api.openai.com/v1")
 
 
 _FALLBACK_VAR = re.compile(r"FALLBACK_API_(NAME|URL|KEY|MODEL|TYPE)_(\d+)")
@@ -159,9 +164,7 @@ class Settings(BaseSettings):
     @field_validator("claude_base_url")
     @classmethod
     def _origin(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s) origin such as https://claude.ai")
-        return value.rstrip("/")
+        return http_url(value, "https://claude.ai")
 
     @field_validator("address")
     @classmethod

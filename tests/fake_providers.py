@@ -11,19 +11,25 @@ from aiohttp import web
 class FakeProvider:
     """Records each request; answers `text` (or a tool call), or fails with `fail_status`."""
 
+    path = ""
+
     def __init__(self, text: str = "answer from the fallback", tool_call: tuple[str, dict[str, Any]] | None = None) -> None:
         self.text = text
         self.tool_call = tool_call
         self.fail_status: int | None = None
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
         self.app = web.Application()
+        self.app.router.add_post(self.path, self._handle)
 
-    async def _record(self, request: web.Request) -> dict[str, Any] | web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append((dict(request.headers), body))
         if self.fail_status:
             return web.json_response({"error": {"message": "provider down", "type": "api_error"}}, status=self.fail_status)
-        return dict(body)
+        return await self.answer(request, body)
+
+    async def answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        raise NotImplementedError
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -32,14 +38,9 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 
 
 class FakeOpenAI(FakeProvider):
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.app.router.add_post("/v1/chat/completions", self.handle)
+    path = "/v1/chat/completions"
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await self._record(request)
-        if isinstance(body, web.Response):
-            return body
+    async def answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         model = body["model"]
         calls = []
         if self.tool_call:
@@ -81,14 +82,9 @@ class FakeOpenAI(FakeProvider):
 
 
 class FakeAnthropic(FakeProvider):
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.app.router.add_post("/v1/messages", self.handle)
+    path = "/v1/messages"
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await self._record(request)
-        if isinstance(body, web.Response):
-            return body
+    async def answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         blocks: list[dict[str, Any]] = [{"type": "text", "text": self.text}]
         if self.tool_call:
             blocks = [{"type": "tool_use", "id": "toolu_fb1", "name": self.tool_call[0], "input": self.tool_call[1]}]
