@@ -37,6 +37,13 @@ class AccountPool:
     def accounts(self) -> list[Account]:
         return list(self._accounts)
 
+    def current(self) -> list[Account]:
+        """The accounts as they stand now: cooldowns that have passed show as active again."""
+        now = self._clock()
+        for account in self._accounts:
+            account.usable(now)
+        return list(self._accounts)
+
     async def start(self) -> None:
         await self.store.start(lambda: self._accounts)
 

@@ -26,11 +26,9 @@ class _Live(Collector):
         self._streams = streams
 
     def collect(self) -> Iterable[Metric]:
-        now = time.time()
         states = GaugeMetricFamily("relay_accounts", "Accounts by state", labels=["state"])
         counts = {s: 0 for s in State}
-        for account in self._pool.accounts:
-            account.usable(now)
+        for account in self._pool.current():
             counts[account.state] += 1
         for state, n in counts.items():
             states.add_metric([state.value], n)

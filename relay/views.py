@@ -69,11 +69,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def list_accounts(request: web.Request) -> web.Response:
     pool = request.app[pool_key]
     await pool.refresh()  # the shared view when replicas share state
-    accounts = pool.accounts
-    now = time.time()
-    for account in accounts:
-        account.usable(now)  # let expired cooldowns show as active
-    return web.json_response({"object": "list", "data": [a.view() for a in accounts]})
+    return web.json_response({"object": "list", "data": [a.view() for a in pool.current()]})
 
 
 async def reload_accounts(request: web.Request) -> web.Response:
@@ -99,10 +95,9 @@ async def stats(request: web.Request) -> web.Response:
     """The same figures as /metrics, as JSON, with each account (masked) and the uptime."""
     m = request.app[metrics_key]
     now = time.time()
-    await request.app[pool_key].refresh()
-    accounts = request.app[pool_key].accounts
-    for account in accounts:
-        account.usable(now)
+    pool = request.app[pool_key]
+    await pool.refresh()
+    accounts = pool.current()
     return web.json_response(
         {
             "uptime_seconds": int(now - m.started),
