@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from loguru import logger
 
-from .app import create_app
+from .server.app import create_app
 from .config import ConfigError, Settings, load_settings
 from .demo.server import demo_app
 from .logs import configure_logging

@@ -19,11 +19,11 @@ from loguru import logger
 
 from .config import Fallback
 from .metrics import Metrics
-from .models import FilePart, ImagePart, Message, TextPart
+from .chat_api.models import FilePart, ImagePart, Message, TextPart
 from .reply import Finish, ReplyEvent, Text, Thinking, ToolCall
 from .sse import SSEDecoder
-from .tools import ToolPlan
-from .webapi import EventReader
+from .claude.tools import ToolPlan
+from .claude.webapi import EventReader
 
 Api = Literal["openai", "anthropic"]
 ANTHROPIC_VERSION = "2023-06-01"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from .account import mask_key
+from .pool.account import mask_key
 
 if TYPE_CHECKING:
     from loguru import Message, Record

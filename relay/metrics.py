@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .account import State
-from .accounts import AccountPool
+from .pool.account import State
+from .pool.pool import AccountPool
 
 # Seconds; time to first byte is mostly one upstream round trip, whole answers run for minutes.
 TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -13,18 +13,18 @@ from typing import Any
 
 from loguru import logger
 
-from . import webapi
-from .account import Account
-from .accounts import AccountPool
+from .claude import webapi
+from .pool.account import Account
+from .pool.pool import AccountPool
 from .config import SessionSpec
 from .errors import AuthError, InvalidRequest, RateLimited, RelayError, UpstreamError, UpstreamTimeout
-from .failures import Failure, UpstreamFailure
+from .claude.failures import Failure, UpstreamFailure
 from .metrics import Metrics
-from .prompt import Prompt, RemoteImage, Upload
+from .claude.prompt import Prompt, RemoteImage, Upload
 from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
-from .state import Lease
-from .tools import ToolCallParser, ToolPlan
-from .upstream import UpstreamClient
+from .pool.state import Lease
+from .claude.tools import ToolCallParser, ToolPlan
+from .claude.client import UpstreamClient
 
 # Deleting a chat is housekeeping: a few tries spaced out, never on the answer's critical path.
 DELETE_ATTEMPTS = 3

@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from relay.accounts import AccountPool
-from relay.app import create_app
+from relay.pool.pool import AccountPool
+from relay.server.app import create_app
 from relay.config import SessionSpec, Settings
 from relay.demo import FakeClaude
-from relay.keys import pool_key
+from relay.server.keys import pool_key
 
 API_KEY = "test-api-key-0123456789"
 

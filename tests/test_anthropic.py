@@ -12,8 +12,8 @@ import aiohttp
 import anthropic
 import pytest
 
-from .conftest import API_KEY, Relay, RelayFactory, session_key
-from .test_inputs import tiny_png
+from tests.conftest import API_KEY, Relay, RelayFactory, session_key
+from tests.test_inputs import tiny_png
 
 MODEL = "claude-sonnet-4-6"
 HI = [{"role": "user", "content": "hi there"}]

@@ -11,7 +11,7 @@ import pytest
 
 from relay.demo import org_for
 
-from .conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
 
 HI = [{"role": "user", "content": "hi there"}]
 

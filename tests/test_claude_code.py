@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from .conftest import API_KEY, Relay, session_key
+from tests.conftest import API_KEY, Relay, session_key
 
 # .ci/run installs Claude Code from the npm registry and names the binary here.
 BINARY = os.environ.get("RELAY_CLAUDE_CODE", "")

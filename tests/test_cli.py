@@ -13,7 +13,7 @@ import openai
 
 from relay.config import Settings
 
-from .conftest import fake_url, free_port, session_key, wait_healthy
+from tests.conftest import fake_url, free_port, session_key, wait_healthy
 
 
 @asynccontextmanager

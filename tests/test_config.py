@@ -12,7 +12,7 @@ import pytest
 
 from relay.config import ConfigError, Settings, load_settings
 
-from .conftest import session_key
+from tests.conftest import session_key
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import fake_url, free_port, session_key, wait_healthy
+from tests.conftest import fake_url, free_port, session_key, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

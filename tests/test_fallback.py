@@ -14,8 +14,8 @@ from loguru import logger
 
 from relay.config import Fallback
 
-from .conftest import API_KEY, Relay, RelayFactory, eventually, session_key
-from .fake_providers import FakeAnthropic, FakeOpenAI, FakeProvider
+from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.fake_providers import FakeAnthropic, FakeOpenAI, FakeProvider
 
 HI = [{"role": "user", "content": "hi"}]
 MODEL = "claude-sonnet-4-6"

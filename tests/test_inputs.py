@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 
 from relay.errors import InvalidRequest
-from relay.images import fetch_image
-from relay.keys import upstream_key
-from relay.prompt import HISTORY_FILE, RemoteImage
-from relay.upstream import Redirected
+from relay.claude.images import fetch_image
+from relay.server.keys import upstream_key
+from relay.claude.prompt import HISTORY_FILE, RemoteImage
+from relay.claude.client import Redirected
 
-from .conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
 
 MODEL = "claude-sonnet-4-6"
 

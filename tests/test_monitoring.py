@@ -14,10 +14,10 @@ import pytest
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.account import State
+from relay.pool.account import State
 from relay.logs import configure_logging
 
-from .conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 HI = [{"role": "user", "content": "hi"}]

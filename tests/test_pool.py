@@ -11,10 +11,10 @@ import aiohttp
 import openai
 import pytest
 
-from relay.account import State
+from relay.pool.account import State
 from relay.config import parse_sessions
 
-from .conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
 
 HI = [{"role": "user", "content": "hi"}]
 MODEL = "claude-sonnet-4-6"

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from relay.errors import InvalidRequest
-from relay.models import ChatRequest
-from relay.prompt import HISTORY_FILE, NO_ARTIFACTS_NOTE, build_prompt
+from relay.chat_api.models import ChatRequest
+from relay.claude.prompt import HISTORY_FILE, NO_ARTIFACTS_NOTE, build_prompt
 from relay.reply import Finish, StopCutter, Text, Thinking
 from relay.sse import SSEEvent
-from relay.webapi import EventReader
+from relay.claude.webapi import EventReader
 
 
 def _prompt(messages: list[dict[str, Any]], **kw: Any):  # type: ignore[no-untyped-def]

@@ -8,10 +8,10 @@ import io
 import re
 from pathlib import Path
 
-from relay.app import create_app
+from relay.server.app import create_app
 
-from .conftest import make_settings
-from .test_cli import _relay
+from tests.conftest import make_settings
+from tests.test_cli import _relay
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 EXAMPLE_ORIGIN = "http://127.0.0.1:8080"

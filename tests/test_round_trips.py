@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from relay.account import State
+from relay.pool.account import State
 
-from .conftest import Relay, RelayFactory, eventually, session_key
-from .test_inputs import data_url, tiny_png
+from tests.conftest import Relay, RelayFactory, eventually, session_key
+from tests.test_inputs import data_url, tiny_png
 
 HI = [{"role": "user", "content": "hi"}]
 

@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from relay.account import State
-from relay.keys import settings_key
+from relay.pool.account import State
+from relay.server.keys import settings_key
 
-from .conftest import API_KEY, Relay, RelayFactory, eventually, fake_url, free_port, session_key, wait_healthy
+from tests.conftest import API_KEY, Relay, RelayFactory, eventually, fake_url, free_port, session_key, wait_healthy
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 HI = [{"role": "user", "content": "hi"}]

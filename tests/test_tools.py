@@ -9,9 +9,9 @@ import anthropic
 import pytest
 
 from relay.reply import Text, ToolCall
-from relay.tools import CLOSE, OPEN, ToolCallParser, ToolSpec
+from relay.claude.tools import CLOSE, OPEN, ToolCallParser, ToolSpec
 
-from .conftest import API_KEY, Relay
+from tests.conftest import API_KEY, Relay
 
 MODEL = "claude-sonnet-4-6"
 WEATHER = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..app import create_app
+from ..server.app import create_app
 from ..config import Settings
 from .fake_claude import FakeClaude
 

@@ -6,16 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .anthropic_format import AnthropicStream, collect_message
-from .anthropic_models import CountTokensRequest, MessagesRequest, thinking_requested, to_messages, tool_plan
-from .chat_view import make_job, prompt_tokens
-from .delivery import Delivery, complete, stream
-from .fallback import Ask
-from .keys import access_key, guest_key
-from .models import parse_request
-from .reply import ReplyEvent, estimate_tokens
-from .tools import instructions
-from .views import read_json
+from .render import AnthropicStream, collect_message
+from .models import CountTokensRequest, MessagesRequest, thinking_requested, to_messages, tool_plan
+from ..chat_api.view import make_job, prompt_tokens
+from ..server.delivery import Delivery, complete, stream
+from ..fallback import Ask
+from ..server.keys import access_key, guest_key
+from ..chat_api.models import parse_request
+from ..reply import ReplyEvent, estimate_tokens
+from ..claude.tools import instructions
+from ..server.views import read_json
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

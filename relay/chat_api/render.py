@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import orjson
 
-from .errors import RelayError
-from .reply import Finish, ReplyEvent, StopCutter, Text, Thinking, ToolCall, estimate_tokens
-from .sse import DONE, encode_data
+from ..errors import RelayError
+from ..reply import Finish, ReplyEvent, StopCutter, Text, Thinking, ToolCall, estimate_tokens
+from ..sse import DONE, encode_data
 
 ThinkingFormat = Literal["think_tags", "reasoning_content"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from .errors import RelayError
-from .reply import Finish, ReplyEvent, StopCutter, Text, Thinking, ToolCall, estimate_tokens
-from .sse import encode_event
+from ..errors import RelayError
+from ..reply import Finish, ReplyEvent, StopCutter, Text, Thinking, ToolCall, estimate_tokens
+from ..sse import encode_event
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

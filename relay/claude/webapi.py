@@ -14,8 +14,8 @@ import orjson
 from loguru import logger
 
 from .failures import Failure, UpstreamFailure, classify, classify_stream_error, org_flag_failure
-from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
-from .sse import SSEEvent
+from ..reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
+from ..sse import SSEEvent
 
 # The web app sends this parent for the first turn of a new conversation.
 ROOT_PARENT_UUID = "00000000-0000-4000-8000-000000000000"

@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from loguru import logger
 
-from .anthropic_format import error_body
-from .config import SessionSpec
+from ..messages_api.render import error_body
+from ..config import SessionSpec
 from .keys import AccessLog, access_key, guest_key, metrics_key, settings_key
-from .errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
+from ..errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]

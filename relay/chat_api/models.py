@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from .errors import InvalidRequest
+from ..errors import InvalidRequest
 
 
 class _Wire(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 
 from loguru import logger
 
-from .failures import Failure
+from ..claude.failures import Failure
 
 
 class State(StrEnum):

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from .errors import InvalidRequest
-from .models import FileData, FilePart, ImagePart, ImageURL, Message, TextPart, ToolCall
-from .tools import ToolPlan, ToolSpec
+from ..errors import InvalidRequest
+from ..chat_api.models import FileData, FilePart, ImagePart, ImageURL, Message, TextPart, ToolCall
+from ..claude.tools import ToolPlan, ToolSpec
 
 
 class _Wire(BaseModel):

@@ -6,17 +6,17 @@ from typing import Any
 
 from aiohttp import web
 
-from .delivery import Delivery, complete, stream
-from .fallback import Ask
-from .keys import access_key, guest_key, settings_key
-from .errors import InvalidRequest
+from ..server.delivery import Delivery, complete, stream
+from ..fallback import Ask
+from ..server.keys import access_key, guest_key, settings_key
+from ..errors import InvalidRequest
 from .models import ChatRequest, Message, parse_request
-from .openai_format import OpenAIStream, collect_completion
-from .prompt import build_prompt
-from .reply import ReplyEvent, estimate_tokens
-from .service import ChatJob
-from .tools import ToolPlan, ToolSpec
-from .views import read_json, resolve_model
+from .render import OpenAIStream, collect_completion
+from ..claude.prompt import build_prompt
+from ..reply import ReplyEvent, estimate_tokens
+from ..service import ChatJob
+from ..claude.tools import ToolPlan, ToolSpec
+from ..server.views import read_json, resolve_model
 
 
 def tool_plan(req: ChatRequest) -> ToolPlan | None:

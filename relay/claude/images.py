@@ -7,9 +7,9 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from .errors import InvalidRequest
+from ..errors import InvalidRequest
 from .prompt import MAX_IMAGE_BYTES, RemoteImage, Upload, image_upload
-from .upstream import FetchError, Redirected, UpstreamClient
+from .client import FetchError, Redirected, UpstreamClient
 
 MAX_REDIRECTS = 3
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from loguru import logger
 
 from .account import STATE_OF, Account, State, clock_text
-from .config import SessionSpec
-from .errors import NoAccountAvailable, RateLimited, RelayError
-from .failures import Failure, UpstreamFailure
+from ..config import SessionSpec
+from ..errors import NoAccountAvailable, RateLimited, RelayError
+from ..claude.failures import Failure, UpstreamFailure
 from .state import Lease, MemoryStore, StateStore
 
 

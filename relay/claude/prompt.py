@@ -7,8 +7,8 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
-from .errors import InvalidRequest
-from .models import AudioPart, FilePart, ImagePart, Message, TextPart
+from ..errors import InvalidRequest
+from ..chat_api.models import AudioPart, FilePart, ImagePart, Message, TextPart
 from .tools import ToolPlan, instructions, render_call
 from .webapi import TextAttachment
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .accounts import AccountPool
-from .config import SessionSpec, Settings
-from .service import ChatService
-from .fallback import Fallbacks
+from ..pool.pool import AccountPool
+from ..config import SessionSpec, Settings
+from ..service import ChatService
+from ..fallback import Fallbacks
 from .live_stream import LiveStream
-from .metrics import Metrics
-from .upstream import UpstreamClient
+from ..metrics import Metrics
+from ..claude.client import UpstreamClient
 
 settings_key = web.AppKey("settings", Settings)
 pool_key = web.AppKey("pool", AccountPool)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .reply import ReplyEvent, Text, ToolCall
+from ..reply import ReplyEvent, Text, ToolCall
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"

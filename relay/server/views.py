@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .config import THINK_SUFFIX, ConfigError, Settings
-from .errors import InvalidRequest, ModelNotFound
+from ..config import THINK_SUFFIX, ConfigError, Settings
+from ..errors import InvalidRequest, ModelNotFound
 from .keys import metrics_key, pool_key, reload_key, service_key, settings_key
 
 STATUS_PAGE = (resources.files("relay") / "static" / "status.html").read_text(encoding="utf-8")

@@ -18,8 +18,8 @@ from loguru import logger
 
 from . import webapi
 from .failures import Failure, UpstreamFailure, classify
-from .reply import ReplyEvent
-from .sse import SSEDecoder
+from ..reply import ReplyEvent
+from ..sse import SSEDecoder
 
 # curl_cffi gives every handle a 128 KB WebSocket receive buffer, zero-filled at creation. relay
 # never opens WebSockets and needs one handle per concurrent stream, so at 1,000 streams that buffer

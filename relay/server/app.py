@@ -10,20 +10,20 @@ from functools import partial
 from aiohttp import web
 
 from . import views
-from .accounts import AccountPool
-from .chat_view import chat_completions
-from .config import SessionSpec, Settings, load_settings
-from .images import fetch_image
-from .fallback import Fallbacks
+from ..pool.pool import AccountPool
+from ..chat_api.view import chat_completions
+from ..config import SessionSpec, Settings, load_settings
+from ..claude.images import fetch_image
+from ..fallback import Fallbacks
 from .keys import fallbacks_key, metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
 from .live_stream import LiveStream
-from .messages_view import count_tokens, messages
-from .metrics import Metrics
+from ..messages_api.view import count_tokens, messages
+from ..metrics import Metrics
 from .middlewares import add_request_id, auth_middleware, error_middleware
-from .redis_store import RedisStore
-from .service import ChatService
-from .state import MemoryStore, StateStore
-from .upstream import UpstreamClient, UpstreamConfig
+from ..pool.redis_store import RedisStore
+from ..service import ChatService
+from ..pool.state import MemoryStore, StateStore
+from ..claude.client import UpstreamClient, UpstreamConfig
 
 
 def _api_routes(prefix: str, *, pool_routes: bool) -> list[web.RouteDef]:

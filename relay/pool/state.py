@@ -19,7 +19,7 @@ from loguru import logger
 from collections.abc import Callable
 
 from .account import Account, State
-from .failures import Failure
+from ..claude.failures import Failure
 
 
 @dataclass(eq=False, slots=True)
