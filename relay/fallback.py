@@ -7,25 +7,25 @@ client's own format then writes.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
 from loguru import logger
 
+from .claude.events import EventReader
+from .client_api import Wire
 from .config import Fallback
+from .conversation import Chat, ImagePart, Part, TextPart, Turn
 from .metrics import Metrics
-from .chat_api.models import FilePart, ImagePart, Message, TextPart
 from .reply import Finish, ReplyEvent, Text, Thinking, ToolCall
 from .sse import SSEDecoder
-from .claude.tools import ToolPlan
-from .claude.webapi import EventReader
 
-Api = Literal["openai", "anthropic"]
 ANTHROPIC_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; OpenAI requests often leave it out.
 DEFAULT_MAX_TOKENS = 4096
@@ -40,17 +40,11 @@ class NoFallback(Exception):
 
 @dataclass(slots=True)
 class Ask:
-    """A request as both APIs can be rebuilt from it."""
+    """A request for the providers: the neutral chat, and the client's own body for its own API."""
 
-    api: Api
-    body: dict[str, Any]  # the client's own request body
-    model: str
-    messages: list[Message]
-    tools: ToolPlan | None
-    stream: bool
-    stops: list[str] = field(default_factory=list)
-    max_tokens: int | None = None
-    thinking: bool = False
+    wire: Wire | None
+    body: dict[str, Any]
+    chat: Chat
 
 
 @dataclass(slots=True)
@@ -108,27 +102,27 @@ class Fallbacks:
 def _request(provider: Fallback, ask: Ask) -> tuple[str, dict[str, str], dict[str, Any]]:
     key = provider.key.get_secret_value()
     if provider.type == "openai":
-        body = dict(ask.body) if ask.api == "openai" else _openai_body(ask)
+        body = dict(ask.body) if ask.wire == "openai" else _openai_body(ask.chat)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         url = provider.url + "/chat/completions"
     else:
-        body = dict(ask.body) if ask.api == "anthropic" else _anthropic_body(ask)
+        body = dict(ask.body) if ask.wire == "anthropic" else _anthropic_body(ask.chat)
         headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
         url = provider.url + "/v1/messages"
-    body["model"] = provider.model or ask.model
+    body["model"] = provider.model or ask.chat.model
     return url, headers, body
 
 
 async def _answer(provider: Fallback, ask: Ask, response: aiohttp.ClientResponse) -> Answer:
-    if provider.type == ask.api:
-        if ask.stream:
+    if provider.type == ask.wire:
+        if ask.chat.stream:
             return Answer(provider.name, raw=response.content.iter_any())
         return Answer(provider.name, body=await response.json(content_type=None))
-    if ask.stream:
+    if ask.chat.stream:
         reader = _openai_events if provider.type == "openai" else _anthropic_events
         return Answer(provider.name, events=reader(response))
     doc = await response.json(content_type=None)
-    events = _openai_message(doc) if provider.type == "openai" else _anthropic_message(doc)
+    events = _openai_reply(doc) if provider.type == "openai" else _anthropic_reply(doc)
     return Answer(provider.name, events=_once(events))
 
 
@@ -139,39 +133,56 @@ async def _once(events: list[ReplyEvent]) -> AsyncGenerator[list[ReplyEvent], No
 # -- requests ---------------------------------------------------------------------------------------
 
 
-def _openai_body(ask: Ask) -> dict[str, Any]:
-    """An Anthropic request as an OpenAI chat completion request."""
-    body: dict[str, Any] = {
-        "messages": [m.model_dump(exclude_none=True) for m in ask.messages],
-        "stream": ask.stream,
-        "max_tokens": ask.max_tokens,
-    }
-    if ask.stops:
-        body["stop"] = ask.stops
-    if ask.tools and ask.tools.tools:
+def _data_url(media: str, data: bytes) -> str:
+    return f"data:{media};base64,{base64.b64encode(data).decode()}"
+
+
+def _openai_part(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart):
+        url = part.url or _data_url(part.media_type or "image/png", part.data or b"")
+        return {"type": "image_url", "image_url": {"url": url}}
+    return {"type": "file", "file": {"filename": part.name, "file_data": _data_url(part.media_type, part.data)}}
+
+
+def _openai_message(turn: Turn) -> dict[str, Any]:
+    if turn.role == "tool":
+        return {"role": "tool", "tool_call_id": turn.call_id or "", "content": ("[error] " if turn.is_error else "") + turn.text}
+    only_text = all(isinstance(p, TextPart) for p in turn.parts)
+    message: dict[str, Any] = {"role": turn.role, "content": turn.text if only_text else [_openai_part(p) for p in turn.parts]}
+    if turn.calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in turn.calls]
+    return message
+
+
+def _openai_body(chat: Chat) -> dict[str, Any]:
+    """The chat as an OpenAI chat completion request."""
+    body: dict[str, Any] = {"messages": [_openai_message(t) for t in chat.turns], "stream": chat.stream, "max_tokens": chat.max_tokens}
+    if chat.stops:
+        body["stop"] = chat.stops
+    if chat.tools and chat.tools.tools:
         body["tools"] = [
             {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
-            for t in ask.tools.tools
+            for t in chat.tools.tools
         ]
-        forced = {"type": "function", "function": {"name": ask.tools.forced}} if ask.tools.forced else None
-        body["tool_choice"] = forced or ask.tools.choice
+        forced = {"type": "function", "function": {"name": chat.tools.forced}} if chat.tools.forced else None
+        body["tool_choice"] = forced or chat.tools.choice
     return {k: v for k, v in body.items() if v is not None}
 
 
-def _anthropic_part(part: TextPart | ImagePart | FilePart) -> dict[str, Any]:
+def _anthropic_part(part: Part) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
-    url = part.image_url.url if isinstance(part, ImagePart) else part.file.file_data or ""
-    if url.startswith("data:"):
-        media, _, data = url[5:].partition(";base64,")
-        source = {"type": "base64", "media_type": media, "data": data}
-    else:
-        source = {"type": "url", "url": url}
+    if isinstance(part, ImagePart) and part.url:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    media = part.media_type or ("image/png" if isinstance(part, ImagePart) else "application/pdf")
+    source = {"type": "base64", "media_type": media, "data": base64.b64encode(part.data or b"").decode()}
     return {"type": "image" if isinstance(part, ImagePart) else "document", "source": source}
 
 
-def _anthropic_body(ask: Ask) -> dict[str, Any]:
-    """An OpenAI request as an Anthropic Messages request."""
+def _anthropic_body(chat: Chat) -> dict[str, Any]:
+    """The chat as an Anthropic Messages request."""
     system: list[str] = []
     messages: list[dict[str, Any]] = []
 
@@ -181,40 +192,36 @@ def _anthropic_body(ask: Ask) -> dict[str, Any]:
         else:
             messages.append({"role": role, "content": blocks})
 
-    for m in ask.messages:
-        content = [TextPart(type="text", text=m.content)] if isinstance(m.content, str) else m.content or []
-        parts = [p for p in content if isinstance(p, (TextPart, ImagePart, FilePart))]
-        if m.role in ("system", "developer"):
-            system.extend(p.text for p in parts if isinstance(p, TextPart))
-        elif m.role in ("tool", "function"):
-            text = "\n".join(p.text for p in parts if isinstance(p, TextPart))
-            add("user", [{"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": text}])
+    for turn in chat.turns:
+        if turn.role == "system":
+            system.append(turn.text)
+        elif turn.role == "tool":
+            add("user", [{"type": "tool_result", "tool_use_id": turn.call_id or "", "content": turn.text, "is_error": turn.is_error}])
         else:
-            blocks = [_anthropic_part(p) for p in parts if not isinstance(p, TextPart) or p.text]
-            for call in m.tool_calls or []:
-                blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": json.loads(call.function.arguments or "{}")})
+            blocks = [_anthropic_part(p) for p in turn.parts if not isinstance(p, TextPart) or p.text]
+            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments or "{}")} for c in turn.calls]
             if blocks:
-                add(m.role, blocks)
-    body: dict[str, Any] = {"messages": messages, "max_tokens": ask.max_tokens or DEFAULT_MAX_TOKENS, "stream": ask.stream}
+                add(turn.role, blocks)
+    body: dict[str, Any] = {"messages": messages, "max_tokens": chat.max_tokens or DEFAULT_MAX_TOKENS, "stream": chat.stream}
     if system:
         body["system"] = "\n\n".join(system)
-    if ask.stops:
-        body["stop_sequences"] = ask.stops
-    if ask.thinking:
+    if chat.stops:
+        body["stop_sequences"] = chat.stops
+    if chat.thinking:
         body["thinking"] = {"type": "enabled", "budget_tokens": max(1024, body["max_tokens"] // 2)}
-    if ask.tools and ask.tools.tools:
-        body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters or {"type": "object"}} for t in ask.tools.tools]
-        if ask.tools.forced:
-            body["tool_choice"] = {"type": "tool", "name": ask.tools.forced}
+    if chat.tools and chat.tools.tools:
+        body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters or {"type": "object"}} for t in chat.tools.tools]
+        if chat.tools.forced:
+            body["tool_choice"] = {"type": "tool", "name": chat.tools.forced}
         else:
-            body["tool_choice"] = {"type": {"auto": "auto", "required": "any", "none": "none"}[ask.tools.choice]}
+            body["tool_choice"] = {"type": {"auto": "auto", "required": "any", "none": "none"}[chat.tools.choice]}
     return body
 
 
 # -- answers ----------------------------------------------------------------------------------------
 
 
-def _openai_message(doc: dict[str, Any]) -> list[ReplyEvent]:
+def _openai_reply(doc: dict[str, Any]) -> list[ReplyEvent]:
     choice = (doc.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     events: list[ReplyEvent] = []
@@ -229,7 +236,7 @@ def _openai_message(doc: dict[str, Any]) -> list[ReplyEvent]:
     return events
 
 
-def _anthropic_message(doc: dict[str, Any]) -> list[ReplyEvent]:
+def _anthropic_reply(doc: dict[str, Any]) -> list[ReplyEvent]:
     events: list[ReplyEvent] = []
     for block in doc.get("content") or []:
         if block.get("type") == "text":

@@ -1,10 +1,13 @@
-"""One chat request against claude.ai: account choice, failover before the first byte, cleanup after."""
+"""One chat on claude.ai: the job built from a `Chat`, the account for each attempt, failover
+before the first byte, and cleanup after. Knows no client API and nothing of HTTP serving."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,17 +17,18 @@ from typing import Any
 from loguru import logger
 
 from .claude import webapi
+from .claude.client import AccountApi, UpstreamClient
+from .claude.failures import Failure, UpstreamFailure
+from .claude.prompt import Prompt, RemoteImage, Upload, build_prompt
+from .claude.tools import ToolCallParser
+from .config import THINK_SUFFIX, SessionSpec, Settings
+from .conversation import Chat, ToolPlan
+from .errors import AuthError, InvalidRequest, ModelNotFound, RateLimited, RelayError, UpstreamError, UpstreamTimeout
+from .metrics import Metrics
 from .pool.account import Account
 from .pool.pool import AccountPool
-from .config import SessionSpec
-from .errors import AuthError, InvalidRequest, RateLimited, RelayError, UpstreamError, UpstreamTimeout
-from .claude.failures import Failure, UpstreamFailure
-from .metrics import Metrics
-from .claude.prompt import Prompt, RemoteImage, Upload
-from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
 from .pool.state import Lease
-from .claude.tools import ToolCallParser, ToolPlan
-from .claude.client import UpstreamClient
+from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall, estimate_tokens
 
 # Deleting a chat is housekeeping: a few tries spaced out, never on the answer's critical path.
 DELETE_ATTEMPTS = 3
@@ -33,6 +37,7 @@ DELETE_BACKOFF = 1.0
 UNREACHABLE = frozenset({Failure.INVALID, Failure.DISABLED, Failure.CLOUDFLARE, Failure.REGION})
 # Mirror keys get cached org ids too, but a bounded number of them.
 MAX_GUEST_ORGS = 256
+CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]*$")
 
 
 @dataclass(slots=True)
@@ -45,12 +50,17 @@ class ChatJob:
     artifacts: bool = True
     tools: ToolPlan | None = None
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Estimated input tokens: the prompt and its text attachments."""
+        return estimate_tokens(len(self.prompt.text) + sum(len(a.content) for a in self.prompt.attachments))
+
 
 @dataclass(slots=True)
 class Reply:
-    """An answer whose first part has arrived; iterate for the rest. `account` is the one that served."""
+    """An answer whose first part has arrived; iterate for the rest. `alias` names who served."""
 
-    account: Account
+    alias: str
     head: list[ReplyEvent]
     rest: AsyncIterator[list[ReplyEvent]] | None  # an async generator; closed by its owner
     attempts: int
@@ -64,7 +74,140 @@ class Reply:
                 yield batch
 
 
+@dataclass(eq=False, slots=True)
+class Seat:
+    """One attempt's account: the pooled one leased for it, or a caller's own key."""
+
+    account: Account
+    api: AccountApi
+    lease: Lease | None = None
+
+
 FetchImage = Callable[[RemoteImage], Awaitable[Upload]]
+
+
+class _Orgs:
+    """Organization discovery, once per key however many requests ask at the same time."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[str]] = {}
+
+    async def discover(self, seat: Seat) -> str:
+        key = seat.account.key
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = asyncio.ensure_future(seat.api.discover_org())
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(pending)
+
+
+class _Source(ABC):
+    """Where the accounts for a request come from, and what is learned from their failures."""
+
+    attempts: int
+
+    @abstractmethod
+    async def take(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Seat: ...
+
+    async def give_back(self, seat: Seat) -> None:
+        """Release what `take` held."""
+
+    @abstractmethod
+    async def org(self, seat: Seat) -> str: ...
+
+    async def learn(self, seat: Seat, failure: UpstreamFailure) -> None:
+        """Record what the failure says about the account."""
+
+    async def limit_reached(self, seat: Seat, resets_at: float | None) -> None:
+        """The account reached its usage limit with an answer that is itself fine."""
+
+    @abstractmethod
+    def give_up(self, failure: UpstreamFailure) -> RelayError:
+        """The error for a failure that will not be tried elsewhere."""
+
+    @abstractmethod
+    def exhausted(self, failures: list[tuple[Account, UpstreamFailure]]) -> RelayError:
+        """The error when every attempt failed."""
+
+
+class _PoolSource(_Source):
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+        self.pool = service.pool
+        self.attempts = service.attempts
+
+    async def take(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Seat:
+        try:
+            lease = await self.pool.acquire(exclude=tried)
+        except RelayError:
+            raise self.exhausted(failures) from None
+        return Seat(lease.account, self.service.upstream.for_key(lease.account.key), lease)
+
+    async def give_back(self, seat: Seat) -> None:
+        if seat.lease is not None:
+            await self.pool.release(seat.lease)
+
+    async def org(self, seat: Seat) -> str:
+        account = seat.account
+        if not account.org_id:
+            account.org_id = await self.service.orgs.discover(seat)
+            await self.pool.save_org(account)
+        return account.org_id
+
+    async def learn(self, seat: Seat, failure: UpstreamFailure) -> None:
+        await self.pool.record_failure(seat.account, failure)
+
+    async def limit_reached(self, seat: Seat, resets_at: float | None) -> None:
+        await self.pool.cool_down(seat.account, resets_at)
+
+    def give_up(self, failure: UpstreamFailure) -> RelayError:
+        return _client_error(failure)
+
+    def exhausted(self, failures: list[tuple[Account, UpstreamFailure]]) -> RelayError:
+        """The pool's own story, or what each attempt met."""
+        if not failures or not any(a.usable(time.time()) for a in self.pool.accounts):
+            return self.pool.unavailable()
+        if all(f.kind is Failure.RATE_LIMITED for _, f in failures):
+            # Limits that reset within the second still mean "later", not a broken upstream.
+            return _client_error(min(failures, key=lambda af: af[1].resets_at or 0)[1])
+        detail = "; ".join(f"{a.alias}: {f.message}" for a, f in failures)
+        if failures[-1][1].kind is Failure.TIMEOUT:
+            return UpstreamTimeout(f"claude.ai did not answer ({detail})")
+        return UpstreamError(f"claude.ai failed on {len(failures)} attempt(s): {detail}")
+
+
+class _GuestSource(_Source):
+    """Mirror mode: one attempt with the caller's own key; nothing is learned for the pool."""
+
+    attempts = 1
+
+    def __init__(self, service: ChatService, spec: SessionSpec) -> None:
+        self.service = service
+        key = spec.key.get_secret_value()
+        self.seat = Seat(Account(key=key, alias="mirror", org_id=spec.org_id), service.upstream.for_key(key, guest=True))
+
+    async def take(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Seat:
+        return self.seat
+
+    async def org(self, seat: Seat) -> str:
+        account, cache = seat.account, self.service.guest_orgs
+        if account.org_id:
+            return account.org_id
+        if cached := cache.get(account.key):
+            cache.move_to_end(account.key)
+            return cached
+        org = cache[account.key] = await self.service.orgs.discover(seat)
+        while len(cache) > MAX_GUEST_ORGS:
+            cache.popitem(last=False)
+        return org
+
+    def give_up(self, failure: UpstreamFailure) -> RelayError:
+        if failure.kind is Failure.INVALID:
+            return AuthError("claude.ai refused this sessionKey (invalid or expired)", code="invalid_session_key")
+        return _client_error(failure)
+
+    def exhausted(self, failures: list[tuple[Account, UpstreamFailure]]) -> RelayError:
+        return self.give_up(failures[-1][1])
 
 
 class ChatService:
@@ -74,36 +217,36 @@ class ChatService:
         self,
         upstream: UpstreamClient,
         pool: AccountPool,
+        settings: Settings,
         *,
-        attempts: int,
-        chat_delete: bool,
         metrics: Metrics,
         fetch_image: FetchImage,
     ) -> None:
         self.upstream = upstream
         self.pool = pool
+        self.settings = settings
         self.metrics = metrics
-        self.attempts = attempts
-        self.chat_delete = chat_delete
+        self.attempts = settings.retries
+        self.orgs = _Orgs()
+        self.guest_orgs: OrderedDict[str, str] = OrderedDict()
         self._fetch_image = fetch_image
         self._background: set[asyncio.Task[None]] = set()
-        self._discovering: dict[str, asyncio.Future[str]] = {}
-        self._guest_orgs: OrderedDict[str, str] = OrderedDict()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def warm_up(self) -> None:
         """Find every account's organization in the background so no user request waits for it."""
+        source = _PoolSource(self)
         for account in self.pool.accounts:
             if account.org_id is None and account.usable(time.time()):
-                self._spawn(self._warm(account))
+                self._spawn(self._warm(source, Seat(account, self.upstream.for_key(account.key))))
 
-    async def _warm(self, account: Account) -> None:
+    async def _warm(self, source: _PoolSource, seat: Seat) -> None:
         try:
-            await self._org(account, guest=False)
+            await source.org(seat)
         except UpstreamFailure as failure:
             self.metrics.upstream_errors.labels(failure.kind.value).inc()
-            await self.pool.record_failure(account, failure)
+            await source.learn(seat, failure)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Let pending chat deletions finish (briefly), then cancel what is left."""
@@ -118,27 +261,52 @@ class ChatService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    # -- building the job ----------------------------------------------------------------------
+
+    def resolve_model(self, name: str) -> tuple[str, bool]:
+        """(upstream model, thinking on) for a model a client asked for.
+
+        Listed models and any other `claude-*` name pass (claude.ai decides whether the account has
+        it, so dated ids such as Claude Code's work); anything else is a clear 404.
+        """
+        if name not in self.settings.served_models and not CLAUDE_MODEL.match(name):
+            raise ModelNotFound(f"model {name!r} is not served here; GET /v1/models lists the models (set MODELS to change them)")
+        if name.endswith(THINK_SUFFIX):
+            return name.removesuffix(THINK_SUFFIX), True
+        return name, False
+
+    def job(self, chat: Chat) -> ChatJob:
+        """What to ask claude.ai for this chat; every problem with the request is raised here."""
+        s = self.settings
+        model, think_model = self.resolve_model(chat.model)
+        tools = chat.tools if chat.tools and chat.tools.active else None
+        prompt = build_prompt(
+            chat.turns,
+            no_role_prefix=s.no_role_prefix,
+            disable_artifacts=s.prompt_disable_artifacts or tools is not None,
+            max_history=s.max_chat_history_length,
+            tools=tools,
+        )
+        artifacts = not s.prompt_disable_artifacts and tools is None
+        return ChatJob(model=model, thinking=chat.thinking or think_model, prompt=prompt, artifacts=artifacts, tools=tools)
+
     # -- the request path ----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def open(
-        self, job: ChatJob, *, guest: SessionSpec | None = None, buffered: bool = False
-    ) -> AsyncIterator[Reply]:
+    async def open(self, job: ChatJob, *, guest: SessionSpec | None = None, buffered: bool = False) -> AsyncIterator[Reply]:
         """An answer that has started, failing over between accounts until one starts.
 
         With `buffered` the whole answer is read before it is handed out, so any failure can still
         move to another account. Otherwise only failures before the first content may; later ones
-        propagate out of `Reply.events()` for the caller to report in-band.
+        propagate out of `Reply.batches()` for the caller to report in-band.
         """
         uploads = await self._fetch_remote(job.prompt)
-        mirror = Account(key=guest.key.get_secret_value(), alias="mirror", org_id=guest.org_id) if guest else None
-        attempts = 1 if mirror else self.attempts
+        source: _Source = _GuestSource(self, guest) if guest else _PoolSource(self)
         tried: set[Account] = set()
         failures: list[tuple[Account, UpstreamFailure]] = []
-        for attempt in range(1, attempts + 1):
-            lease = None if mirror else await self._acquire(tried, failures)
-            account = lease.account if lease else mirror
-            assert account is not None
+        for attempt in range(1, source.attempts + 1):
+            seat = await source.take(tried, failures)
+            account = seat.account
             if failures:
                 self.metrics.failovers.labels(failures[-1][1].kind.value).inc()
             tried.add(account)
@@ -146,71 +314,28 @@ class ChatService:
             org: str | None = None
             started = False
             try:
-                org = await self._org(account, guest=mirror is not None)
-                async with self._converse(account, org, conv, job, uploads, mirror is not None) as events:
+                org = await source.org(seat)
+                async with self._converse(source, seat, org, conv, job, uploads) as events:
                     head, rest = await self._first_part(events, buffered)
                     started = True
-                    yield Reply(account, head, rest, attempt)
+                    yield Reply(account.alias, head, rest, attempt)
                 return
             except UpstreamFailure as failure:
                 self.metrics.upstream_errors.labels(failure.kind.value).inc()
                 if started:
                     raise
-                if mirror is None:
-                    await self.pool.record_failure(account, failure)
+                await source.learn(seat, failure)
                 failures.append((account, failure))
                 if failure.kind in UNREACHABLE:
                     org = None  # nothing was created, and the account could not delete it anyway
                 logger.info("{} failed on {}: {}", "attempt" if failure.retryable else "request", account.alias, failure)
-                if mirror or not failure.retryable:
-                    raise _client_error(failure, guest=mirror is not None) from None
+                if not failure.retryable:
+                    raise source.give_up(failure) from None
             finally:
-                if lease is not None:
-                    await self.pool.release(lease)
-                if org is not None and self.chat_delete:
-                    self._spawn(self._delete(account, org, conv, mirror is not None))
-        raise self._exhausted(failures)
-
-    async def _acquire(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Lease:
-        try:
-            return await self.pool.acquire(exclude=tried)
-        except RelayError:
-            raise self._exhausted(failures) from None
-
-    def _exhausted(self, failures: list[tuple[Account, UpstreamFailure]]) -> RelayError:
-        """The error when no attempt succeeded: the pool's own story, or what each attempt met."""
-        if not any(a.usable(time.time()) for a in self.pool.accounts) or not failures:
-            return self.pool.unavailable()
-        if all(f.kind is Failure.RATE_LIMITED for _, f in failures):
-            # Limits that reset within the second still mean "later", not a broken upstream.
-            return _client_error(min(failures, key=lambda af: af[1].resets_at or 0)[1], guest=False)
-        detail = "; ".join(f"{a.alias}: {f.message}" for a, f in failures)
-        last = failures[-1][1]
-        if last.message.startswith("connection to claude.ai timed out"):
-            return UpstreamTimeout(f"claude.ai did not answer ({detail})")
-        return UpstreamError(f"claude.ai failed on {len(failures)} attempt(s): {detail}")
-
-    async def _org(self, account: Account, *, guest: bool) -> str:
-        """The account's organization id, discovered once and shared by concurrent requests."""
-        if account.org_id:
-            return account.org_id
-        if guest and (cached := self._guest_orgs.get(account.key)):
-            self._guest_orgs.move_to_end(account.key)
-            return cached
-        pending = self._discovering.get(account.key)
-        if pending is None:
-            pending = asyncio.ensure_future(self.upstream.discover_org(account.key, guest=guest))
-            self._discovering[account.key] = pending
-            pending.add_done_callback(lambda _: self._discovering.pop(account.key, None))
-        org = await asyncio.shield(pending)
-        if guest:
-            self._guest_orgs[account.key] = org
-            while len(self._guest_orgs) > MAX_GUEST_ORGS:
-                self._guest_orgs.popitem(last=False)
-        else:
-            account.org_id = org
-            await self.pool.save_org(account)
-        return org
+                await source.give_back(seat)
+                if org is not None and self.settings.chat_delete:
+                    self._spawn(self._delete(seat, org, conv))
+        raise source.exhausted(failures)
 
     async def _fetch_remote(self, prompt: Prompt) -> list[Upload]:
         """Fetch http(s) images once per request (all at once), before any account is used."""
@@ -222,24 +347,19 @@ class ChatService:
 
     @asynccontextmanager
     async def _converse(
-        self, account: Account, org: str, conv: str, job: ChatJob, uploads: list[Upload], guest: bool
+        self, source: _Source, seat: Seat, org: str, conv: str, job: ChatJob, uploads: list[Upload]
     ) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
         """Uploads (concurrently), then the completion; the chat is created on the way when possible."""
-        key = account.key
-        files = list(
-            await asyncio.gather(
-                *(self.upstream.upload(key, org, u.filename, u.content_type, u.data, guest=guest) for u in uploads)
-            )
-        )
+        files = list(await asyncio.gather(*(seat.api.upload(org, u.filename, u.content_type, u.data) for u in uploads)))
         async with AsyncExitStack() as stack:
-            events = self._watch_limits(await self._start_completion(stack, account, org, conv, job, files, guest), account)
-            yield _find_tool_calls(events, job.tools) if job.tools and job.tools.active else events
+            events = _watch_limits(await self._start_completion(stack, seat, org, conv, job, files), source, seat)
+            yield _find_tool_calls(events, job.tools) if job.tools else events
 
     async def _start_completion(
-        self, stack: AsyncExitStack, account: Account, org: str, conv: str, job: ChatJob, files: list[str], guest: bool
+        self, stack: AsyncExitStack, seat: Seat, org: str, conv: str, job: ChatJob, files: list[str]
     ) -> AsyncIterator[list[ReplyEvent]]:
         """One round trip when the account takes `create_conversation_params`; else create, then complete."""
-        key = account.key
+        account, api = seat.account, seat.api
 
         def body(inline: bool) -> dict[str, Any]:
             return webapi.completion_body(
@@ -254,7 +374,7 @@ class ChatService:
         inline_refused = False
         if account.inline_create is not False:
             try:
-                events = await stack.enter_async_context(self.upstream.completion(key, org, conv, body(True), guest=guest))
+                events = await stack.enter_async_context(api.completion(org, conv, body(True)))
                 account.inline_create = True
                 return events
             except UpstreamFailure as failure:
@@ -266,26 +386,13 @@ class ChatService:
                 inline_refused = True
         if inline_refused:
             logger.info("{} does not create chats inline; creating them explicitly", account.alias)
-        await self.upstream.create_conversation(key, org, conv, job.model, guest=guest)
+        await api.create_conversation(org, conv, job.model)
         if job.thinking:
-            await self.upstream.enable_thinking(key, org, conv, guest=guest)
-        events = await stack.enter_async_context(self.upstream.completion(key, org, conv, body(False), guest=guest))
+            await api.enable_thinking(org, conv)
+        events = await stack.enter_async_context(api.completion(org, conv, body(False)))
         if inline_refused:
             account.inline_create = False
         return events
-
-    async def _watch_limits(
-        self, batches: AsyncIterator[list[ReplyEvent]], account: Account
-    ) -> AsyncIterator[list[ReplyEvent]]:
-        """Take usage-limit notices out of the answer and cool the account down with them."""
-        async for batch in batches:
-            if any(isinstance(e, LimitReached) for e in batch):
-                for event in batch:
-                    if isinstance(event, LimitReached):
-                        await self.pool.cool_down(account, event.resets_at)
-                batch = [e for e in batch if not isinstance(e, LimitReached)]
-            if batch:
-                yield batch
 
     @staticmethod
     async def _first_part(
@@ -301,19 +408,32 @@ class ChatService:
                 return head, batches
         raise UpstreamFailure(Failure.TRANSIENT, "claude.ai ended the answer without content")
 
-    async def _delete(self, account: Account, org: str, conv: str, guest: bool) -> None:
+    async def _delete(self, seat: Seat, org: str, conv: str) -> None:
+        alias = seat.account.alias
         for attempt in range(DELETE_ATTEMPTS):
             try:
-                await self.upstream.delete_conversation(account.key, org, conv, guest=guest)
-                logger.debug("deleted chat {} on {}", conv, account.alias)
+                await seat.api.delete_conversation(org, conv)
+                logger.debug("deleted chat {} on {}", conv, alias)
                 self.metrics.chats_deleted.inc()
                 return
             except UpstreamFailure as failure:
                 if not failure.retryable or attempt == DELETE_ATTEMPTS - 1:
-                    logger.warning("could not delete chat {} on {}: {}", conv, account.alias, failure.message)
+                    logger.warning("could not delete chat {} on {}: {}", conv, alias, failure.message)
                     self.metrics.chat_delete_failures.inc()
                     return
                 await asyncio.sleep(DELETE_BACKOFF * (attempt + 1))
+
+
+async def _watch_limits(batches: AsyncIterator[list[ReplyEvent]], source: _Source, seat: Seat) -> AsyncIterator[list[ReplyEvent]]:
+    """Take usage-limit notices out of the answer and tell the source about them."""
+    async for batch in batches:
+        if any(isinstance(e, LimitReached) for e in batch):
+            for event in batch:
+                if isinstance(event, LimitReached):
+                    await source.limit_reached(seat, event.resets_at)
+            batch = [e for e in batch if not isinstance(e, LimitReached)]
+        if batch:
+            yield batch
 
 
 async def _find_tool_calls(batches: AsyncIterator[list[ReplyEvent]], plan: ToolPlan) -> AsyncIterator[list[ReplyEvent]]:
@@ -333,13 +453,13 @@ async def _find_tool_calls(batches: AsyncIterator[list[ReplyEvent]], plan: ToolP
             yield out
 
 
-def _client_error(failure: UpstreamFailure, *, guest: bool) -> RelayError:
+def _client_error(failure: UpstreamFailure) -> RelayError:
     """An upstream failure as the caller should see it, when no other account will be tried."""
     if failure.kind is Failure.RATE_LIMITED:
         wait = max(1, int((failure.resets_at or time.time() + 60) - time.time()))
         return RateLimited(f"claude.ai usage limit reached; try again in {wait} s", retry_after=wait)
-    if failure.kind is Failure.INVALID and guest:
-        return AuthError("claude.ai refused this sessionKey (invalid or expired)", code="invalid_session_key")
     if failure.kind is Failure.REJECTED:
         return InvalidRequest(f"claude.ai refused the request: {failure.message}", code="upstream_rejected")
+    if failure.kind is Failure.TIMEOUT:
+        return UpstreamTimeout(f"claude.ai: {failure.message}")
     return UpstreamError(f"claude.ai: {failure.message}")

@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 
 from relay.errors import InvalidRequest
-from relay.chat_api.models import ChatRequest
+from relay.chat_api.adapter import ChatCompletions
 from relay.claude.prompt import HISTORY_FILE, NO_ARTIFACTS_NOTE, build_prompt
 from relay.reply import Finish, StopCutter, Text, Thinking
 from relay.sse import SSEEvent
-from relay.claude.webapi import EventReader
+from relay.claude.events import EventReader
 
 
 def _prompt(messages: list[dict[str, Any]], **kw: Any):  # type: ignore[no-untyped-def]
-    req = ChatRequest.model_validate({"model": "m", "messages": messages})
+    chat = ChatCompletions("think_tags").parse({"model": "m", "messages": messages}).chat
     opts = {"no_role_prefix": False, "disable_artifacts": False, "max_history": 10_000, **kw}
-    return build_prompt(req.messages, **opts)
+    return build_prompt(chat.turns, **opts)
 
 
 CONVERSATION = [

@@ -1,12 +1,10 @@
-"""OpenAI request wire models; anything a client may send is validated here."""
+"""OpenAI Chat Completions request models; anything a client may send is validated here."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
-
-from ..errors import InvalidRequest
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class _Wire(BaseModel):
@@ -78,6 +76,15 @@ class Tool(_Wire):
     function: FunctionDef
 
 
+class FunctionName(_Wire):
+    name: str
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"] = "function"
+    function: FunctionName
+
+
 class StreamOptions(_Wire):
     include_usage: bool = False
 
@@ -92,25 +99,10 @@ class ChatRequest(_Wire):
     n: int = Field(default=1, ge=1, le=1)
     stop: str | list[str] | None = None
     tools: list[Tool] | None = None
-    tool_choice: Any = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
 
     @property
     def stop_sequences(self) -> list[str]:
         if self.stop is None:
             return []
         return [s for s in ([self.stop] if isinstance(self.stop, str) else self.stop) if s]
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_request(model: type[M], data: object) -> M:
-    """Validate a decoded JSON body; the first problem becomes a 400 naming its field."""
-    if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        raise InvalidRequest(f"{loc}: {err['msg']}" if loc else err["msg"], param=loc or None) from None

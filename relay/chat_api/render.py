@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 
 from ..errors import RelayError
-from ..reply import Finish, ReplyEvent, StopCutter, Text, Thinking, ToolCall, estimate_tokens
+from ..render import Block, Renderer
 from ..sse import DONE, encode_data
 
 ThinkingFormat = Literal["think_tags", "reasoning_content"]
@@ -26,38 +26,6 @@ def finish_reason(upstream: str) -> FinishReason:
 
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-
-class ThinkTags:
-    """Shows thinking as `<think>...</think>` in the content, or as `reasoning_content`."""
-
-    __slots__ = ("mode", "_open")
-
-    def __init__(self, mode: ThinkingFormat) -> None:
-        self.mode = mode
-        self._open = False
-
-    def split(self, event_text: str, is_thinking: bool) -> tuple[str, str]:
-        """(content, reasoning_content) for one piece of text."""
-        if self.mode == "reasoning_content":
-            return ("", event_text) if is_thinking else (event_text, "")
-        if is_thinking:
-            if not self._open:
-                self._open = True
-                return "<think>\n" + event_text, ""
-            return event_text, ""
-        return self.close() + event_text, ""
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
-    def close(self) -> str:
-        """The closing tag, if thinking was left open."""
-        if self._open:
-            self._open = False
-            return "\n</think>\n\n"
-        return ""
 
 
 class ChunkEncoder:
@@ -137,101 +105,76 @@ def completion_object(
 
 
 
-class OpenAIStream:
-    """The OpenAI chunk stream for one answer (a StreamFormat)."""
+class ChatRenderer(Renderer):
+    """An answer as `chat.completion.chunk` frames and as one `chat.completion`.
 
-    __slots__ = ("_enc", "_tags", "_cutter", "_usage", "_prompt_tokens", "_chars", "_plain", "_calls")
+    Thinking goes to `reasoning_content`, or with think tags into the content: each thinking block
+    becomes its own `<think>\n...\n</think>` segment, set off from text before it by a blank line
+    and followed by one.
+    """
 
-    def __init__(self, model: str, mode: ThinkingFormat, stops: list[str], include_usage: bool, prompt_tokens: int) -> None:
+    def __init__(self, model: str, stops: list[str], prompt_tokens: int, *, thinking: ThinkingFormat, include_usage: bool) -> None:
+        super().__init__(model, stops, prompt_tokens)
         self._enc = ChunkEncoder(model)
-        self._tags = ThinkTags(mode)
-        self._cutter = StopCutter(stops)
-        self._usage = include_usage
-        self._prompt_tokens = prompt_tokens
-        self._chars = 0
-        # No stop sequences and no thinking tag to close: text goes straight through.
-        self._plain = not stops
-        self._calls = 0
+        self._tags = thinking == "think_tags"
+        self._include_usage = include_usage
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._tool_calls: list[dict[str, Any]] = []
 
-    @property
-    def stopped(self) -> bool:
-        return self._cutter.stopped
+    def _say(self, text: str) -> bytes:
+        self._content.append(text)
+        return self._enc.delta(text)
 
-    def opening(self) -> bytes:
+    def on_start(self) -> bytes:
         return self._enc.role()
 
-    def feed(self, event: ReplyEvent) -> bytes:
-        if type(event) is Text and self._plain and not self._tags.is_open:
-            self._chars += len(event.text)
-            return self._enc.delta(event.text)
-        if isinstance(event, ToolCall):
-            return self._tool_call(event)
-        if isinstance(event, Thinking):
-            content, reasoning = self._tags.split(event.text, True)
-        elif isinstance(event, Text):
-            text = self._cutter.feed(event.text)
-            if not text:
-                return b""
-            content, reasoning = self._tags.split(text, False)
-        else:
+    def on_block_start(self, block: Block) -> bytes:
+        if block.kind != "thinking" or not self._tags:
             return b""
-        self._chars += len(content) + len(reasoning)
-        return self._enc.delta(content, reasoning) if content or reasoning else b""
+        apart = bool(self._content) and not self._content[-1].endswith("\n\n")
+        return self._say(("\n\n" if apart else "") + "<think>\n")
 
-    def _tool_call(self, call: ToolCall) -> bytes:
+    def on_delta(self, block: Block, text: str) -> bytes:
+        if block.kind == "thinking" and not self._tags:
+            self._reasoning.append(text)
+            return self._enc.delta("", text)
+        return self._say(text)
+
+    def on_block_stop(self, block: Block) -> bytes:
+        return self._say("\n</think>\n\n") if block.kind == "thinking" and self._tags else b""
+
+    def on_tool_call(self, block: Block) -> bytes:
         """A call as OpenAI streams it: id and name first, then the arguments in fragments."""
-        index, self._calls = self._calls, self._calls + 1
+        call = block.call
+        assert call is not None
+        index = len(self._tool_calls)
+        self._tool_calls.append({"id": "call_" + call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
         head = {"index": index, "id": "call_" + call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        closing_tag = self._tags.close()
-        frames = [self._enc.delta(closing_tag)] if closing_tag else []
-        frames.append(self._enc.delta_object({"tool_calls": [head]}))
+        frames = [self._enc.delta_object({"tool_calls": [head]})]
         half = len(call.arguments) // 2
         for piece in (call.arguments[:half], call.arguments[half:]):
             if piece:
                 frames.append(self._enc.delta_object({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         return b"".join(frames)
 
-    def closing(self, reason: str) -> bytes:
-        tail = self._cutter.flush() + self._tags.close()
-        frames = [self._enc.delta(tail)] if tail else []
-        frames.append(self._enc.finish("tool_calls" if self._calls else finish_reason(reason)))
-        if self._usage:
-            frames.append(self._enc.usage(self._prompt_tokens, estimate_tokens(self._chars + len(tail))))
+    def on_finish(self, stop: str) -> bytes:
+        frames = [self._enc.finish(finish_reason(stop))]
+        if self._include_usage:
+            frames.append(self._enc.usage(self.prompt_tokens, self.output_tokens))
         frames.append(DONE)
         return b"".join(frames)
 
     def error(self, exc: RelayError) -> bytes:
         return error_frame(exc)
 
-    @property
-    def output_tokens(self) -> int:
-        return estimate_tokens(self._chars)
-
-
-def collect_completion(
-    events: list[ReplyEvent], model: str, mode: ThinkingFormat, stops: list[str], prompt_tokens: int
-) -> dict[str, Any]:
-    """A whole answer as one `chat.completion`."""
-    tags = ThinkTags(mode)
-    cutter = StopCutter(stops)
-    content: list[str] = []
-    reasoning: list[str] = []
-    calls: list[dict[str, Any]] = []
-    reason = "end_turn"
-    for event in events:
-        if isinstance(event, Finish):
-            reason = event.reason
-        elif isinstance(event, ToolCall):
-            calls.append({"id": "call_" + event.id, "type": "function", "function": {"name": event.name, "arguments": event.arguments}})
-        elif isinstance(event, (Text, Thinking)) and not cutter.stopped:
-            thinking = isinstance(event, Thinking)
-            c, r = tags.split(event.text if thinking else cutter.feed(event.text), thinking)
-            content.append(c)
-            reasoning.append(r)
-    content.append(cutter.flush() + tags.close())
-    text, thought = "".join(content), "".join(reasoning)
-    if calls:
-        text = text.strip()
-    final = "tool_calls" if calls else "stop" if cutter.stopped else finish_reason(reason)
-    out_tokens = estimate_tokens(len(text) + len(thought) + sum(len(c["function"]["arguments"]) for c in calls))
-    return completion_object(model, text, thought, final, prompt_tokens, out_tokens, calls or None)
+    def result(self) -> dict[str, Any]:
+        return completion_object(
+            self.model,
+            "".join(self._content),
+            "".join(self._reasoning),
+            finish_reason(self.stop or "end_turn"),
+            self.prompt_tokens,
+            self.output_tokens,
+            self._tool_calls or None,
+        )

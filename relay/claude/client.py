@@ -10,29 +10,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-from curl_cffi import Curl, CurlMime, CurlOpt
+from curl_cffi import CurlMime, CurlOpt
 from curl_cffi.requests import AsyncSession, Response
 from curl_cffi.requests.exceptions import RequestException, Timeout
-from curl_cffi.requests.streams import STREAM_END
 from loguru import logger
 
-from . import webapi
-from .failures import Failure, UpstreamFailure, classify
 from ..reply import ReplyEvent
 from ..sse import SSEDecoder
-
-# curl_cffi gives every handle a 128 KB WebSocket receive buffer, zero-filled at creation. relay
-# never opens WebSockets and needs one handle per concurrent stream, so at 1,000 streams that buffer
-# alone would be 128 MB; a small one keeps the memory for the answers.
-if getattr(Curl, "_WS_RECV_BUFFER_SIZE", 0) > 4096:
-    Curl._WS_RECV_BUFFER_SIZE = 4096
+from . import webapi
+from .curl import CurlStream
+from .events import EventReader
+from .failures import Failure, UpstreamFailure, classify
 
 # Impersonate the newest Chrome profile curl_cffi ships; claude.ai sits behind Cloudflare.
 IMPERSONATE = "chrome"
 # After a complete answer, how long to wait for the end of the body before closing the connection.
 END_OF_BODY_WAIT = 2.0
-# Queued network reads joined into one chunk at most; bounds the buffer one stream holds at once.
-MAX_COALESCED = 64 * 1024
 # Error bodies are read to classify them; an HTML challenge page is small, anything bigger is cut.
 MAX_ERROR_BODY = 256 * 1024
 
@@ -56,21 +49,10 @@ class Answer:
 
 
 def _network_failure(exc: RequestException) -> UpstreamFailure:
-    what = "timed out" if isinstance(exc, Timeout) else "failed"
     # curl messages name only the URL and the curl error; no credentials are in either.
-    return UpstreamFailure(Failure.TRANSIENT, f"connection to claude.ai {what}: {str(exc)[:160]}")
-
-
-async def _abort(rsp: Response) -> None:
-    """Stop a streamed transfer now; curl_cffi's aclose() would wait for the upstream to finish."""
-    task: asyncio.Task[None] | None = rsp.astream_task  # type: ignore[assignment]
-    if task is None or task.done():
-        return
-    if rsp.quit_now is not None:
-        rsp.quit_now.set()
-    # Cancelling the transfer task removes the handle from curl's multi, which closes the connection.
-    task.cancel()
-    await asyncio.wait([task])
+    if isinstance(exc, Timeout):
+        return UpstreamFailure(Failure.TIMEOUT, f"connection to claude.ai timed out: {str(exc)[:160]}")
+    return UpstreamFailure(Failure.TRANSIENT, f"connection to claude.ai failed: {str(exc)[:160]}")
 
 
 @dataclass(slots=True)
@@ -171,60 +153,9 @@ class UpstreamClient:
             raise _network_failure(exc) from exc
         return Answer(rsp.status_code, _headers(rsp), rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
 
-    @staticmethod
-    def _expect(answer: Answer, *ok: int) -> Answer:
-        if answer.status not in ok:
-            raise classify(answer.status, answer.headers, answer.body)
-        return answer
-
-    async def discover_org(self, key: str, *, guest: bool = False) -> str:
-        answer = await self._call(key, "GET", webapi.orgs_path(), guest=guest)
-        return webapi.choose_org(answer.status, answer.headers, answer.body)
-
-    async def create_conversation(self, key: str, org: str, conv: str, model: str | None, *, guest: bool = False) -> None:
-        body = webapi.conversation_body(conv, model)
-        self._expect(await self._call(key, "POST", webapi.conversations_path(org), json=body, guest=guest), 200, 201)
-
-    async def enable_thinking(self, key: str, org: str, conv: str, *, guest: bool = False) -> None:
-        path = webapi.conversation_path(org, conv)
-        body = webapi.thinking_settings_body()
-        self._expect(await self._call(key, "PUT", path, json=body, guest=guest, referer=f"/chat/{conv}"), 200, 202, 204)
-
-    async def upload(
-        self, key: str, org: str, filename: str, content_type: str, data: bytes, *, guest: bool = False
-    ) -> str:
-        mime = CurlMime()
-        mime.addpart(name="file", filename=filename, content_type=content_type, data=data)
-        try:
-            answer = self._expect(await self._call(key, "POST", webapi.upload_path(org), multipart=mime, guest=guest), 200, 201)
-        finally:
-            mime.close()
-        return webapi.uploaded_file_id(answer.body)
-
-    async def delete_conversation(self, key: str, org: str, conv: str, *, guest: bool = False) -> None:
-        path = webapi.conversation_path(org, conv)
-        self._expect(await self._call(key, "DELETE", path, guest=guest, referer=f"/chat/{conv}"), 200, 202, 204, 404)
-
-    @asynccontextmanager
-    async def completion(
-        self, key: str, org: str, conv: str, body: dict[str, Any], *, guest: bool = False
-    ) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
-        """Start a completion; yields its reply events in batches, one per network read.
-
-        Leaving the block early closes the upstream connection at once; after a complete answer
-        the connection is kept for the next request.
-        """
-        headers = self._request_headers(key, f"/chat/{conv}")
-        headers["Accept"] = "text/event-stream"
-        async with self._session(key, guest) as session:
-            try:
-                rsp = await session.request(
-                    "POST", self.config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True
-                )
-            except RequestException as exc:
-                raise _network_failure(exc) from exc
-            async with _events(rsp) as batches:
-                yield batches
+    def for_key(self, key: str, *, guest: bool = False) -> AccountApi:
+        """claude.ai calls with one cookie: a pooled account's, or a caller's own (mirror mode)."""
+        return AccountApi(self, key, guest)
 
     async def fetch_public(self, url: str, max_bytes: int) -> tuple[str, bytes]:
         """GET a URL a caller linked (an image), through PROXY, refusing more than `max_bytes`.
@@ -253,7 +184,7 @@ class UpstreamClient:
         except RequestException as exc:
             raise FetchError(f"could not fetch it: {str(exc)[:160]}") from exc
         finally:
-            await _abort(rsp)
+            await CurlStream(rsp).abort()
 
     async def close(self) -> None:
         sessions = [*self._sessions.values(), *(g.session for g in self._guests.values()), *([self._public] if self._public else [])]
@@ -274,29 +205,6 @@ async def _read_capped(rsp: Response) -> bytes:
     except RequestException as exc:
         logger.debug("error body cut short: {}", exc)
     return b"".join(chunks)[:MAX_ERROR_BODY]
-
-
-async def _coalesced(rsp: Response) -> AsyncIterator[bytes]:
-    """The body like aiter_content, but what curl has already queued comes as one chunk: under load
-    that means one decode pass and one client write for many network reads."""
-    queue = rsp.queue
-    assert queue is not None
-    while True:
-        item = await queue.get()
-        parts: list[bytes] = []
-        size = 0
-        while isinstance(item, bytes):
-            parts.append(item)
-            size += len(item)
-            if queue.empty() or size >= MAX_COALESCED:
-                break
-            item = queue.get_nowait()
-        if parts:
-            yield b"".join(parts)
-        if item is STREAM_END:
-            return
-        if isinstance(item, RequestException):
-            raise item
 
 
 @asynccontextmanager
@@ -321,17 +229,17 @@ def _headers(rsp: Response) -> dict[str, str]:
 class _EventStream:
     """Decodes one completion response; knows whether the answer was complete."""
 
-    __slots__ = ("rsp", "reader")
+    __slots__ = ("curl", "reader")
 
     def __init__(self, rsp: Response) -> None:
-        self.rsp = rsp
-        self.reader = webapi.EventReader()
+        self.curl = CurlStream(rsp)
+        self.reader = EventReader()
 
     async def batches(self) -> AsyncGenerator[list[ReplyEvent], None]:
         decoder = SSEDecoder()
         feed = self.reader.feed
         try:
-            async for chunk in _coalesced(self.rsp):
+            async for chunk in self.curl.chunks():
                 batch = [item for event in decoder.feed(chunk) for item in feed(event)]
                 if batch:
                     yield batch
@@ -344,9 +252,74 @@ class _EventStream:
             raise UpstreamFailure(Failure.TRANSIENT, "claude.ai closed the stream before the answer was complete")
 
     async def close(self) -> None:
-        task: asyncio.Task[None] | None = self.rsp.astream_task  # type: ignore[assignment]
-        if self.reader.finished and task is not None and not task.done():
+        if self.reader.finished:
             # The answer is complete and only the end of the body is left: let it arrive so the
             # connection goes back to the pool instead of being torn down.
-            await asyncio.wait([task], timeout=END_OF_BODY_WAIT)
-        await _abort(self.rsp)
+            await self.curl.finish(END_OF_BODY_WAIT)
+        else:
+            await self.curl.abort()
+
+
+class AccountApi:
+    """The claude.ai calls relay makes, bound to one cookie and its pooled session."""
+
+    __slots__ = ("_client", "_key", "_guest")
+
+    def __init__(self, client: UpstreamClient, key: str, guest: bool) -> None:
+        self._client = client
+        self._key = key
+        self._guest = guest
+
+    async def _call(self, method: str, path: str, **kw: Any) -> Answer:
+        return await self._client._call(self._key, method, path, guest=self._guest, **kw)
+
+    @staticmethod
+    def _expect(answer: Answer, *ok: int) -> Answer:
+        if answer.status not in ok:
+            raise classify(answer.status, answer.headers, answer.body)
+        return answer
+
+    async def discover_org(self) -> str:
+        answer = await self._call("GET", webapi.orgs_path())
+        return webapi.choose_org(answer.status, answer.headers, answer.body)
+
+    async def create_conversation(self, org: str, conv: str, model: str | None) -> None:
+        body = webapi.conversation_body(conv, model)
+        self._expect(await self._call("POST", webapi.conversations_path(org), json=body), 200, 201)
+
+    async def enable_thinking(self, org: str, conv: str) -> None:
+        path = webapi.conversation_path(org, conv)
+        self._expect(await self._call("PUT", path, json=webapi.thinking_settings_body(), referer=f"/chat/{conv}"), 200, 202, 204)
+
+    async def upload(self, org: str, filename: str, content_type: str, data: bytes) -> str:
+        mime = CurlMime()
+        mime.addpart(name="file", filename=filename, content_type=content_type, data=data)
+        try:
+            answer = self._expect(await self._call("POST", webapi.upload_path(org), multipart=mime), 200, 201)
+        finally:
+            mime.close()
+        return webapi.uploaded_file_id(answer.body)
+
+    async def delete_conversation(self, org: str, conv: str) -> None:
+        path = webapi.conversation_path(org, conv)
+        self._expect(await self._call("DELETE", path, referer=f"/chat/{conv}"), 200, 202, 204, 404)
+
+    @asynccontextmanager
+    async def completion(self, org: str, conv: str, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
+        """Start a completion; yields its reply events in batches, one per network read.
+
+        Leaving the block early closes the upstream connection at once; after a complete answer
+        the connection is kept for the next request.
+        """
+        client = self._client
+        headers = client._request_headers(self._key, f"/chat/{conv}")
+        headers["Accept"] = "text/event-stream"
+        async with client._session(self._key, self._guest) as session:
+            try:
+                rsp = await session.request(
+                    "POST", client.config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True
+                )
+            except RequestException as exc:
+                raise _network_failure(exc) from exc
+            async with _events(rsp) as batches:
+                yield batches

@@ -28,12 +28,21 @@ class Failure(StrEnum):
     REGION = "region_blocked"
     CLOUDFLARE = "cloudflare"
     TRANSIENT = "transient"
+    TIMEOUT = "timeout"  # no answer within the connect or read limit
     REJECTED = "rejected"  # the request itself was refused; not the account's fault
 
 
 # Failures that another account may not have.
 RETRYABLE = frozenset(
-    {Failure.RATE_LIMITED, Failure.INVALID, Failure.DISABLED, Failure.REGION, Failure.CLOUDFLARE, Failure.TRANSIENT}
+    {
+        Failure.RATE_LIMITED,
+        Failure.INVALID,
+        Failure.DISABLED,
+        Failure.REGION,
+        Failure.CLOUDFLARE,
+        Failure.TRANSIENT,
+        Failure.TIMEOUT,
+    }
 )
 
 

@@ -1,27 +1,20 @@
-"""Flatten an OpenAI conversation into one claude.ai prompt, its text attachments and its files."""
+"""Flatten a conversation into one claude.ai prompt, its text attachments and its files."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass, field
 
+from ..conversation import FilePart, ImagePart, Part, TextPart, ToolPlan, Turn
 from ..errors import InvalidRequest
-from ..chat_api.models import AudioPart, FilePart, ImagePart, Message, TextPart
-from .tools import ToolPlan, instructions, render_call
+from .tools import instructions, render_call
 from .webapi import TextAttachment
 
 # claude.ai rejects images above about 10 MB; say so before uploading.
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 30 * 1024 * 1024
 
-PREFIX = {
-    "system": "System",
-    "developer": "System",
-    "user": "Human",
-    "assistant": "Assistant",
-}
+PREFIX = {"system": "System", "user": "Human", "assistant": "Assistant", "tool": "Human"}
 NO_ARTIFACTS_NOTE = (
     "Do not create artifacts or use the artifacts tool. Put code, documents and diagrams directly in "
     "the reply as markdown code blocks."
@@ -43,7 +36,6 @@ _TEXT_SUFFIXES = re.compile(
     r"cc|cpp|hpp|cs|php|sh|sql|swift|scala|lua|r|pl)$",
     re.I,
 )
-_DATA_URL = re.compile(r"^data:([\w.+\-]+/[\w.+\-]+)?((?:;[\w\-]+=[^;,]*)*)(;base64)?,(.*)$", re.S)
 
 
 @dataclass(slots=True)
@@ -91,82 +83,45 @@ def image_upload(data: bytes, where: str, index: int) -> Upload:
     return Upload(f"image_{index}.{kind[1]}", kind[0], data)
 
 
-def decode_data_url(url: str, where: str) -> tuple[str, bytes]:
-    """(media type, bytes) of a `data:` URL; bad base64 is a 400 naming the part."""
-    match = _DATA_URL.match(url)
-    if not match:
-        raise InvalidRequest(f"{where}: malformed data: URL", param=where)
-    media, _, is_b64, payload = match.groups()
-    if not is_b64:
-        return media or "text/plain", payload.encode()
-    try:
-        return media or "application/octet-stream", base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(f"{where}: base64 data does not decode", param=where) from None
-
-
 class _Builder:
     def __init__(self) -> None:
         self.attachments: list[TextAttachment] = []
         self.files: list[Upload | RemoteImage] = []
 
-    def message(self, i: int, msg: Message) -> tuple[str, str]:
-        """(role prefix, text) of one message."""
-        body = self._content(i, msg)
-        if msg.role == "assistant" and msg.tool_calls:
-            calls = "\n".join(render_call(c.function.name, c.function.arguments) for c in msg.tool_calls)
+    def turn(self, turn: Turn) -> tuple[str, str]:
+        """(role prefix, text) of one turn."""
+        body = "\n".join(s for s in (self._part(p) for p in turn.parts) if s)
+        if turn.calls:
+            calls = "\n".join(render_call(c.name, c.arguments) for c in turn.calls)
             body = f"{body}\n{calls}".strip()
-        if msg.role in ("tool", "function"):
-            who = ", ".join(x for x in (msg.name, msg.tool_call_id) if x)
-            body = f"[tool result{f' ({who})' if who else ''}]\n{body}"
-            role = "Human"
-        else:
-            role = PREFIX[msg.role]
-        return role, body
+        if turn.role == "tool":
+            who = ", ".join(x for x in (turn.name, turn.call_id) if x)
+            body = f"[tool result{f' ({who})' if who else ''}]\n{'[error] ' if turn.is_error else ''}{body}"
+        return PREFIX[turn.role], body
 
-    def _content(self, i: int, msg: Message) -> str:
-        if msg.content is None:
-            return ""
-        if isinstance(msg.content, str):
-            return msg.content
-        out: list[str] = []
-        for j, part in enumerate(msg.content):
-            where = f"messages.{i}.content.{j}"
-            if isinstance(part, TextPart):
-                out.append(part.text)
-            elif isinstance(part, ImagePart):
-                out.append(self._image(part.image_url.url, f"{where}.image_url"))
-            elif isinstance(part, FilePart):
-                out.append(self._file(part, f"{where}.file"))
-            elif isinstance(part, AudioPart):
-                raise InvalidRequest(f"{where}: input_audio parts are not supported", param=where)
-        return "\n".join(s for s in out if s)
+    def _part(self, part: Part) -> str:
+        if isinstance(part, TextPart):
+            return part.text
+        if isinstance(part, ImagePart):
+            return self._image(part)
+        return self._file(part)
 
-    def _image(self, url: str, where: str) -> str:
+    def _image(self, part: ImagePart) -> str:
         n = len(self.files) + 1
-        if url.startswith("data:"):
-            _, data = decode_data_url(url, where)
-            self.files.append(image_upload(data, where, n))
-        elif url.startswith(("http://", "https://")):
-            self.files.append(RemoteImage(url, where, n))
+        if part.data is not None:
+            self.files.append(image_upload(part.data, part.where, n))
         else:
-            raise InvalidRequest(f"{where}: url must be a data: URL or an http(s) URL", param=where)
+            self.files.append(RemoteImage(part.url or "", part.where, n))
         return f"[image {n}]"
 
-    def _file(self, part: FilePart, where: str) -> str:
-        spec = part.file
-        if not spec.file_data:
-            raise InvalidRequest(f"{where}: only inline file_data is supported, not file_id", param=where)
-        media, data = decode_data_url(spec.file_data, f"{where}.file_data")
-        name = spec.filename or "document"
+    def _file(self, part: FilePart) -> str:
+        where, name, media, data = part.where, part.name, part.media_type, part.data
         if media == "application/pdf" or data.startswith(b"%PDF-"):
             if len(data) > MAX_DOCUMENT_BYTES:
                 raise InvalidRequest(f"{where}: document is larger than {MAX_DOCUMENT_BYTES} bytes", param=where)
             filename = name if name.lower().endswith(".pdf") else name + ".pdf"
             self.files.append(Upload(filename, "application/pdf", data))
             return f"[document {filename}]"
-        if media.startswith("image/"):
-            return self._image(spec.file_data, f"{where}.file_data")
         if media.startswith("text/") or media in ("application/json", "application/xml") or _TEXT_SUFFIXES.search(name):
             try:
                 text = data.decode("utf-8")
@@ -178,7 +133,7 @@ class _Builder:
 
 
 def build_prompt(
-    messages: list[Message],
+    turns: list[Turn],
     *,
     no_role_prefix: bool,
     disable_artifacts: bool,
@@ -187,19 +142,17 @@ def build_prompt(
 ) -> Prompt:
     """The whole conversation as one prompt; past `max_history` characters the history becomes a file."""
     builder = _Builder()
-    parts = [builder.message(i, m) for i, m in enumerate(messages)]
-    if not any(body.strip() for _, body in parts) and not builder.files and not builder.attachments:
-        raise InvalidRequest("messages: every message is empty", param="messages")
-    turns = [body if no_role_prefix else f"{role}: {body}" for role, body in parts]
+    parts = [builder.turn(t) for t in turns]
+    lines = [body if no_role_prefix else f"{role}: {body}" for role, body in parts]
     notes = [NO_ARTIFACTS_NOTE] if disable_artifacts else []
     if tools is not None and tools.active:
         notes.append(instructions(tools))
-    text = "\n\n".join(turns)
+    text = "\n\n".join(lines)
     # The message to answer: the last user turn and any notes that follow it.
     last = max((i for i, (role, _) in enumerate(parts) if role == "Human"), default=len(parts) - 1)
     if len(text) > max_history and last > 0:
-        builder.attachments.insert(0, TextAttachment(HISTORY_FILE, "\n\n".join(turns[:last])))
-        text = "\n\n".join(turns[last:])
+        builder.attachments.insert(0, TextAttachment(HISTORY_FILE, "\n\n".join(lines[:last])))
+        text = "\n\n".join(lines[last:])
         notes.append(HISTORY_NOTE)
     if notes:
         note = " ".join(notes)

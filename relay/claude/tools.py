@@ -11,42 +11,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from ..conversation import ToolPlan, ToolSpec
 from ..reply import ReplyEvent, Text, ToolCall
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
 # A call block longer than this is not a call; emit it as text rather than buffer forever.
 MAX_CALL_CHARS = 200_000
-
-Choice = Literal["auto", "required", "none"]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    name: str
-    description: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def required(self) -> list[str]:
-        req = self.parameters.get("required")
-        return [str(r) for r in req] if isinstance(req, list) else []
-
-
-@dataclass(frozen=True, slots=True)
-class ToolPlan:
-    """The tools offered for one request and what the caller demands of them."""
-
-    tools: tuple[ToolSpec, ...]
-    choice: Choice = "auto"
-    forced: str | None = None  # a tool the model must call
-
-    @property
-    def active(self) -> bool:
-        return bool(self.tools) and self.choice != "none"
 
 
 def instructions(plan: ToolPlan) -> str:
@@ -91,15 +64,37 @@ def _partial_open(text: str) -> int:
 
 
 class ToolCallParser:
-    """Splits streamed text into Text and ToolCall events."""
+    """Splits streamed text into Text and ToolCall events.
 
-    __slots__ = ("_tools", "_buf", "_inside", "calls")
+    White space that only separates text from a call is dropped (streamed or not, the client
+    sees the same text), so trailing white space is held back until what follows it is known.
+    """
+
+    __slots__ = ("_tools", "_buf", "_inside", "_space", "_after_call", "calls")
 
     def __init__(self, tools: Iterable[ToolSpec]) -> None:
         self._tools = {t.name: t for t in tools}
         self._buf = ""
         self._inside = False
+        self._space = ""  # trailing white space held back
+        self._after_call = False
         self.calls = 0
+
+    def _text(self, out: list[ReplyEvent], text: str) -> None:
+        if self._after_call:
+            text = text.lstrip()
+            if not text:
+                return
+            self._after_call = False
+        text = self._space + text
+        body = text.rstrip()
+        self._space = text[len(body) :]
+        if body:
+            out.append(Text(body))
+
+    def _call(self, out: list[ReplyEvent], call: ToolCall) -> None:
+        self._space, self._after_call = "", True
+        out.append(call)
 
     def feed(self, text: str) -> list[ReplyEvent]:
         self._buf += text
@@ -111,27 +106,36 @@ class ToolCallParser:
                     keep = _partial_open(self._buf)
                     head, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
                     if head:
-                        out.append(Text(head))
+                        self._text(out, head)
                     return out
                 if start:
-                    out.append(Text(self._buf[:start]))
+                    self._text(out, self._buf[:start])
                 self._buf, self._inside = self._buf[start + len(OPEN) :], True
             else:
                 end = self._buf.find(CLOSE)
                 if end < 0:
                     if len(self._buf) > MAX_CALL_CHARS:
-                        out.append(Text(OPEN + self._buf))
+                        self._text(out, OPEN + self._buf)
                         self._buf, self._inside = "", False
                     return out
                 raw, self._buf, self._inside = self._buf[:end], self._buf[end + len(CLOSE) :], False
                 call = self._parse(raw)
-                out.append(call if call is not None else Text(OPEN + raw + CLOSE))
+                if call is not None:
+                    self._call(out, call)
+                else:
+                    self._text(out, OPEN + raw + CLOSE)
 
     def flush(self) -> list[ReplyEvent]:
         """End of answer: whatever is held back is text (an unterminated block included)."""
+        out: list[ReplyEvent] = []
         text = (OPEN if self._inside else "") + self._buf
         self._buf, self._inside = "", False
-        return [Text(text)] if text else []
+        if text:
+            self._text(out, text)
+        if self._space and not self.calls:
+            out.append(Text(self._space))
+        self._space = ""
+        return out
 
     def _parse(self, raw: str) -> ToolCall | None:
         body = raw.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()

@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from loguru import logger
-
 from ..claude.failures import Failure
 
 
@@ -71,12 +69,13 @@ class Account:
     def masked(self) -> str:
         return mask_key(self.key)
 
+    def cooled_down(self, now: float) -> bool:
+        """A cooldown that has passed: the pool brings the account back (see AccountPool.revive)."""
+        return self.state in (State.COOLING, State.BLOCKED) and self.until is not None and self.until <= now
+
     def usable(self, now: float) -> bool:
-        """Active, or a cooldown that has passed (which makes it active again)."""
-        if self.state in (State.COOLING, State.BLOCKED) and self.until is not None and self.until <= now:
-            logger.info("account {} is back after its cooldown", self.alias)
-            self.state, self.failure, self.reason, self.until = State.ACTIVE, None, "", None
-        return self.state is State.ACTIVE
+        """Active, or due back from a cooldown; changes nothing."""
+        return self.state is State.ACTIVE or self.cooled_down(now)
 
     def view(self) -> dict[str, Any]:
         """What `/v1/accounts` shows: no full key."""

@@ -39,10 +39,15 @@ class AccountPool:
 
     def current(self) -> list[Account]:
         """The accounts as they stand now: cooldowns that have passed show as active again."""
-        now = self._clock()
-        for account in self._accounts:
-            account.usable(now)
+        self.revive(self._clock())
         return list(self._accounts)
+
+    def revive(self, now: float) -> None:
+        """The one place where accounts whose cooldown has passed become active again."""
+        for account in self._accounts:
+            if account.cooled_down(now):
+                logger.info("account {} is back after its cooldown", account.alias)
+                self._set(account, State.ACTIVE, None, "", None)
 
     async def start(self) -> None:
         await self.store.start(lambda: self._accounts)
@@ -84,6 +89,7 @@ class AccountPool:
     async def acquire(self, exclude: set[Account] | None = None) -> Lease:
         """A lease on the usable account with the fewest in-flight requests, then the least recently used."""
         now = self._clock()
+        self.revive(now)
         candidates = [a for a in self._accounts if a.usable(now) and not (exclude and a in exclude)]
         lease = await self.store.acquire(candidates, now) if candidates else None
         if lease is None:

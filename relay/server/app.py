@@ -9,40 +9,26 @@ from functools import partial
 
 from aiohttp import web
 
-from . import views
-from ..pool.pool import AccountPool
-from ..chat_api.view import chat_completions
-from ..config import SessionSpec, Settings, load_settings
-from ..claude.images import fetch_image
-from ..fallback import Fallbacks
-from .keys import fallbacks_key, metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
-from .live_stream import LiveStream
-from ..messages_api.view import count_tokens, messages
-from ..metrics import Metrics
-from .middlewares import add_request_id, auth_middleware, error_middleware
-from ..pool.redis_store import RedisStore
-from ..service import ChatService
-from ..pool.state import MemoryStore, StateStore
+from ..claude import curl
 from ..claude.client import UpstreamClient, UpstreamConfig
-
-
-def _api_routes(prefix: str, *, pool_routes: bool) -> list[web.RouteDef]:
-    routes = [
-        web.get(f"{prefix}/models", views.list_models),
-        web.post(f"{prefix}/chat/completions", chat_completions),
-        web.post(f"{prefix}/messages", messages),
-        web.post(f"{prefix}/messages/count_tokens", count_tokens),
-    ]
-    if pool_routes:
-        routes += [
-            web.get(f"{prefix}/accounts", views.list_accounts),
-            web.post(f"{prefix}/accounts/reload", views.reload_accounts),
-        ]
-    return routes
+from ..claude.images import fetch_image
+from ..config import SessionSpec, Settings, load_settings
+from ..fallback import Fallbacks
+from ..metrics import Metrics
+from ..pool.pool import AccountPool
+from ..pool.redis_store import RedisStore
+from ..pool.state import MemoryStore, StateStore
+from ..service import ChatService
+from . import views
+from .keys import apis_key, fallbacks_key, metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
+from .live_stream import LiveStream
+from .middlewares import add_request_id, auth_middleware, error_middleware
+from .routes import Apis, api_routes
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[settings_key]
+    curl.shrink_ws_buffer()
     client = UpstreamClient(
         UpstreamConfig(
             base_url=s.claude_base_url,
@@ -62,8 +48,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     service = ChatService(
         app[upstream_key],
         app[pool_key],
-        attempts=s.retries,
-        chat_delete=s.chat_delete,
+        s,
         metrics=app[metrics_key],
         fetch_image=partial(fetch_image, app[upstream_key], allow_private=s.image_fetch_private),
     )
@@ -132,8 +117,10 @@ def create_app(
     app.router.add_get("/metrics", views.metrics)
     app.router.add_get("/stats", views.stats)
     app.router.add_get("/", views.status_page)
+    apis = Apis.from_settings(settings)
+    app[apis_key] = {}
     for base in ("/v1", "/hf/v1"):
-        app.router.add_routes(_api_routes(base, pool_routes=True))
+        app.router.add_routes(api_routes(base, apis, app[apis_key], pool_routes=True))
         if mirror:
-            app.router.add_routes(_api_routes(mirror + base, pool_routes=False))
+            app.router.add_routes(api_routes(mirror + base, apis, app[apis_key], pool_routes=False))
     return app

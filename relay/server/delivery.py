@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -21,36 +20,12 @@ from ..fallback import Answer, Ask, NoFallback
 from .keys import AccessLog, access_key, fallbacks_key, service_key, settings_key, streams_key
 from .live_stream import LiveStream
 from ..reply import Finish, ReplyEvent
+from ..render import Renderer
 from ..service import ChatJob
 
 SHUTDOWN_MESSAGE = "the relay is shutting down; the answer was cut"
 PROVIDER_HEADER = "x-relay-provider"
 POOL_PROVIDER = "claude.ai"
-
-
-class StreamFormat(Protocol):
-    """How one client API writes an answer; everything else about delivering it is shared."""
-
-    @property
-    def stopped(self) -> bool:
-        """A stop sequence was reached: stop reading the upstream."""
-        ...
-
-    @property
-    def output_tokens(self) -> int:
-        """Estimated tokens written so far."""
-        ...
-
-    def opening(self) -> bytes: ...
-
-    def feed(self, event: ReplyEvent) -> bytes: ...
-
-    def closing(self, reason: str) -> bytes: ...
-
-    def error(self, exc: RelayError) -> bytes: ...
-
-
-Collect = Callable[[list[ReplyEvent]], dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -77,13 +52,13 @@ class Delivery:
         self.access.ttfb_ms = (started_at - self.access.started) * 1000
 
 
-async def complete(d: Delivery, collect: Collect) -> web.Response:
+async def complete(d: Delivery, renderer: Renderer) -> web.Response:
     """A whole answer as one JSON body."""
     service = d.request.app[service_key]
     try:
         async with service.open(d.job, guest=d.guest, buffered=True) as reply:
-            d.served_by(reply.account.alias, reply.first_byte_at, reply.attempts)
-            body = collect(reply.head)
+            d.served_by(reply.alias, reply.first_byte_at, reply.attempts)
+            body = renderer.complete(reply.head)
         headers = {PROVIDER_HEADER: POOL_PROVIDER}
     except RelayError as exc:
         if not d.fallback_allowed(exc):
@@ -95,15 +70,16 @@ async def complete(d: Delivery, collect: Collect) -> web.Response:
                     body = answer.body
                 else:
                     assert answer.events is not None
-                    body = collect([e async for batch in answer.events for e in batch])
+                    body = renderer.complete([e async for batch in answer.events for e in batch])
                 headers = {PROVIDER_HEADER: answer.provider}
         except NoFallback:
             raise exc from None
     d.access.outcome = "done"
+    d.access.tokens_out = renderer.output_tokens
     return web.json_response(body, headers=headers)
 
 
-async def stream(d: Delivery, fmt: StreamFormat) -> web.StreamResponse:
+async def stream(d: Delivery, fmt: Renderer) -> web.StreamResponse:
     """Stream one answer: status decided before the first byte, failures after it reported in-band."""
     request, access = d.request, d.access
     settings = request.app[settings_key]
@@ -115,11 +91,11 @@ async def stream(d: Delivery, fmt: StreamFormat) -> web.StreamResponse:
         try:
             async with request.app[service_key].open(d.job, guest=d.guest) as reply:
                 await live.settle()
-                d.served_by(reply.account.alias, reply.first_byte_at, reply.attempts)
+                d.served_by(reply.alias, reply.first_byte_at, reply.attempts)
                 live.response.headers[PROVIDER_HEADER] = POOL_PROVIDER
                 await live.start(request)
                 try:
-                    access.outcome = await _pump(live, reply.batches(), fmt, reply.account.alias)
+                    access.outcome = await _pump(live, reply.batches(), fmt, reply.alias)
                 finally:
                     access.tokens_out = fmt.output_tokens
         except RelayError as exc:
@@ -164,7 +140,7 @@ async def stream(d: Delivery, fmt: StreamFormat) -> web.StreamResponse:
         await live.close()
 
 
-async def _from_fallback(d: Delivery, live: LiveStream, answer: Answer, fmt: StreamFormat) -> str:
+async def _from_fallback(d: Delivery, live: LiveStream, answer: Answer, fmt: Renderer) -> str:
     """A fallback's answer: its own bytes when it speaks the client's API, else our framing of its events."""
     d.served_by(f"fallback:{answer.provider}", time.monotonic())
     if not live.response.prepared:
@@ -187,7 +163,7 @@ async def _from_fallback(d: Delivery, live: LiveStream, answer: Answer, fmt: Str
         return "upstream_error"
 
 
-async def _pump(live: LiveStream, batches: AsyncGenerator[list[ReplyEvent], None], fmt: StreamFormat, source: str) -> str:
+async def _pump(live: LiveStream, batches: AsyncGenerator[list[ReplyEvent], None], fmt: Renderer, source: str) -> str:
     """Copy the answer to the client, one write per upstream read, until its end or a stop sequence."""
     reason = ""
     out = [fmt.opening()]  # goes out with the first batch: one write, not two

@@ -5,10 +5,12 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from ..pool.pool import AccountPool
+from ..client_api import ClientApi
 from ..config import SessionSpec, Settings
 from ..service import ChatService
 from ..fallback import Fallbacks
@@ -23,6 +25,8 @@ service_key = web.AppKey("service", ChatService)
 streams_key = web.AppKey("streams", weakref.WeakSet[LiveStream])
 metrics_key = web.AppKey("metrics", Metrics)
 fallbacks_key = web.AppKey("fallbacks", Fallbacks)
+# Which client API answers on each API path (canonical route path -> adapter).
+apis_key = web.AppKey("apis", dict[str, ClientApi[Any]])
 # Re-reads SESSIONS for POST /v1/accounts/reload.
 reload_key = web.AppKey("reload", Callable[[], tuple[SessionSpec, ...]])
 

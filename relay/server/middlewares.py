@@ -11,9 +11,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from loguru import logger
 
-from ..messages_api.render import error_body
 from ..config import SessionSpec
-from .keys import AccessLog, access_key, guest_key, metrics_key, settings_key
+from .keys import AccessLog, access_key, apis_key, guest_key, metrics_key, settings_key
 from ..errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,18 +69,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except RelayError as exc:
         status = exc.status
-        return error_response(exc, anthropic=_is_anthropic(request.path))
+        return error_response(request, exc)
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:
             raise
-        return error_response(_http_error(exc), anthropic=_is_anthropic(request.path))
+        return error_response(request, _http_error(exc))
     except asyncio.CancelledError:
         status = 499  # the client went away (nginx's code for it)
         raise
     except Exception:
         logger.exception("unhandled error in {} {}", request.method, request.path)
-        return error_response(RelayError("internal error; see the relay's log"))
+        return error_response(request, RelayError("internal error; see the relay's log"))
     finally:
         _account_for(request, access, status)
 
@@ -111,14 +110,12 @@ def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
     )
 
 
-def _is_anthropic(path: str) -> bool:
-    """Anthropic routes answer errors in Anthropic's shape, everything else in OpenAI's."""
-    return path.endswith(("/messages", "/messages/count_tokens"))
-
-
-def error_response(exc: RelayError, *, anthropic: bool = False) -> web.Response:
+def error_response(request: web.Request, exc: RelayError) -> web.Response:
+    """The error in the shape of the client API served on this path (OpenAI's elsewhere)."""
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    body = error_body(exc) if anthropic else exc.body()
+    resource = request.match_info.route.resource
+    api = request.app[apis_key].get(resource.canonical) if resource is not None else None
+    body = api.error_body(exc) if api is not None else exc.body()
     return web.json_response(body, status=exc.status, headers=headers)
 
 

@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from importlib import resources
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..config import THINK_SUFFIX, ConfigError, Settings
-from ..errors import InvalidRequest, ModelNotFound
+from ..config import ConfigError
+from ..errors import InvalidRequest
 from .keys import metrics_key, pool_key, reload_key, service_key, settings_key
 
 STATUS_PAGE = (resources.files("relay") / "static" / "status.html").read_text(encoding="utf-8")
-CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]*$")
-
-
-async def read_json(request: web.Request) -> Any:
-    """The decoded body; oversize bodies are refused by aiohttp (client_max_size) before this parses."""
-    raw = await request.read()
-    if not raw:
-        raise InvalidRequest("request body is empty; send a JSON object")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-
-
-def resolve_model(settings: Settings, name: str) -> tuple[str, bool]:
-    """(upstream model, thinking on) for a model a client asked for.
-
-    Listed models and any other `claude-*` name pass (claude.ai decides whether the account has it,
-    so dated ids such as Claude Code's work); anything else is a clear 404.
-    """
-    if name not in settings.served_models and not CLAUDE_MODEL.match(name):
-        raise ModelNotFound(f"model {name!r} is not served here; GET /v1/models lists the models (set MODELS to change them)")
-    if name.endswith(THINK_SUFFIX):
-        return name.removesuffix(THINK_SUFFIX), True
-    return name, False
 
 
 async def health(request: web.Request) -> web.Response:

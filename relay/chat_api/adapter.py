@@ -1,0 +1,81 @@
+"""OpenAI Chat Completions as a client API: wire request to `Chat`, answers as chunks or a completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..client_api import ApiRequest, ClientApi, validate
+from ..conversation import Chat, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, media_part, require_content
+from ..errors import InvalidRequest
+from .models import AudioPart, ChatRequest, ContentPart, FilePart as WireFile, ImagePart as WireImage, Message, NamedToolChoice
+from .render import ChatRenderer, ThinkingFormat
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool", "function": "tool"}
+
+
+@dataclass(slots=True)
+class CompletionRequest(ApiRequest):
+    include_usage: bool = False
+
+
+class ChatCompletions(ClientApi[CompletionRequest]):
+    name = "chat.completions"
+    wire = "openai"
+
+    def __init__(self, thinking: ThinkingFormat) -> None:
+        self.thinking = thinking
+
+    def parse(self, body: object) -> CompletionRequest:
+        req = validate(ChatRequest, body)
+        assert isinstance(body, dict)
+        turns = [_turn(i, m) for i, m in enumerate(req.messages)]
+        require_content(turns, "messages")
+        chat = Chat(
+            model=req.model,
+            turns=turns,
+            stream=req.stream,
+            tools=tool_plan(req),
+            stops=req.stop_sequences,
+            max_tokens=req.max_completion_tokens or req.max_tokens,
+        )
+        return CompletionRequest(chat, body, bool(req.stream_options and req.stream_options.include_usage))
+
+    def renderer(self, request: CompletionRequest, prompt_tokens: int) -> ChatRenderer:
+        chat = request.chat
+        return ChatRenderer(chat.model, chat.stops, prompt_tokens, thinking=self.thinking, include_usage=request.include_usage)
+
+
+def tool_plan(req: ChatRequest) -> ToolPlan | None:
+    """OpenAI `tools` and `tool_choice` as a ToolPlan."""
+    if not req.tools:
+        return None
+    specs = tuple(ToolSpec(t.function.name, t.function.description or "", t.function.parameters) for t in req.tools)
+    choice = req.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        if choice.function.name not in {t.name for t in specs}:
+            raise InvalidRequest("tool_choice.function.name: must name one of the tools", param="tool_choice.function.name")
+        return ToolPlan(specs, "required", forced=choice.function.name)
+    return ToolPlan(specs, choice or "auto")
+
+
+def _turn(i: int, msg: Message) -> Turn:
+    content = msg.content
+    if isinstance(content, str):
+        parts: list[Part] = [TextPart(content)]
+    else:
+        parts = [_part(p, f"messages.{i}.content.{j}") for j, p in enumerate(content or [])]
+    calls = [PastCall(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or []]
+    return Turn(ROLES[msg.role], parts, calls, call_id=msg.tool_call_id, name=msg.name)  # type: ignore[arg-type]
+
+
+def _part(part: ContentPart, where: str) -> Part:
+    if isinstance(part, WireImage):
+        return media_part(part.image_url.url, f"{where}.image_url.url")
+    if isinstance(part, WireFile):
+        if not part.file.file_data:
+            raise InvalidRequest(f"{where}.file: only inline file_data is supported, not file_id", param=f"{where}.file")
+        return media_part(part.file.file_data, f"{where}.file.file_data", filename=part.file.filename or "document")
+    if isinstance(part, AudioPart):
+        raise InvalidRequest(f"{where}: input_audio parts are not supported", param=where)
+    return TextPart(part.text)
+

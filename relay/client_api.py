@@ -1,0 +1,90 @@
+"""What a client-API adapter provides: its wire request parsed into a `Chat`, a renderer for its
+answers, and its error shape. Routes, the error middleware and fallbacks dispatch on it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .conversation import Chat
+from .errors import InvalidRequest, RelayError
+from .render import Renderer
+
+Wire = Literal["openai", "anthropic"]
+
+
+@dataclass(slots=True)
+class ApiRequest:
+    """A parsed request: the neutral chat and the body as the client sent it."""
+
+    chat: Chat
+    body: dict[str, Any]
+
+
+R = TypeVar("R", bound=ApiRequest)
+M = TypeVar("M", bound=BaseModel)
+
+
+class ClientApi(ABC, Generic[R]):
+    """One client API over the pool."""
+
+    #: Short name for logs.
+    name: str
+    #: A fallback provider of this type gets the client's own body, and its answer passes back as it is.
+    wire: Wire | None = None
+    #: The body field that holds the conversation, for error messages.
+    turns_field: str = "messages"
+
+    @abstractmethod
+    def parse(self, body: object) -> R:
+        """Validate the wire request; every problem is an InvalidRequest naming the field."""
+
+    @abstractmethod
+    def renderer(self, request: R, prompt_tokens: int) -> Renderer: ...
+
+    def error_body(self, exc: RelayError) -> dict[str, Any]:
+        """The error object in this API's shape; OpenAI's unless the API says otherwise."""
+        return exc.body()
+
+
+def validate(model: type[M], data: object) -> M:
+    """A decoded JSON body as `model`; the first problem becomes a 400 naming the field as sent."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        # A union reports every branch; the one that got deepest into the data says what is wrong.
+        path, err = max(((_client_path(data, e["loc"]), e) for e in exc.errors()), key=lambda pe: len(pe[0]))
+        loc = ".".join(str(p) for p in path)
+        raise InvalidRequest(f"{loc}: {err['msg']}" if loc else err["msg"], param=loc or None) from None
+
+
+def _client_path(data: object, loc: tuple[int | str, ...]) -> list[int | str]:
+    """The steps of a validation error's location that exist in the client's data.
+
+    pydantic puts union branch names (`str`, `list[...]`, tags) into locations; they are not fields
+    the client sent, so only keys and indexes that lead into the data are kept.
+    """
+    path: list[int | str] = []
+    node = data
+    for step in loc:
+        if isinstance(node, dict) and step in node:
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            node = node[step]
+        elif isinstance(node, dict) and isinstance(step, str) and not _branch_name(step):
+            path.append(step)  # a missing required field: name it, then stop
+            break
+        else:
+            continue
+        path.append(step)
+    return path
+
+
+def _branch_name(step: str) -> bool:
+    """pydantic's names for union branches and validators, which are not field names."""
+    return any(c in step for c in "[]-,") or step in ("str", "int", "float", "bool", "list", "dict", "none")

@@ -1,0 +1,151 @@
+"""The neutral request every client API is parsed into: turns made of parts, tools, and options.
+
+Client-API adapters build a `Chat`; the service turns it into a claude.ai prompt and fallbacks
+rebuild other providers' requests from it. Nothing here knows a wire format.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import InvalidRequest
+
+Role = Literal["system", "user", "assistant", "tool"]
+Choice = Literal["auto", "required", "none"]
+Effort = Literal["low", "medium", "high", "max"]
+
+_DATA_URL = re.compile(r"^data:([\w.+\-]+/[\w.+\-]+)?((?:;[\w\-]+=[^;,]*)*)(;base64)?,(.*)$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image the client sent inline (`data`) or linked (`url`); `where` names the client's field."""
+
+    where: str
+    data: bytes | None = None
+    media_type: str = ""
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FilePart:
+    """A file the client sent inline: a PDF is uploaded, a text file goes along as text."""
+
+    where: str
+    name: str
+    media_type: str
+    data: bytes
+
+
+Part = TextPart | ImagePart | FilePart
+
+
+@dataclass(frozen=True, slots=True)
+class PastCall:
+    """A tool call the assistant made earlier in the conversation; `arguments` is JSON object text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class Turn:
+    """One message. Tool results are turns of role `tool` naming the call they answer."""
+
+    role: Role
+    parts: list[Part] = field(default_factory=list)
+    calls: list[PastCall] = field(default_factory=list)
+    call_id: str | None = None
+    name: str | None = None
+    is_error: bool = False
+
+    @property
+    def text(self) -> str:
+        return "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the client offers the model."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def required(self) -> list[str]:
+        req = self.parameters.get("required")
+        return [str(r) for r in req] if isinstance(req, list) else []
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPlan:
+    """The tools offered for one request and what the caller demands of them."""
+
+    tools: tuple[ToolSpec, ...]
+    choice: Choice = "auto"
+    forced: str | None = None  # a tool the model must call
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tools) and self.choice != "none"
+
+
+@dataclass(slots=True)
+class Chat:
+    """One chat request as any client API expresses it."""
+
+    model: str  # as the client named it
+    turns: list[Turn]
+    stream: bool = False
+    tools: ToolPlan | None = None
+    stops: list[str] = field(default_factory=list)
+    max_tokens: int | None = None
+    thinking: bool = False
+    effort: Effort | None = None
+
+
+def require_content(turns: list[Turn], field: str) -> None:
+    """A conversation with nothing in it is the client's mistake, not a question for claude.ai."""
+    if not any(t.calls or t.role == "tool" or any(not isinstance(p, TextPart) or p.text.strip() for p in t.parts) for t in turns):
+        raise InvalidRequest(f"{field}: every message is empty", param=field)
+
+
+def decode_data_url(url: str, where: str) -> tuple[str, bytes]:
+    """(media type, bytes) of a `data:` URL; a malformed one or bad base64 is a 400 naming the field."""
+    match = _DATA_URL.match(url)
+    if not match:
+        raise InvalidRequest(f"{where}: malformed data: URL", param=where)
+    media, _, is_b64, payload = match.groups()
+    if not is_b64:
+        return media or "text/plain", payload.encode()
+    return media or "application/octet-stream", decode_base64(payload, where)
+
+
+def decode_base64(payload: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(re.sub(r"\s+", "", payload), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{where}: base64 data does not decode", param=where) from None
+
+
+def media_part(url: str, where: str, *, filename: str | None = None) -> ImagePart | FilePart:
+    """An image or file given as a `data:` URL (or, for images, an http(s) URL)."""
+    if url.startswith(("http://", "https://")) and filename is None:
+        return ImagePart(where, url=url)
+    if not url.startswith("data:"):
+        raise InvalidRequest(f"{where}: must be a data: URL or an http(s) URL", param=where)
+    media, data = decode_data_url(url, where)
+    if filename is None or media.startswith("image/"):
+        return ImagePart(where, data=data, media_type=media)
+    return FilePart(where, filename, media, data)

@@ -1,0 +1,117 @@
+"""Anthropic Messages as a client API: wire request to `Chat`, answers as events or a `message`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..client_api import ApiRequest, ClientApi, validate
+from ..conversation import Chat, FilePart, ImagePart, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, decode_base64, require_content
+from ..errors import InvalidRequest, RelayError
+from .models import AnthropicTool, Block, CountTokensRequest, MessagesRequest, ToolChoice
+from .render import MessageRenderer, error_body
+
+
+class Messages(ClientApi[ApiRequest]):
+    name = "messages"
+    wire = "anthropic"
+
+    def parse(self, body: object) -> ApiRequest:
+        req = validate(MessagesRequest, body)
+        assert isinstance(body, dict)
+        chat = Chat(
+            model=req.model,
+            turns=to_turns(req),
+            stream=req.stream,
+            tools=tool_plan(req.tools, req.tool_choice),
+            stops=[s for s in req.stop_sequences or [] if s],
+            max_tokens=req.max_tokens,
+            thinking=req.thinking is not None and req.thinking.type != "disabled",
+        )
+        return ApiRequest(chat, body)
+
+    def renderer(self, request: ApiRequest, prompt_tokens: int) -> MessageRenderer:
+        return MessageRenderer(request.chat.model, request.chat.stops, prompt_tokens)
+
+    def error_body(self, exc: RelayError) -> dict[str, Any]:
+        return error_body(exc)
+
+    def parse_count(self, body: object) -> Chat:
+        """A `count_tokens` request: the chat whose prompt would be counted."""
+        req = validate(CountTokensRequest, body)
+        return Chat(model=req.model, turns=to_turns(req), tools=tool_plan(req.tools, None))
+
+
+def tool_plan(tools: list[AnthropicTool] | None, choice: ToolChoice | None) -> ToolPlan | None:
+    """Anthropic `tools` / `tool_choice` as a ToolPlan (server tools such as web search are not offered)."""
+    specs = tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in tools or [] if not t.type or t.type == "custom")
+    if not specs:
+        return None
+    kind = choice.type if choice else "auto"
+    if kind == "tool":
+        name = choice.name if choice else None
+        if name not in {s.name for s in specs}:
+            raise InvalidRequest("tool_choice.name: must name one of the tools", param="tool_choice.name")
+        return ToolPlan(specs, "required", forced=name)
+    return ToolPlan(specs, {"none": "none", "any": "required"}.get(kind, "auto"))  # type: ignore[arg-type]
+
+
+def _text(blocks: str | list[Block] | None) -> str:
+    if blocks is None:
+        return ""
+    if isinstance(blocks, str):
+        return blocks
+    return "\n".join(b.text or "" for b in blocks if b.type == "text")
+
+
+def _media(block: Block, where: str) -> Part:
+    """An image or document block; base64 is decoded here, so a bad one is the client's 400."""
+    source = block.source or {}
+    kind = source.get("type")
+    media = str(source.get("media_type") or "")
+    if kind == "text" and block.type == "document":
+        return TextPart(f"[document {block.title or ''}]\n{source.get('data', '')}")
+    if kind not in ("base64", "url"):
+        raise InvalidRequest(f"{where}.source.type: must be base64 or url", param=f"{where}.source.type")
+    if block.type == "image":
+        if kind == "url":
+            return ImagePart(f"{where}.source.url", url=str(source.get("url", "")))
+        return ImagePart(f"{where}.source.data", data=decode_base64(str(source.get("data", "")), f"{where}.source.data"), media_type=media)
+    if kind == "url":
+        raise InvalidRequest(f"{where}.source: documents must be sent as base64", param=f"{where}.source")
+    data = decode_base64(str(source.get("data", "")), f"{where}.source.data")
+    return FilePart(f"{where}.source.data", block.title or "document.pdf", media or "application/pdf", data)
+
+
+def to_turns(req: CountTokensRequest) -> list[Turn]:
+    """The Anthropic conversation as turns: system first, tool use and results kept."""
+    out: list[Turn] = []
+    if system := _text(req.system):
+        out.append(Turn("system", [TextPart(system)]))
+    for i, msg in enumerate(req.messages):
+        if isinstance(msg.content, str):
+            out.append(Turn(msg.role, [TextPart(msg.content)]))
+            continue
+        parts: list[Part] = []
+        calls: list[PastCall] = []
+        for j, block in enumerate(msg.content):
+            where = f"messages.{i}.content.{j}"
+            if block.type == "text":
+                parts.append(TextPart(block.text or ""))
+            elif block.type in ("image", "document"):
+                parts.append(_media(block, where))
+            elif block.type == "tool_use":
+                calls.append(PastCall(block.id or "", block.name or "", json.dumps(block.input or {})))
+            elif block.type == "tool_result":
+                if parts:
+                    out.append(Turn(msg.role, parts))
+                    parts = []
+                out.append(Turn("tool", [TextPart(_text(block.content))], call_id=block.tool_use_id, is_error=bool(block.is_error)))
+            elif block.type in ("thinking", "redacted_thinking"):
+                continue  # earlier thinking is not replayed to the model
+            else:
+                parts.append(TextPart(json.dumps(block.model_dump(exclude_none=True), ensure_ascii=False)))
+        if parts or calls:
+            out.append(Turn(msg.role, parts, calls))
+    require_content(out, "messages")
+    return out

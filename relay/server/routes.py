@@ -1,0 +1,91 @@
+"""The route table: each client API's endpoints, served by one generic chat handler."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..chat_api.adapter import ChatCompletions
+from ..client_api import ClientApi
+from ..config import Settings
+from ..errors import InvalidRequest
+from ..fallback import Ask
+from ..messages_api.adapter import Messages
+from . import views
+from .delivery import Delivery, complete, stream
+from .keys import access_key, apis_key, guest_key, service_key
+from .middlewares import Handler
+
+
+async def read_json(request: web.Request) -> Any:
+    """The decoded body; oversize bodies are refused by aiohttp (client_max_size) before this parses."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidRequest("request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _api(request: web.Request) -> ClientApi[Any]:
+    return request.app[apis_key][request.match_info.route.resource.canonical]  # type: ignore[union-attr]
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    """Any client API's chat endpoint: parse, build the job, then stream or answer whole."""
+    api = _api(request)
+    parsed = api.parse(await read_json(request))
+    access = request[access_key]
+    access.model = parsed.chat.model
+    job = request.app[service_key].job(parsed.chat)
+    access.tokens_in = job.prompt_tokens
+    renderer = api.renderer(parsed, job.prompt_tokens)
+    ask = Ask(api.wire, parsed.body, dataclasses.replace(parsed.chat, thinking=job.thinking))
+    delivery = Delivery(request, job, ask, request.get(guest_key))
+    if parsed.chat.stream:
+        return await stream(delivery, renderer)
+    return await complete(delivery, renderer)
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """An estimate (about four characters a token) of the prompt the request would send."""
+    api = _api(request)
+    assert isinstance(api, Messages)
+    job = request.app[service_key].job(api.parse_count(await read_json(request)))
+    return web.json_response({"input_tokens": job.prompt_tokens})
+
+
+@dataclass(frozen=True, slots=True)
+class Apis:
+    """The client APIs this relay serves, built once per app from the settings."""
+
+    chat: ChatCompletions
+    messages: Messages
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Apis:
+        return cls(chat=ChatCompletions(settings.thinking_format), messages=Messages())
+
+
+def api_routes(prefix: str, apis: Apis, served: dict[str, ClientApi[Any]], *, pool_routes: bool) -> list[web.RouteDef]:
+    """One prefix's routes; `served` learns which client API answers on each path."""
+    endpoints: list[tuple[str, ClientApi[Any], Handler]] = [
+        ("/chat/completions", apis.chat, chat),
+        ("/messages", apis.messages, chat),
+        ("/messages/count_tokens", apis.messages, count_tokens),
+    ]
+    routes = [web.get(f"{prefix}/models", views.list_models)]
+    for path, api, handler in endpoints:
+        served[prefix + path] = api
+        routes.append(web.post(prefix + path, handler))
+    if pool_routes:
+        routes += [
+            web.get(f"{prefix}/accounts", views.list_accounts),
+            web.post(f"{prefix}/accounts/reload", views.reload_accounts),
+        ]
+    return routes
