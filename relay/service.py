@@ -4,6 +4,7 @@ before the first byte, and cleanup after. Knows no client API and nothing of HTT
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 import uuid
@@ -161,15 +162,15 @@ class _PoolSource(_Source):
         await self.pool.cool_down(seat.account, resets_at)
 
     def give_up(self, failure: UpstreamFailure) -> RelayError:
-        return _client_error(failure)
+        return _client_error(failure, self.pool.now())
 
     def exhausted(self, failures: list[tuple[Account, UpstreamFailure]]) -> RelayError:
         """The pool's own story, or what each attempt met."""
-        if not failures or not any(a.usable(time.time()) for a in self.pool.accounts):
+        if not failures or not any(a.usable(self.pool.now()) for a in self.pool.accounts):
             return self.pool.unavailable()
         if all(f.kind is Failure.RATE_LIMITED for _, f in failures):
             # Limits that reset within the second still mean "later", not a broken upstream.
-            return _client_error(min(failures, key=lambda af: af[1].resets_at or 0)[1])
+            return _client_error(min(failures, key=lambda af: af[1].resets_at or 0)[1], self.pool.now())
         detail = "; ".join(f"{a.alias}: {f.message}" for a, f in failures)
         if failures[-1][1].kind is Failure.TIMEOUT:
             return UpstreamTimeout(f"claude.ai did not answer ({detail})")
@@ -204,7 +205,7 @@ class _GuestSource(_Source):
     def give_up(self, failure: UpstreamFailure) -> RelayError:
         if failure.kind is Failure.INVALID:
             return AuthError("claude.ai refused this sessionKey (invalid or expired)", code="invalid_session_key")
-        return _client_error(failure)
+        return _client_error(failure, time.time())
 
     def exhausted(self, failures: list[tuple[Account, UpstreamFailure]]) -> RelayError:
         return self.give_up(failures[-1][1])
@@ -238,7 +239,7 @@ class ChatService:
         """Find every account's organization in the background so no user request waits for it."""
         source = _PoolSource(self)
         for account in self.pool.accounts:
-            if account.org_id is None and account.usable(time.time()):
+            if account.org_id is None and account.usable(self.pool.now()):
                 self._spawn(self._warm(source, Seat(account, self.upstream.for_key(account.key))))
 
     async def _warm(self, source: _PoolSource, seat: Seat) -> None:
@@ -453,10 +454,10 @@ async def _find_tool_calls(batches: AsyncIterator[list[ReplyEvent]], plan: ToolP
             yield out
 
 
-def _client_error(failure: UpstreamFailure) -> RelayError:
+def _client_error(failure: UpstreamFailure, now: float) -> RelayError:
     """An upstream failure as the caller should see it, when no other account will be tried."""
     if failure.kind is Failure.RATE_LIMITED:
-        wait = max(1, int((failure.resets_at or time.time() + 60) - time.time()))
+        wait = max(1, math.ceil((failure.resets_at or now + 60) - now))
         return RateLimited(f"claude.ai usage limit reached; try again in {wait} s", retry_after=wait)
     if failure.kind is Failure.REJECTED:
         return InvalidRequest(f"claude.ai refused the request: {failure.message}", code="upstream_rejected")

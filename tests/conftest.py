@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from relay.demo import FakeClaude
 from relay.server.keys import pool_key
 
 API_KEY = "test-api-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+MODEL = "claude-sonnet-4-6"
+HI = [{"role": "user", "content": "hi"}]
 
 
 def session_key(n: int) -> str:
@@ -82,9 +86,11 @@ RelayFactory = Callable[..., Awaitable[Relay]]
 async def make_relay(aiohttp_server: Any, fake: FakeClaude) -> AsyncIterator[RelayFactory]:
     made: list[Relay] = []
 
-    async def factory(reload: Callable[[], tuple[SessionSpec, ...]] | None = None, **overrides: Any) -> Relay:
+    async def factory(
+        reload: Callable[[], tuple[SessionSpec, ...]] | None = None, clock: Callable[[], float] = time.time, **overrides: Any
+    ) -> Relay:
         settings = make_settings(fake_url(fake), **overrides)
-        app = create_app(settings, reload_sessions=reload or (lambda: settings.sessions))
+        app = create_app(settings, reload_sessions=reload or (lambda: settings.sessions), clock=clock)
         relay = Relay(await aiohttp_server(app), app)
         made.append(relay)
         return relay
@@ -104,6 +110,16 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.01)
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand, for the pool's cooldowns."""
+
+    now: float = field(default_factory=time.time)
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def free_port() -> int:

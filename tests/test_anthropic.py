@@ -12,10 +12,9 @@ import aiohttp
 import anthropic
 import pytest
 
-from tests.conftest import API_KEY, Relay, RelayFactory, session_key
+from tests.conftest import API_KEY, MODEL, Relay, RelayFactory, session_key
 from tests.test_inputs import tiny_png
 
-MODEL = "claude-sonnet-4-6"
 HI = [{"role": "user", "content": "hi there"}]
 
 

@@ -7,9 +7,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import API_KEY, Relay, RelayFactory
+from tests.conftest import AUTH, Relay, RelayFactory
 
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
 OK_BODY = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
 
 

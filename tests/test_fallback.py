@@ -14,11 +14,9 @@ from loguru import logger
 
 from relay.config import Fallback
 
-from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.conftest import API_KEY, HI, MODEL, Relay, RelayFactory, eventually, session_key
 from tests.fake_providers import FakeAnthropic, FakeOpenAI, FakeProvider
 
-HI = [{"role": "user", "content": "hi"}]
-MODEL = "claude-sonnet-4-6"
 OPENAI_KEY = "sk-openai-fallback-secret-123"
 ANTHROPIC_KEY = "sk-ant-api03-fallback-secret-456"
 

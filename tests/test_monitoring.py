@@ -17,10 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from relay.pool.account import State
 from relay.logs import configure_logging
 
-from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.conftest import API_KEY, AUTH, HI, Relay, RelayFactory, eventually, session_key
 
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-HI = [{"role": "user", "content": "hi"}]
 CHROMIUM = "/usr/bin/chromium"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 
 import aiohttp
@@ -14,11 +13,8 @@ import pytest
 from relay.pool.account import State
 from relay.config import parse_sessions
 
-from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.conftest import AUTH, Clock, HI, MODEL, Relay, RelayFactory, eventually, session_key
 
-HI = [{"role": "user", "content": "hi"}]
-MODEL = "claude-sonnet-4-6"
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def states(relay: Relay) -> list[str]:
@@ -68,14 +64,19 @@ async def test_transient_failure_retries_without_retiring(make_relay: RelayFacto
 
 
 async def test_rate_limit_cooldown_ends_by_itself(make_relay: RelayFactory, fake) -> None:
-    behavior = fake.script(session_key(1), "rate_limited", resets_at=time.time() + 1.0)
-    relay = await make_relay(sessions=session_key(1))
+    clock = Clock()
+    behavior = fake.script(session_key(1), "rate_limited", resets_at=clock.now + 120)
+    relay = await make_relay(sessions=session_key(1), clock=clock)
     with pytest.raises(openai.RateLimitError) as info:
         await ask(relay)
-    assert info.value.response.headers["Retry-After"] in ("1", "2")
+    assert 120 <= int(info.value.response.headers["Retry-After"]) <= 121
     assert states(relay) == ["cooling"]
     behavior.mode = "ok"
-    await asyncio.sleep(math.ceil(behavior.resets_at or 0) - time.time() + 0.1)  # resetsAt is whole seconds
+    clock.now += 60
+    with pytest.raises(openai.RateLimitError):
+        await ask(relay)  # still cooling: nobody was asked
+    assert len(fake.calls_named("completion")) == 1
+    clock.now += 61  # resetsAt is whole seconds
     assert await ask(relay)
     assert states(relay) == ["active"]
 

@@ -6,10 +6,9 @@ import pytest
 
 from relay.pool.account import State
 
-from tests.conftest import Relay, RelayFactory, eventually, session_key
+from tests.conftest import HI, Relay, RelayFactory, eventually, session_key
 from tests.test_inputs import data_url, tiny_png
 
-HI = [{"role": "user", "content": "hi"}]
 
 
 def _sequence(fake, key: str) -> list[str]:  # type: ignore[no-untyped-def]

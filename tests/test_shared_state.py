@@ -21,11 +21,8 @@ import pytest
 from relay.pool.account import State
 from relay.server.keys import settings_key
 
-from tests.conftest import API_KEY, Relay, RelayFactory, eventually, fake_url, free_port, session_key, wait_healthy
+from tests.conftest import API_KEY, AUTH, HI, MODEL, Relay, RelayFactory, eventually, fake_url, free_port, session_key, wait_healthy
 
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-HI = [{"role": "user", "content": "hi"}]
-MODEL = "claude-sonnet-4-6"
 REDIS = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(
     not REDIS and not os.environ.get("CI"), reason="redis-server is not installed (Debian package redis-server)"

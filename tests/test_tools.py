@@ -12,9 +12,8 @@ from relay.reply import Text, ToolCall
 from relay.claude.tools import CLOSE, OPEN, ToolCallParser
 from relay.conversation import ToolSpec
 
-from tests.conftest import API_KEY, Relay
+from tests.conftest import API_KEY, MODEL, Relay
 
-MODEL = "claude-sonnet-4-6"
 WEATHER = {
     "type": "function",
     "function": {

@@ -1,0 +1,5 @@
+"""Anthropic Messages as a client API: request models, the adapter, the event renderer.
+
+May import the shared modules at the top of `relay` (conversation, render, errors, sse); not
+claude/, pool/ or server/.
+"""

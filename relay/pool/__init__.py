@@ -1,0 +1,5 @@
+"""The account pool: accounts and their states, selection, and where state lives (memory,
+STATE_FILE, Redis).
+
+May import config, errors and claude.failures (what an upstream failure means); nothing else.
+"""

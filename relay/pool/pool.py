@@ -37,6 +37,10 @@ class AccountPool:
     def accounts(self) -> list[Account]:
         return list(self._accounts)
 
+    def now(self) -> float:
+        """The pool's clock (wall-clock seconds; tests drive their own)."""
+        return self._clock()
+
     def current(self) -> list[Account]:
         """The accounts as they stand now: cooldowns that have passed show as active again."""
         self.revive(self._clock())

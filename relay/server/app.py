@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -94,6 +95,7 @@ def create_app(
     settings: Settings,
     *,
     reload_sessions: Callable[[], tuple[SessionSpec, ...]] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The relay as an aiohttp application; no I/O happens until it starts."""
     mirror = settings.mirror_api_prefix if settings.enable_mirror_api else None
@@ -105,7 +107,7 @@ def create_app(
         client_max_size=settings.max_body_size,
     )
     app[settings_key] = settings
-    app[pool_key] = AccountPool(settings.sessions, _state_store(settings))
+    app[pool_key] = AccountPool(settings.sessions, _state_store(settings), clock)
     app[streams_key] = weakref.WeakSet[LiveStream]()
     app[metrics_key] = Metrics(app[pool_key], lambda: len(app[streams_key]))
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)

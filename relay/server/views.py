@@ -19,7 +19,7 @@ async def health(request: web.Request) -> web.Response:
     """Liveness, usable accounts and the state store's condition; nothing secret."""
     pool = request.app[pool_key]
     now = time.time()
-    usable = sum(1 for a in pool.accounts if a.usable(now))
+    usable = sum(1 for a in pool.accounts if a.usable(pool.now()))
     problem = pool.store.degraded
     return web.json_response(
         {

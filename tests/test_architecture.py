@@ -1,0 +1,71 @@
+"""The layers keep their promises: who may import whom, and where curl_cffi's internals are used."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from relay.claude.curl import missing_internals
+
+ROOT = Path(__file__).resolve().parent.parent / "relay"
+CLIENT_APIS = ("chat_api", "messages_api")
+# What each folder may import from the rest of relay (top-level shared modules are always allowed
+# unless listed here as forbidden).
+FORBIDDEN = {
+    "claude": ("relay.server", "relay.pool", "relay.service", "relay.fallback", *(f"relay.{a}" for a in CLIENT_APIS)),
+    "pool": ("relay.server", "relay.service", "relay.fallback", "relay.claude.client", *(f"relay.{a}" for a in CLIENT_APIS)),
+    **{api: ("relay.server", "relay.claude", "relay.pool", "relay.service", "relay.fallback") for api in CLIENT_APIS},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of the relay modules a file imports."""
+    package = ["relay", *path.relative_to(ROOT).parent.parts]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def _modules() -> list[Path]:
+    return sorted(ROOT.rglob("*.py"))
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_layers_import_only_downwards(folder: str) -> None:
+    for path in (ROOT / folder).rglob("*.py"):
+        bad = {name for name in _imports(path) for prefix in FORBIDDEN[folder] if name == prefix or name.startswith(prefix + ".")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_nothing_below_the_server_imports_it() -> None:
+    for path in _modules():
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in ("server", "demo") or rel.name == "__main__.py":
+            continue
+        assert not {n for n in _imports(path) if n.startswith("relay.server")}, rel
+
+
+def test_curl_cffi_is_used_only_in_the_claude_client() -> None:
+    private = re.compile(r"\b(astream_task|quit_now|_WS_RECV_BUFFER_SIZE|STREAM_END)\b|\.queue\b")
+    for path in _modules():
+        rel = str(path.relative_to(ROOT))
+        text = path.read_text()
+        if any(n.startswith("curl_cffi") for n in _imports(path)):
+            assert rel in ("claude/client.py", "claude/curl.py"), rel
+        if private.search(text):
+            assert rel == "claude/curl.py", f"{rel} reaches into curl_cffi internals"
+
+
+def test_curl_cffi_still_has_the_internals_relay_relies_on() -> None:
+    # If this fails after a curl_cffi upgrade, relay/claude/curl.py must be adapted.
+    assert missing_internals() == []
