@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -22,6 +22,14 @@ class ApiRequest:
 
     chat: Chat
     body: dict[str, Any]
+
+
+class Memory(Protocol):
+    """Where answers are kept for a client API that continues earlier ones (the state store)."""
+
+    async def load_answer(self, answer_id: str) -> bytes | None: ...
+
+    async def keep_answer(self, answer_id: str, data: bytes) -> None: ...
 
 
 R = TypeVar("R", bound=ApiRequest)
@@ -48,6 +56,12 @@ class ClientApi(ABC, Generic[R]):
     def error_body(self, exc: RelayError) -> dict[str, Any]:
         """The error object in this API's shape; OpenAI's unless the API says otherwise."""
         return exc.body()
+
+    async def recall(self, request: R, memory: Memory) -> None:
+        """Bring in what the request refers to from earlier answers (nothing, for most APIs)."""
+
+    async def remember(self, request: R, renderer: Renderer, memory: Memory) -> None:
+        """Keep a finished answer for later requests; called before its last frame is sent."""
 
 
 def validate(model: type[M], data: object) -> M:

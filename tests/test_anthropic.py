@@ -12,6 +12,8 @@ import aiohttp
 import anthropic
 import pytest
 
+from relay.server.keys import settings_key
+
 from tests.conftest import API_KEY, MODEL, Relay, RelayFactory, session_key
 from tests.test_inputs import tiny_png
 
@@ -141,3 +143,16 @@ async def test_failure_after_output_is_an_error_event(make_relay: RelayFactory, 
                 got.append(text)
     assert "".join(got) == "a b "
     assert "mid-answer" in str(info.value)
+
+
+async def test_model_discovery_in_anthropic_shape(relay: Relay) -> None:
+    c = client(relay)
+    first = await c.models.list(limit=2)
+    assert [m.type for m in first.data] == ["model", "model"] and first.has_more
+    assert first.data[0].id == "claude-sonnet-4-6" and first.data[0].display_name == "Claude Sonnet 4.6"
+    ids = [m.id async for m in await c.models.list(limit=3)]  # the SDK pages through after_id
+    assert ids == list(relay.app[settings_key].served_models)
+    one = await c.models.retrieve("claude-opus-4-6-think")
+    assert one.display_name == "Claude Opus 4.6 (thinking)"
+    with pytest.raises(anthropic.NotFoundError):
+        await c.models.retrieve("gpt-4o")

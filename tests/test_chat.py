@@ -201,3 +201,13 @@ async def test_key_with_org_skips_discovery(make_relay: RelayFactory, fake) -> N
     await relay.openai().chat.completions.create(model="claude-sonnet-4-6", messages=HI)
     assert not fake.calls_named("orgs")
     assert org in fake.calls_named("completion")[0].path
+
+
+async def test_one_model_by_id(relay: Relay, fake) -> None:
+    client = relay.openai()
+    model = await client.models.retrieve("claude-sonnet-4-6-think")
+    assert model.id == "claude-sonnet-4-6-think" and model.object == "model"
+    assert (await client.models.retrieve("claude-3-7-sonnet-20250219")).id == "claude-3-7-sonnet-20250219"
+    with pytest.raises(openai.NotFoundError) as info:
+        await client.models.retrieve("gpt-4o")
+    assert info.value.code == "model_not_found"

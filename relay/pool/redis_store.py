@@ -5,6 +5,7 @@ Keys (under STATE_PREFIX, accounts named by a hash of their key, never the key i
   {p}:acct:{id}      hash of counters and the organization id
   {p}:inflight:{id}  sorted set of leases scored by expiry: a replica that dies leaks nothing for long
   {p}:lru            sorted set of last use, the rotation order
+  {p}:answer:{id}    a kept Responses answer (input and output items), expiring after RESPONSE_TTL
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class RedisStore(StateStore):
         self._sync = asyncio.create_task(self._keep_in_sync())
 
     async def close(self) -> None:
+        await self.local.close()
         if self._sync is not None:
             self._sync.cancel()
             await asyncio.gather(self._sync, return_exceptions=True)
@@ -164,6 +166,17 @@ class RedisStore(StateStore):
         await self.local.save_org(account)
         if account.org_id:
             await self._try(lambda: self.client.hset(self._key("acct", account.id), "org_id", account.org_id or ""))
+
+    async def keep_answer(self, answer_id: str, data: bytes) -> None:
+        ttl = max(1, int(self.local.answer_ttl))
+        if await self._try(lambda: self.client.set(self._key("answer", answer_id), data.decode(), ex=ttl)) is _FAILED:
+            await self.local.keep_answer(answer_id, data)
+
+    async def load_answer(self, answer_id: str) -> bytes | None:
+        found = await self._try(lambda: self.client.get(self._key("answer", answer_id)))
+        if isinstance(found, str):
+            return found.encode()
+        return await self.local.load_answer(answer_id)
 
     async def refresh(self, accounts: list[Account]) -> None:
         if not accounts:

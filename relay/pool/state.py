@@ -9,17 +9,25 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
+from collections import OrderedDict
 from collections.abc import Callable
+
+from loguru import logger
 
 from .account import Account, State
 from ..claude.failures import Failure
+
+
+# Answers kept in this process for the Responses API's previous_response_id, at most.
+MAX_KEPT_ANSWERS = 1000
+# Where kept answers sit in STATE_FILE, beside the accounts (keyed by hashes, never this name).
+ANSWERS_KEY = "_answers"
 
 
 @dataclass(eq=False, slots=True)
@@ -60,15 +68,29 @@ class StateStore(ABC):
     async def refresh(self, accounts: list[Account]) -> None:
         """Update the accounts from shared state (no-op when this process is the only one)."""
 
+    @abstractmethod
+    async def keep_answer(self, answer_id: str, data: bytes) -> None:
+        """Keep a finished answer (Responses API) for `answer_ttl` seconds."""
+
+    @abstractmethod
+    async def load_answer(self, answer_id: str) -> bytes | None:
+        """A kept answer, or None when it is unknown or expired."""
+
     async def close(self) -> None: ...
 
 
 class MemoryStore(StateStore):
-    """State in the Account objects of this process; with a path, kept across restarts in a file."""
+    """State in the Account objects of this process; with a path, kept across restarts in a file.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    Kept answers live in a bounded LRU; they go to the file when it is written and at shutdown.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, answer_ttl: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path) if path else None
+        self.answer_ttl = answer_ttl
+        self._clock = clock
         self._accounts: Callable[[], list[Account]] = list
+        self._answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (expiry, JSON text)
 
     async def start(self, accounts: Callable[[], list[Account]]) -> None:
         self._accounts = accounts
@@ -79,7 +101,29 @@ class MemoryStore(StateStore):
         except (OSError, ValueError) as exc:
             logger.warning("STATE_FILE {} is unreadable, starting fresh: {}", self.path, exc)
             return
-        restore(accounts(), saved if isinstance(saved, dict) else {})
+        saved = saved if isinstance(saved, dict) else {}
+        restore(accounts(), saved)
+        now = self._clock()
+        for answer_id, (expires, text) in (saved.get(ANSWERS_KEY) or {}).items():
+            if expires > now:
+                self._answers[answer_id] = (expires, text)
+
+    async def keep_answer(self, answer_id: str, data: bytes) -> None:
+        self._answers[answer_id] = (self._clock() + self.answer_ttl, data.decode())
+        while len(self._answers) > MAX_KEPT_ANSWERS:
+            self._answers.popitem(last=False)
+
+    async def load_answer(self, answer_id: str) -> bytes | None:
+        kept = self._answers.get(answer_id)
+        if kept is None or kept[0] <= self._clock():
+            self._answers.pop(answer_id, None)
+            return None
+        self._answers.move_to_end(answer_id)
+        return kept[1].encode()
+
+    async def close(self) -> None:
+        if self._answers:
+            self._write()
 
     async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
         if not candidates:
@@ -104,7 +148,9 @@ class MemoryStore(StateStore):
     def _write(self) -> None:
         if self.path is None:
             return
-        data = {a.id: record(a) for a in self._accounts()}
+        data: dict[str, Any] = {a.id: record(a) for a in self._accounts()}
+        now = self._clock()
+        data[ANSWERS_KEY] = {k: v for k, v in self._answers.items() if v[0] > now}
         try:
             write_atomically(self.path, json.dumps(data, indent=1))
         except OSError as exc:

@@ -85,7 +85,7 @@ async def _stop_streams(app: web.Application) -> None:
 
 def _state_store(settings: Settings) -> StateStore:
     """In-process state (kept in STATE_FILE if set), or Redis shared by replicas when STATE_URL is set."""
-    local = MemoryStore(settings.state_file)
+    local = MemoryStore(settings.state_file, answer_ttl=settings.response_ttl)
     if not settings.state_url:
         return local
     return RedisStore(settings.state_url, prefix=settings.state_prefix, lease_seconds=settings.state_lease_seconds, local=local)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -36,6 +36,9 @@ class Delivery:
     job: ChatJob
     ask: Ask
     guest: SessionSpec | None
+    # Keeps a finished answer (the Responses API's memory); runs before its last frame is sent,
+    # so a client that continues at once finds it.
+    keep: Callable[[], Awaitable[None]]
 
     @property
     def access(self) -> AccessLog:
@@ -74,6 +77,7 @@ async def complete(d: Delivery, renderer: Renderer) -> web.Response:
                 headers = {PROVIDER_HEADER: answer.provider}
         except NoFallback:
             raise exc from None
+    await d.keep()
     d.access.outcome = "done"
     d.access.tokens_out = renderer.output_tokens
     return web.json_response(body, headers=headers)
@@ -95,7 +99,7 @@ async def stream(d: Delivery, fmt: Renderer) -> web.StreamResponse:
                 live.response.headers[PROVIDER_HEADER] = POOL_PROVIDER
                 await live.start(request)
                 try:
-                    access.outcome = await _pump(live, reply.batches(), fmt, reply.alias)
+                    access.outcome = await _pump(live, reply.batches(), fmt, reply.alias, d.keep)
                 finally:
                     access.tokens_out = fmt.output_tokens
         except RelayError as exc:
@@ -154,7 +158,7 @@ async def _from_fallback(d: Delivery, live: LiveStream, answer: Answer, fmt: Ren
             return "done"
         assert answer.events is not None
         try:
-            return await _pump(live, answer.events, fmt, f"fallback:{answer.provider}")
+            return await _pump(live, answer.events, fmt, f"fallback:{answer.provider}", d.keep)
         finally:
             d.access.tokens_out = fmt.output_tokens
     except aiohttp.ClientError as exc:
@@ -163,7 +167,9 @@ async def _from_fallback(d: Delivery, live: LiveStream, answer: Answer, fmt: Ren
         return "upstream_error"
 
 
-async def _pump(live: LiveStream, batches: AsyncGenerator[list[ReplyEvent], None], fmt: Renderer, source: str) -> str:
+async def _pump(
+    live: LiveStream, batches: AsyncGenerator[list[ReplyEvent], None], fmt: Renderer, source: str, keep: Callable[[], Awaitable[None]]
+) -> str:
     """Copy the answer to the client, one write per upstream read, until its end or a stop sequence."""
     reason = ""
     out = [fmt.opening()]  # goes out with the first batch: one write, not two
@@ -180,6 +186,7 @@ async def _pump(live: LiveStream, batches: AsyncGenerator[list[ReplyEvent], None
                         break
                 if reason:
                     out.append(fmt.closing(reason))
+                    await keep()
                     await live.send_last(b"".join(out))
                     return "done"
                 if data := b"".join(out):
@@ -190,7 +197,9 @@ async def _pump(live: LiveStream, batches: AsyncGenerator[list[ReplyEvent], None
         logger.warning("stream broke after output on {}: {}", source, failure.message)
         await live.send_last(b"".join(out) + fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
         return "upstream_error"
-    await live.send_last(b"".join(out) + fmt.closing("end_turn"))
+    out.append(fmt.closing("end_turn"))
+    await keep()
+    await live.send_last(b"".join(out))
     return "done"
 
 

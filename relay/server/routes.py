@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,10 @@ from ..config import Settings
 from ..errors import InvalidRequest
 from ..fallback import Ask
 from ..messages_api.adapter import Messages
+from ..responses_api.adapter import Responses
 from . import views
 from .delivery import Delivery, complete, stream
-from .keys import access_key, apis_key, guest_key, service_key
+from .keys import access_key, apis_key, guest_key, pool_key, service_key
 from .middlewares import Handler
 
 
@@ -42,11 +44,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
     parsed = api.parse(await read_json(request))
     access = request[access_key]
     access.model = parsed.chat.model
+    memory = request.app[pool_key].store
+    await api.recall(parsed, memory)
     job = request.app[service_key].job(parsed.chat)
     access.tokens_in = job.prompt_tokens
     renderer = api.renderer(parsed, job.prompt_tokens)
     ask = Ask(api.wire, parsed.body, dataclasses.replace(parsed.chat, thinking=job.thinking))
-    delivery = Delivery(request, job, ask, request.get(guest_key))
+    keep = functools.partial(api.remember, parsed, renderer, memory)
+    delivery = Delivery(request, job, ask, request.get(guest_key), keep)
     if parsed.chat.stream:
         return await stream(delivery, renderer)
     return await complete(delivery, renderer)
@@ -66,10 +71,11 @@ class Apis:
 
     chat: ChatCompletions
     messages: Messages
+    responses: Responses
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Apis:
-        return cls(chat=ChatCompletions(settings.thinking_format), messages=Messages())
+        return cls(chat=ChatCompletions(settings.thinking_format), messages=Messages(), responses=Responses())
 
 
 def api_routes(prefix: str, apis: Apis, served: dict[str, ClientApi[Any]], *, pool_routes: bool) -> list[web.RouteDef]:
@@ -78,8 +84,9 @@ def api_routes(prefix: str, apis: Apis, served: dict[str, ClientApi[Any]], *, po
         ("/chat/completions", apis.chat, chat),
         ("/messages", apis.messages, chat),
         ("/messages/count_tokens", apis.messages, count_tokens),
+        ("/responses", apis.responses, chat),
     ]
-    routes = [web.get(f"{prefix}/models", views.list_models)]
+    routes = [web.get(f"{prefix}/models", views.list_models), web.get(f"{prefix}/models/{{model}}", views.get_model)]
     for path, api, handler in endpoints:
         served[prefix + path] = api
         routes.append(web.post(prefix + path, handler))

@@ -8,10 +8,12 @@ from importlib import resources
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..config import ConfigError
+from ..config import THINK_SUFFIX, ConfigError
 from ..errors import InvalidRequest
 from .keys import metrics_key, pool_key, reload_key, service_key, settings_key
 
+# Anthropic model objects carry a release time; relay does not know one, so it says the epoch.
+MODELS_CREATED = "1970-01-01T00:00:00Z"
 STATUS_PAGE = (resources.files("relay") / "static" / "status.html").read_text(encoding="utf-8")
 
 
@@ -32,10 +34,55 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+def _display_name(model: str) -> str:
+    """`claude-sonnet-4-6-think` -> `Claude Sonnet 4.6 (thinking)`."""
+    base = model.removesuffix(THINK_SUFFIX)
+    words, version = [], []
+    for part in base.split("-"):
+        (version if part.isdigit() and len(part) < 3 else words).append(part)
+    name = " ".join(w.capitalize() for w in words if not (w.isdigit() and len(w) == 8))
+    return f"{name} {'.'.join(version)}".strip() + (" (thinking)" if model.endswith(THINK_SUFFIX) else "")
+
+
+def _model_object(request: web.Request, model: str) -> dict[str, object]:
+    """A model as the caller's API describes one: Anthropic's when it sent `anthropic-version`."""
+    if "anthropic-version" in request.headers:
+        return {"type": "model", "id": model, "display_name": _display_name(model), "created_at": MODELS_CREATED}
+    return {"id": model, "object": "model", "created": 0, "owned_by": "anthropic"}
+
+
 async def list_models(request: web.Request) -> web.Response:
-    names = request.app[settings_key].served_models
-    data = [{"id": n, "object": "model", "created": 0, "owned_by": "anthropic"} for n in names]
-    return web.json_response({"object": "list", "data": data})
+    """The served models; Anthropic's paged list shape for Anthropic clients (Claude Code)."""
+    names = list(request.app[settings_key].served_models)
+    if "anthropic-version" not in request.headers:
+        return web.json_response({"object": "list", "data": [_model_object(request, n) for n in names]})
+    query = request.query
+    if after := query.get("after_id"):
+        names = names[names.index(after) + 1 :] if after in names else []
+    if before := query.get("before_id"):
+        names = names[: names.index(before)] if before in names else []
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit: must be a whole number from 1 to 1000", param="limit")
+    page = names[:limit]
+    return web.json_response(
+        {
+            "data": [_model_object(request, n) for n in page],
+            "has_more": len(names) > limit,
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+        }
+    )
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One model by id: any served name, or any other `claude-*` name relay would pass on."""
+    model = request.match_info["model"]
+    request.app[service_key].resolve_model(model)  # a 404 for names that are not served
+    return web.json_response(_model_object(request, model))
 
 
 async def list_accounts(request: web.Request) -> web.Response:

@@ -1,0 +1,189 @@
+"""The OpenAI Responses API as a client API: input items to `Chat`, answers as events or a
+`response`; answers are kept in the state store for `previous_response_id`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..client_api import ApiRequest, ClientApi, Memory, validate
+from ..conversation import Chat, FilePart, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, decode_base64, media_part, require_content
+from ..errors import InvalidRequest, NotFound
+from ..render import Renderer
+from .models import Item, NamedChoice, Part as WirePart, ResponsesRequest, Tool
+from .render import ResponseRenderer
+
+ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+# Reasoning efforts that ask for no extended thinking.
+NO_THINKING = frozenset({"none", "minimal"})
+TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text"})
+
+
+@dataclass(slots=True)
+class ResponsesCall(ApiRequest):
+    req: ResponsesRequest
+    items: list[Any]  # the input items as sent (after earlier ones), kept with the answer
+    names: dict[str, tuple[str | None, str]]  # offered tool name -> (namespace, function name)
+
+
+class Responses(ClientApi[ResponsesCall]):
+    name = "responses"
+    turns_field = "input"
+
+    def parse(self, body: object) -> ResponsesCall:
+        req = validate(ResponsesRequest, body)
+        assert isinstance(body, dict)
+        if req.background:
+            raise InvalidRequest("background: background responses are not supported; leave it false", param="background")
+        if req.text and req.text.format and req.text.format.type != "text":
+            raise InvalidRequest(
+                "text.format: claude.ai cannot guarantee structured output; use text and ask for JSON in the prompt",
+                param="text.format",
+            )
+        raw = body["input"]
+        items = [{"role": "user", "content": raw}] if isinstance(raw, str) else list(raw)
+        wire_items = [Item(role="user", content=raw)] if isinstance(raw, str) else list(req.input)  # type: ignore[arg-type]
+        turns = to_turns(wire_items, "input")
+        require_content(turns, "input")
+        if req.instructions:
+            turns.insert(0, Turn("system", [TextPart(req.instructions)]))
+        plan, names = tool_plan(req)
+        effort = req.reasoning.effort if req.reasoning else None
+        chat = Chat(
+            model=req.model,
+            turns=turns,
+            stream=req.stream,
+            tools=plan,
+            max_tokens=req.max_output_tokens,
+            thinking=effort is not None and effort not in NO_THINKING,
+            effort=None if effort is None or effort in NO_THINKING else ("high" if effort == "xhigh" else effort),
+        )
+        return ResponsesCall(chat, body, req, items, names)
+
+    def renderer(self, request: ResponsesCall, prompt_tokens: int) -> ResponseRenderer:
+        req = request.req
+        echo = {
+            "instructions": req.instructions,
+            "max_output_tokens": req.max_output_tokens,
+            "metadata": req.metadata or {},
+            "parallel_tool_calls": req.parallel_tool_calls if req.parallel_tool_calls is not None else True,
+            "previous_response_id": req.previous_response_id,
+            "reasoning": {"effort": req.reasoning.effort if req.reasoning else None, "summary": req.reasoning.summary if req.reasoning else None},
+            "store": req.store,
+            "temperature": req.temperature,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": req.tool_choice.model_dump(exclude_none=True) if isinstance(req.tool_choice, NamedChoice) else req.tool_choice or "auto",
+            "tools": request.body.get("tools") or [],
+            "top_p": None,
+            "truncation": "disabled",
+            "user": None,
+        }
+        return ResponseRenderer(request.chat.model, prompt_tokens, echo=echo, names=request.names)
+
+    async def recall(self, request: ResponsesCall, memory: Memory) -> None:
+        """`previous_response_id`: that conversation's items go before this request's input."""
+        previous = request.req.previous_response_id
+        if previous is None:
+            return
+        data = await memory.load_answer(previous)
+        if data is None:
+            raise NotFound(
+                f"previous response {previous!r} was not found (answers are kept for RESPONSE_TTL seconds, and never with store=false)",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        request.items = orjson.loads(data) + request.items
+        # The whole conversation is read again, so outputs find the calls they answer by id.
+        turns = to_turns([Item.model_validate(i) for i in request.items], "input")
+        at = 1 if request.req.instructions else 0
+        request.chat.turns[at:] = turns
+
+    async def remember(self, request: ResponsesCall, renderer: Renderer, memory: Memory) -> None:
+        if request.req.store and isinstance(renderer, ResponseRenderer):
+            await memory.keep_answer(renderer.id, orjson.dumps(request.items + renderer.output_items))
+
+
+def tool_plan(req: ResponsesRequest) -> tuple[ToolPlan | None, dict[str, tuple[str | None, str]]]:
+    """Functions, also those grouped in a `namespace` (offered as `namespace.name`); hosted tools
+    such as web_search are not client functions."""
+    specs: list[ToolSpec] = []
+    names: dict[str, tuple[str | None, str]] = {}
+
+    def add(tool: Tool | Any, namespace: str | None) -> None:
+        offered = f"{namespace}.{tool.name}" if namespace else str(tool.name)
+        specs.append(ToolSpec(offered, tool.description or "", tool.parameters or {}))
+        names[offered] = (namespace, str(tool.name))
+
+    for tool in req.tools or []:
+        if tool.type == "function" and tool.name:
+            add(tool, None)
+        elif tool.type == "namespace" and tool.name:
+            for inner in tool.tools or []:
+                if inner.type == "function" and inner.name:
+                    add(inner, tool.name)
+    if not specs:
+        return None, names
+    choice = req.tool_choice
+    if isinstance(choice, NamedChoice):
+        if choice.type != "function":
+            return ToolPlan(tuple(specs)), names
+        if choice.name not in names:
+            raise InvalidRequest("tool_choice.name: must name one of the functions", param="tool_choice.name")
+        return ToolPlan(tuple(specs), "required", forced=choice.name), names
+    return ToolPlan(tuple(specs), choice or "auto"), names
+
+
+def to_turns(items: list[Item], field: str) -> list[Turn]:
+    """Input items as turns: messages, function calls (joined to the assistant turn before them)
+    and their outputs. Reasoning items are dropped: claude.ai cannot take thinking back."""
+    turns: list[Turn] = []
+    names: dict[str, str] = {}
+    for i, item in enumerate(items):
+        where = f"{field}.{i}"
+        if item.type == "message":
+            if item.role is None:
+                raise InvalidRequest(f"{where}.role: a message needs a role", param=f"{where}.role")
+            turns.append(Turn(ROLES[item.role], _parts(item.content, f"{where}.content")))  # type: ignore[arg-type]
+        elif item.type == "function_call":
+            name = f"{item.namespace}.{item.name}" if item.namespace else str(item.name or "")
+            names[item.call_id or ""] = name
+            call = PastCall(item.call_id or "", name, item.arguments or "{}")
+            if turns and turns[-1].role == "assistant":
+                turns[-1].calls.append(call)
+            else:
+                turns.append(Turn("assistant", calls=[call]))
+        elif item.type == "function_call_output":
+            parts = _parts(item.output, f"{where}.output")
+            turns.append(Turn("tool", parts, call_id=item.call_id, name=names.get(item.call_id or "")))
+        elif item.type == "item_reference":
+            raise InvalidRequest(f"{where}: item references are not supported; send the items themselves", param=where)
+    return turns
+
+
+def _parts(content: str | list[WirePart] | None, where: str) -> list[Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)]
+    return [p for j, part in enumerate(content) if (p := _part(part, f"{where}.{j}")) is not None]
+
+
+def _part(part: WirePart, where: str) -> Part | None:
+    if part.type in TEXT_PARTS:
+        return TextPart(part.text or "")
+    if part.type == "input_image":
+        if not part.image_url:
+            raise InvalidRequest(f"{where}.image_url: send the image as a data: or http(s) URL (file ids are not supported)", param=f"{where}.image_url")
+        return media_part(part.image_url, f"{where}.image_url")
+    if part.type == "input_file":
+        if not part.file_data:
+            raise InvalidRequest(f"{where}.file_data: send the file inline (file ids and URLs are not supported)", param=f"{where}.file_data")
+        name = part.filename or "document"
+        if part.file_data.startswith("data:"):
+            return media_part(part.file_data, f"{where}.file_data", filename=name)
+        return FilePart(f"{where}.file_data", name, "application/octet-stream", decode_base64(part.file_data, f"{where}.file_data"))
+    if part.type == "refusal":
+        return None
+    raise InvalidRequest(f"{where}.type: unsupported content part {part.type!r}", param=f"{where}.type")
