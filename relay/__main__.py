@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from loguru import logger
 
-from .server.app import create_app
 from .config import ConfigError, Settings, load_settings
 from .demo.server import demo_app
 from .logs import configure_logging
+from .server.app import create_app
 
 
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from .errors import InvalidRequest
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -113,6 +115,34 @@ class Chat:
     max_tokens: int | None = None
     thinking: bool = False
     effort: Effort | None = None
+
+
+# No real request nests deeper; a limit keeps every later step (validation, prompt building,
+# JSON encoding) far from recursion limits.
+MAX_JSON_DEPTH = 64
+
+
+def too_deep(doc: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether decoded JSON nests more than `limit` containers deep (checked without recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_arguments(text: str) -> Any | None:
+    """A tool call's JSON arguments, or None when they are not JSON a relay can safely handle."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return None if too_deep(doc) else doc
 
 
 def require_content(turns: list[Turn], field: str) -> None:

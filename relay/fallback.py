@@ -21,7 +21,7 @@ from loguru import logger
 from .claude.events import EventReader
 from .client_api import Wire
 from .config import Fallback
-from .conversation import Chat, ImagePart, Part, TextPart, Turn
+from .conversation import Chat, ImagePart, Part, TextPart, Turn, parse_arguments
 from .metrics import Metrics
 from .reply import Finish, ReplyEvent, Text, Thinking, ToolCall
 from .sse import SSEDecoder
@@ -199,7 +199,7 @@ def _anthropic_body(chat: Chat) -> dict[str, Any]:
             add("user", [{"type": "tool_result", "tool_use_id": turn.call_id or "", "content": turn.text, "is_error": turn.is_error}])
         else:
             blocks = [_anthropic_part(p) for p in turn.parts if not isinstance(p, TextPart) or p.text]
-            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments or "{}")} for c in turn.calls]
+            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": parse_arguments(c.arguments) or {}} for c in turn.calls]
             if blocks:
                 add(turn.role, blocks)
     body: dict[str, Any] = {"messages": messages, "max_tokens": chat.max_tokens or DEFAULT_MAX_TOKENS, "stream": chat.stream}

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from loguru import Message, Record
 
 _SESSION_KEY = re.compile(r"sk-ant-[a-z0-9]+-[A-Za-z0-9_\-]{8,}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def printable(value: str) -> str:
+    """A client-supplied value fit for a log line: control characters (CR/LF above all) escaped,
+    so nobody can forge a line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}" if ord(m.group(0)) < 256 else f"\\u{ord(m.group(0)):04x}", value)
 
 
 def _json_sink(message: Message) -> None:

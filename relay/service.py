@@ -31,9 +31,10 @@ from .pool.pool import AccountPool
 from .pool.state import Lease
 from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall, estimate_tokens
 
-# Deleting a chat is housekeeping: a few tries spaced out, never on the answer's critical path.
-DELETE_ATTEMPTS = 3
-DELETE_BACKOFF = 1.0
+# Deleting a chat is housekeeping, never on the answer's critical path: tries 0.5, 1, 2 and 4 s
+# apart, which also outlasts a completion still being created upstream after it was cut off.
+DELETE_ATTEMPTS = 5
+DELETE_BACKOFF = 0.5
 # Failures after which the account cannot be asked for anything, a delete included.
 UNREACHABLE = frozenset({Failure.INVALID, Failure.DISABLED, Failure.CLOUDFLARE, Failure.REGION})
 # Mirror keys get cached org ids too, but a bounded number of them.
@@ -73,6 +74,15 @@ class Reply:
         if self.rest is not None:
             async for batch in self.rest:
                 yield batch
+
+
+@dataclass(slots=True)
+class ChatRecord:
+    """One attempt's chat on claude.ai: `settled` once claude.ai answered (or refused) its creation,
+    so that what a delete finds is the truth."""
+
+    uuid: str
+    settled: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -119,6 +129,9 @@ class _Source(ABC):
     async def learn(self, seat: Seat, failure: UpstreamFailure) -> None:
         """Record what the failure says about the account."""
 
+    def succeeded(self, seat: Seat) -> None:
+        """The account's answer started."""
+
     async def limit_reached(self, seat: Seat, resets_at: float | None) -> None:
         """The account reached its usage limit with an answer that is itself fine."""
 
@@ -157,6 +170,9 @@ class _PoolSource(_Source):
 
     async def learn(self, seat: Seat, failure: UpstreamFailure) -> None:
         await self.pool.record_failure(seat.account, failure)
+
+    def succeeded(self, seat: Seat) -> None:
+        self.pool.record_success(seat.account)
 
     async def limit_reached(self, seat: Seat, resets_at: float | None) -> None:
         await self.pool.cool_down(seat.account, resets_at)
@@ -311,7 +327,7 @@ class ChatService:
             if failures:
                 self.metrics.failovers.labels(failures[-1][1].kind.value).inc()
             tried.add(account)
-            conv = str(uuid.uuid4())
+            conv = ChatRecord(str(uuid.uuid4()))
             org: str | None = None
             started = False
             try:
@@ -319,13 +335,14 @@ class ChatService:
                 async with self._converse(source, seat, org, conv, job, uploads) as events:
                     head, rest = await self._first_part(events, buffered)
                     started = True
+                    source.succeeded(seat)
                     yield Reply(account.alias, head, rest, attempt)
                 return
             except UpstreamFailure as failure:
                 self.metrics.upstream_errors.labels(failure.kind.value).inc()
+                await source.learn(seat, failure)
                 if started:
                     raise
-                await source.learn(seat, failure)
                 failures.append((account, failure))
                 if failure.kind in UNREACHABLE:
                     org = None  # nothing was created, and the account could not delete it anyway
@@ -348,7 +365,7 @@ class ChatService:
 
     @asynccontextmanager
     async def _converse(
-        self, source: _Source, seat: Seat, org: str, conv: str, job: ChatJob, uploads: list[Upload]
+        self, source: _Source, seat: Seat, org: str, conv: ChatRecord, job: ChatJob, uploads: list[Upload]
     ) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
         """Uploads (concurrently), then the completion; the chat is created on the way when possible."""
         files = list(await asyncio.gather(*(seat.api.upload(org, u.filename, u.content_type, u.data) for u in uploads)))
@@ -357,10 +374,10 @@ class ChatService:
             yield _find_tool_calls(events, job.tools) if job.tools else events
 
     async def _start_completion(
-        self, stack: AsyncExitStack, seat: Seat, org: str, conv: str, job: ChatJob, files: list[str]
+        self, stack: AsyncExitStack, seat: Seat, org: str, chat: ChatRecord, job: ChatJob, files: list[str]
     ) -> AsyncIterator[list[ReplyEvent]]:
         """One round trip when the account takes `create_conversation_params`; else create, then complete."""
-        account, api = seat.account, seat.api
+        account, api, conv = seat.account, seat.api, chat.uuid
 
         def body(inline: bool) -> dict[str, Any]:
             return webapi.completion_body(
@@ -376,9 +393,11 @@ class ChatService:
         if account.inline_create is not False:
             try:
                 events = await stack.enter_async_context(api.completion(org, conv, body(True)))
+                chat.settled = True
                 account.inline_create = True
                 return events
             except UpstreamFailure as failure:
+                chat.settled = failure.status is not None  # claude.ai answered, so it created nothing
                 # An upstream without inline creation refuses the unknown chat (404, or another 4xx
                 # while we do not know yet): fall back, and remember once the explicit way works.
                 known = account.inline_create is True
@@ -388,6 +407,7 @@ class ChatService:
         if inline_refused:
             logger.info("{} does not create chats inline; creating them explicitly", account.alias)
         await api.create_conversation(org, conv, job.model)
+        chat.settled = True
         if job.thinking:
             await api.enable_thinking(org, conv)
         events = await stack.enter_async_context(api.completion(org, conv, body(False)))
@@ -409,20 +429,26 @@ class ChatService:
                 return head, batches
         raise UpstreamFailure(Failure.TRANSIENT, "claude.ai ended the answer without content")
 
-    async def _delete(self, seat: Seat, org: str, conv: str) -> None:
-        alias = seat.account.alias
+    async def _delete(self, seat: Seat, org: str, chat: ChatRecord) -> None:
+        """Delete the chat. A 404 is believed only once claude.ai has answered the completion: a
+        completion cut off before that may still create the chat after this delete arrived."""
+        alias, conv = seat.account.alias, chat.uuid
         for attempt in range(DELETE_ATTEMPTS):
             try:
-                await seat.api.delete_conversation(org, conv)
-                logger.debug("deleted chat {} on {}", conv, alias)
-                self.metrics.chats_deleted.inc()
-                return
+                existed = await seat.api.delete_conversation(org, conv)
             except UpstreamFailure as failure:
                 if not failure.retryable or attempt == DELETE_ATTEMPTS - 1:
                     logger.warning("could not delete chat {} on {}: {}", conv, alias, failure.message)
                     self.metrics.chat_delete_failures.inc()
                     return
-                await asyncio.sleep(DELETE_BACKOFF * (attempt + 1))
+            else:
+                if existed:
+                    logger.debug("deleted chat {} on {}", conv, alias)
+                    self.metrics.chats_deleted.inc()
+                    return
+                if chat.settled:
+                    return
+            await asyncio.sleep(DELETE_BACKOFF * 2**attempt)
 
 
 async def _watch_limits(batches: AsyncIterator[list[ReplyEvent]], source: _Source, seat: Seat) -> AsyncIterator[list[ReplyEvent]]:

@@ -8,10 +8,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,10 +19,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from relay.pool.pool import AccountPool
-from relay.server.app import create_app
 from relay.config import SessionSpec, Settings
 from relay.demo import FakeClaude
+from relay.pool.pool import AccountPool
+from relay.server.app import create_app
 from relay.server.keys import pool_key
 
 API_KEY = "test-api-key-0123456789"

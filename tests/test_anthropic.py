@@ -13,7 +13,6 @@ import anthropic
 import pytest
 
 from relay.server.keys import settings_key
-
 from tests.conftest import API_KEY, MODEL, Relay, RelayFactory, session_key
 from tests.test_inputs import tiny_png
 

@@ -10,7 +10,6 @@ import openai
 import pytest
 
 from relay.demo import org_for
-
 from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
 
 HI = [{"role": "user", "content": "hi there"}]

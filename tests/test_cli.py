@@ -12,7 +12,6 @@ import aiohttp
 import openai
 
 from relay.config import Settings
-
 from tests.conftest import fake_url, free_port, session_key, wait_healthy
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from relay.config import ConfigError, Settings, load_settings
-
 from tests.conftest import session_key
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,6 @@ import pytest
 from loguru import logger
 
 from relay.config import Fallback
-
 from tests.conftest import API_KEY, HI, MODEL, Relay, RelayFactory, eventually, session_key
 from tests.fake_providers import FakeAnthropic, FakeOpenAI, FakeProvider
 

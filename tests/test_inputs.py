@@ -12,14 +12,12 @@ import openai
 import pytest
 from aiohttp import web
 
-from relay.errors import InvalidRequest
-from relay.claude.images import fetch_image
-from relay.server.keys import upstream_key
-from relay.claude.prompt import HISTORY_FILE, RemoteImage
 from relay.claude.client import Redirected
-
+from relay.claude.images import fetch_image
+from relay.claude.prompt import HISTORY_FILE, RemoteImage
+from relay.errors import InvalidRequest
+from relay.server.keys import upstream_key
 from tests.conftest import API_KEY, MODEL, Relay, RelayFactory, eventually, session_key
-
 
 
 def tiny_png() -> bytes:

@@ -10,11 +10,9 @@ import aiohttp
 import openai
 import pytest
 
-from relay.pool.account import State
 from relay.config import parse_sessions
-
-from tests.conftest import AUTH, Clock, HI, MODEL, Relay, RelayFactory, eventually, session_key
-
+from relay.pool.account import State
+from tests.conftest import AUTH, HI, MODEL, Clock, Relay, RelayFactory, eventually, session_key
 
 
 def states(relay: Relay) -> list[str]:

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from relay.errors import InvalidRequest
 from relay.chat_api.adapter import ChatCompletions
+from relay.claude.events import EventReader
 from relay.claude.prompt import HISTORY_FILE, NO_ARTIFACTS_NOTE, build_prompt
+from relay.errors import InvalidRequest
 from relay.reply import Finish, StopCutter, Text, Thinking
 from relay.sse import SSEEvent
-from relay.claude.events import EventReader
 
 
 def _prompt(messages: list[dict[str, Any]], **kw: Any):  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 from relay.server.app import create_app
-
 from tests.conftest import make_settings
 from tests.test_cli import _relay
 

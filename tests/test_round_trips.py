@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 
 from relay.pool.account import State
-
 from tests.conftest import HI, Relay, RelayFactory, eventually, session_key
 from tests.test_inputs import data_url, tiny_png
-
 
 
 def _sequence(fake, key: str) -> list[str]:  # type: ignore[no-untyped-def]

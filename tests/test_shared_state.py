@@ -17,9 +17,21 @@ import pytest
 
 from relay.pool.account import State
 from relay.server.keys import settings_key
-
-from tests.conftest import API_KEY, AUTH, HI, MODEL, RedisServer, Relay, RelayFactory, eventually, fake_url, free_port, needs_redis, session_key, wait_healthy
-
+from tests.conftest import (
+    API_KEY,
+    AUTH,
+    HI,
+    MODEL,
+    RedisServer,
+    Relay,
+    RelayFactory,
+    eventually,
+    fake_url,
+    free_port,
+    needs_redis,
+    session_key,
+    wait_healthy,
+)
 
 
 @pytest.fixture

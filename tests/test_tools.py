@@ -8,10 +8,9 @@ from typing import Any
 import anthropic
 import pytest
 
-from relay.reply import Text, ToolCall
 from relay.claude.tools import CLOSE, OPEN, ToolCallParser
 from relay.conversation import ToolSpec
-
+from relay.reply import Text, ToolCall
 from tests.conftest import API_KEY, MODEL, Relay
 
 WEATHER = {

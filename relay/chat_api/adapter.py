@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from ..client_api import ApiRequest, ClientApi, validate
 from ..conversation import Chat, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, media_part, require_content
 from ..errors import InvalidRequest
-from .models import AudioPart, ChatRequest, ContentPart, FilePart as WireFile, ImagePart as WireImage, Message, NamedToolChoice
+from .models import AudioPart, ChatRequest, ContentPart, Message, NamedToolChoice
+from .models import FilePart as WireFile
+from .models import ImagePart as WireImage
 from .render import ChatRenderer, ThinkingFormat
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool", "function": "tool"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,17 +84,27 @@ class UpstreamClient:
         self._headers = webapi.base_headers(config.base_url)
         self._public: AsyncSession[Response] | None = None
 
-    def _new_session(self) -> AsyncSession[Response]:
+    def _new_session(self, extra: dict[CurlOpt, Any] | None = None) -> AsyncSession[Response]:
         return AsyncSession(
             impersonate=IMPERSONATE,
             proxy=self.config.proxy,
             allow_redirects=False,
-            # (connect, read): for streams the read part is an idle limit, so long answers are never cut.
-            timeout=(self.config.connect_timeout, self.config.read_timeout),
+            # The limits are set below, each meaning exactly what its setting says; curl_cffi's own
+            # (connect, read) pair would let a call stall for connect + read.
+            timeout=None,
             max_clients=self.config.max_connections,
             trust_env=False,
-            # libcurl's default 64 KB upload buffer per handle is far more than a chat request needs.
-            curl_options={CurlOpt.UPLOAD_BUFFERSIZE: 16 * 1024},
+            curl_options={
+                CurlOpt.CONNECTTIMEOUT_MS: int(self.config.connect_timeout * 1000),
+                # An idle limit, not a total: a call is given up after READ_TIMEOUT seconds in which
+                # nothing arrived (below 1 byte/s), whether before the answer's headers or within it,
+                # so long answers are never cut. curl counts it in whole seconds.
+                CurlOpt.LOW_SPEED_LIMIT: 1,
+                CurlOpt.LOW_SPEED_TIME: max(1, math.ceil(self.config.read_timeout)),
+                # libcurl's default 64 KB upload buffer per handle is far more than a chat request needs.
+                CurlOpt.UPLOAD_BUFFERSIZE: 16 * 1024,
+                **(extra or {}),
+            },
         )
 
     @asynccontextmanager
@@ -300,9 +311,10 @@ class AccountApi:
             mime.close()
         return webapi.uploaded_file_id(answer.body)
 
-    async def delete_conversation(self, org: str, conv: str) -> None:
+    async def delete_conversation(self, org: str, conv: str) -> bool:
+        """Delete a chat; False when claude.ai does not know it (404)."""
         path = webapi.conversation_path(org, conv)
-        self._expect(await self._call("DELETE", path, referer=f"/chat/{conv}"), 200, 202, 204, 404)
+        return self._expect(await self._call("DELETE", path, referer=f"/chat/{conv}"), 200, 202, 204, 404).status != 404
 
     @asynccontextmanager
     async def completion(self, org: str, conv: str, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from loguru import logger
 
 # Without a reset time in a 429 we still must not hammer the account; claude.ai windows are hours long.
 DEFAULT_RATE_LIMIT_SECONDS = 3600.0
@@ -63,7 +65,7 @@ class UpstreamFailure(Exception):
     def cooldown_until(self, now: float) -> float | None:
         """When the account may serve again, for the failures that wear off."""
         if self.kind is Failure.RATE_LIMITED:
-            return self.resets_at or now + DEFAULT_RATE_LIMIT_SECONDS
+            return self.resets_at if self.resets_at and self.resets_at > now else now + DEFAULT_RATE_LIMIT_SECONDS
         if self.kind is Failure.CLOUDFLARE:
             return now + CLOUDFLARE_COOLDOWN_SECONDS
         if self.kind is Failure.REGION:
@@ -93,19 +95,24 @@ def _error_fields(doc: Any) -> tuple[str, str]:
 
 
 def _reset_time(message: str, headers: Mapping[str, str], now: float) -> float:
-    """resetsAt (unix seconds) from the JSON-string message, else the reset header, else one hour."""
+    """resetsAt (unix seconds) from the JSON-string message, else the reset header, else one hour.
+
+    A reset time already past is no reset time: the account would come back at once and be
+    refused again, so it counts as unknown."""
     inner = _json(message.encode()) if message.startswith("{") else None
+    candidates: list[object] = []
     if isinstance(inner, dict):
-        value = inner.get("resetsAt") or inner.get("resets_at")
-        if isinstance(value, (int, float)) and value > 0:
-            return float(value)
-    header = headers.get("anthropic-ratelimit-unified-reset", "")
-    try:
-        value = float(header)
-        if value > 0:
-            return value
-    except ValueError:
-        pass
+        candidates.append(inner.get("resetsAt") or inner.get("resets_at"))
+    candidates.append(headers.get("anthropic-ratelimit-unified-reset", ""))
+    for value in candidates:
+        try:
+            when = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if when > now:
+            return when
+        if when > 0:
+            logger.warning("claude.ai gave a rate limit reset in the past ({}); assuming one hour", int(when))
     return now + DEFAULT_RATE_LIMIT_SECONDS
 
 

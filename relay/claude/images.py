@@ -8,8 +8,8 @@ import socket
 from urllib.parse import urlsplit
 
 from ..errors import InvalidRequest
-from .prompt import MAX_IMAGE_BYTES, RemoteImage, Upload, image_upload
 from .client import FetchError, Redirected, UpstreamClient
+from .prompt import MAX_IMAGE_BYTES, RemoteImage, Upload, image_upload
 
 MAX_REDIRECTS = 3
 

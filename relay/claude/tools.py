@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from ..conversation import ToolPlan, ToolSpec
+from ..conversation import ToolPlan, ToolSpec, parse_arguments
 from ..reply import ReplyEvent, Text, ToolCall
 
 OPEN = "<tool_call>"
@@ -47,11 +47,8 @@ def instructions(plan: ToolPlan) -> str:
 
 def render_call(name: str, arguments: Any) -> str:
     """A past call in the same format, so the model sees its own convention in the history."""
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            pass
+    if isinstance(arguments, str) and (parsed := parse_arguments(arguments)) is not None:
+        arguments = parsed
     return f"{OPEN}{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}{CLOSE}"
 
 

@@ -54,7 +54,14 @@ MODES = (
     "limit_after",
     "no_chat_org",
     "orgs_error_object",
+    "hang",  # accepts the completion and never answers, not even headers
+    "stall",  # starts the answer, then goes silent for good
+    "reset",  # resets the connection before answering
+    "garbage",  # answers 200 with an event stream of junk, then closes
+    "unavailable",  # 503 with a plain-text body
 )
+# How long "hang" and "stall" stay silent: longer than any test waits.
+SILENCE = 3600.0
 
 
 @dataclass
@@ -171,6 +178,8 @@ class FakeClaude:
             return web.Response(status=403, body=CLOUDFLARE_PAGE, content_type="text/html", headers={"cf-mitigated": "challenge"})
         if mode == "server_error":
             return _error(500, "api_error", "Internal server error")
+        if mode == "unavailable":
+            return web.Response(status=503, text="upstream connect error or disconnect/reset before headers")
         return None
 
     # -- control (benchmarks drive a fake in another process through these) ----------------------
@@ -262,6 +271,11 @@ class FakeClaude:
         behavior = await self._record("completion", request, body)
         if (failed := self._failure(behavior, "completion")) is not None:
             return failed
+        if behavior.mode == "hang":
+            await asyncio.sleep(SILENCE)
+        if behavior.mode == "reset" and request.transport is not None:
+            request.transport.abort()
+            return web.Response(status=500)
         conv_id = request.match_info["conv"]
         params = body.get("create_conversation_params")
         if conv_id not in self.conversations and self.inline_create and isinstance(params, dict) and params.get("uuid") == conv_id:
@@ -300,6 +314,9 @@ class FakeClaude:
         if behavior.mode == "overloaded":
             await resp.write(_sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
             return
+        if behavior.mode == "garbage":
+            await resp.write(b"\x00\xff junk\ndata: {not json\n\nevent: what\ndata: [1, 2]\n\n: more\n")
+            return
         index = 0
         if thinking:
             thought = behavior.thinking or "Let me think about this step by step."
@@ -313,11 +330,13 @@ class FakeClaude:
         await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
                                                       "content_block": {"type": "text", "text": ""}}))
         frames = [_text_delta(index, piece) for piece in _pieces(text, self.chunks)]
-        if not delay and behavior.mode != "drop":
+        if not delay and behavior.mode not in ("drop", "stall"):
             # As fast as a socket takes it: batches of frames, so the fake is never the bottleneck.
             for i in range(0, len(frames), FAST_BATCH):
                 await resp.write(b"".join(frames[i : i + FAST_BATCH]))
-        for n, frame in enumerate(frames if delay or behavior.mode == "drop" else []):
+        for n, frame in enumerate(frames if delay or behavior.mode in ("drop", "stall") else []):
+            if behavior.mode == "stall" and n == behavior.drop_after:
+                await asyncio.sleep(SILENCE)
             if behavior.mode == "drop" and n == behavior.drop_after:
                 await resp.write(b": cut\n\n")
                 assert resp._req is not None and resp._req.transport is not None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..server.app import create_app
 from ..config import Settings
+from ..server.app import create_app
 from .fake_claude import FakeClaude
 
 # A little pacing so a newcomer sees the answer stream in.

@@ -6,7 +6,19 @@ import json
 from typing import Any
 
 from ..client_api import ApiRequest, ClientApi, validate
-from ..conversation import Chat, FilePart, ImagePart, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, decode_base64, require_content
+from ..conversation import (
+    Chat,
+    FilePart,
+    ImagePart,
+    Part,
+    PastCall,
+    TextPart,
+    ToolPlan,
+    ToolSpec,
+    Turn,
+    decode_base64,
+    require_content,
+)
 from ..errors import InvalidRequest, RelayError
 from .models import AnthropicTool, Block, CountTokensRequest, MessagesRequest, ToolChoice
 from .render import MessageRenderer, error_body

@@ -56,6 +56,9 @@ class Account:
     last_used: float = 0.0
     # Whether claude.ai creates chats from `create_conversation_params` for this account (None: not known yet).
     inline_create: bool | None = None
+    # Transient failures (timeouts, resets, 5xx) in a row, and until when the account is avoided for them.
+    streak: int = 0
+    backoff_until: float | None = None
     id: str = field(init=False, default="")
 
     def __repr__(self) -> str:
@@ -77,6 +80,10 @@ class Account:
         """Active, or due back from a cooldown; changes nothing."""
         return self.state is State.ACTIVE or self.cooled_down(now)
 
+    def healthy(self, now: float) -> bool:
+        """Usable and not backing off after transient failures."""
+        return self.usable(now) and (self.backoff_until is None or self.backoff_until <= now)
+
     def view(self) -> dict[str, Any]:
         """What `/v1/accounts` shows: no full key."""
         return {
@@ -91,4 +98,6 @@ class Account:
             "in_flight": self.in_flight,
             "last_error": self.last_error or None,
             "last_used": self.last_used or None,
+            "consecutive_failures": self.streak,
+            "backoff_until": self.backoff_until,
         }

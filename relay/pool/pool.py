@@ -9,11 +9,20 @@ from collections.abc import Callable, Iterable
 
 from loguru import logger
 
-from .account import STATE_OF, Account, State, clock_text
+from ..claude.failures import Failure, UpstreamFailure
 from ..config import SessionSpec
 from ..errors import NoAccountAvailable, RateLimited, RelayError
-from ..claude.failures import Failure, UpstreamFailure
+from .account import STATE_OF, Account, State, clock_text
 from .state import Lease, MemoryStore, StateStore
+
+
+# Failures that say nothing about the cookie but make an account slow or flaky to use.
+TRANSIENT = frozenset({Failure.TRANSIENT, Failure.TIMEOUT})
+# A flaky account is avoided for 2 s after its first failure in a row, doubling to 2 minutes:
+# short enough that a passing hiccup costs little, long enough that a dead one is not retried
+# on every request.
+BACKOFF_FIRST = 2.0
+BACKOFF_MAX = 120.0
 
 
 class AccountPool:
@@ -91,10 +100,12 @@ class AccountPool:
         return added, len(old)
 
     async def acquire(self, exclude: set[Account] | None = None) -> Lease:
-        """A lease on the usable account with the fewest in-flight requests, then the least recently used."""
+        """A lease on the usable account with the fewest in-flight requests, then the least recently
+        used; accounts backing off after transient failures only when no other can serve."""
         now = self._clock()
         self.revive(now)
-        candidates = [a for a in self._accounts if a.usable(now) and not (exclude and a in exclude)]
+        usable = [a for a in self._accounts if a.usable(now) and not (exclude and a in exclude)]
+        candidates = [a for a in usable if a.healthy(now)] or usable
         lease = await self.store.acquire(candidates, now) if candidates else None
         if lease is None:
             await self.refresh()
@@ -108,10 +119,15 @@ class AccountPool:
         await self.store.save_org(account)
 
     async def record_failure(self, account: Account, failure: UpstreamFailure, *, counted: bool = True) -> None:
-        """Learn from a failure: cool down, retire or just count it."""
+        """Learn from a failure: cool down, retire, back off or just count it."""
         if counted:
             account.failures += 1
             account.last_error = f"{failure.kind.value}: {failure.message}"
+        if failure.kind in TRANSIENT:
+            account.streak += 1
+            pause = min(BACKOFF_FIRST * 2 ** (account.streak - 1), BACKOFF_MAX)
+            account.backoff_until = self._clock() + pause
+            logger.info("account {} backs off {:.0f} s after {} failure(s) in a row", account.alias, pause, account.streak)
         state = STATE_OF.get(failure.kind)
         if state is not None:
             self._set(account, state, failure.kind, failure.message, failure.cooldown_until(self._clock()))
@@ -119,6 +135,11 @@ class AccountPool:
             logger.warning("account {} is now {}{}: {}", account.alias, state.value, when, failure.message)
         if state is not None or counted:
             await self.store.save(account, failed=counted, changed=state is not None)
+
+    @staticmethod
+    def record_success(account: Account) -> None:
+        """An answer started: the account is healthy again."""
+        account.streak, account.backoff_until = 0, None
 
     async def cool_down(self, account: Account, resets_at: float | None) -> None:
         """The answer was fine, but the account reached its usage limit with it."""

@@ -11,18 +11,16 @@ import os
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collections import OrderedDict
-from collections.abc import Callable
-
 from loguru import logger
 
-from .account import Account, State
 from ..claude.failures import Failure
-
+from .account import Account, State
 
 # Answers kept in this process for the Responses API's previous_response_id, at most.
 MAX_KEPT_ANSWERS = 1000

@@ -9,10 +9,23 @@ from typing import Any
 import orjson
 
 from ..client_api import ApiRequest, ClientApi, Memory, validate
-from ..conversation import Chat, FilePart, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, decode_base64, media_part, require_content
+from ..conversation import (
+    Chat,
+    FilePart,
+    Part,
+    PastCall,
+    TextPart,
+    ToolPlan,
+    ToolSpec,
+    Turn,
+    decode_base64,
+    media_part,
+    require_content,
+)
 from ..errors import InvalidRequest, NotFound
 from ..render import Renderer
-from .models import Item, NamedChoice, Part as WirePart, ResponsesRequest, Tool
+from .models import Item, NamedChoice, ResponsesRequest, Tool
+from .models import Part as WirePart
 from .render import ResponseRenderer
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}

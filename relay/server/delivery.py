@@ -13,15 +13,15 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from ..claude.failures import UpstreamFailure
 from ..config import SessionSpec
 from ..errors import RelayError, UpstreamError
-from ..claude.failures import UpstreamFailure
 from ..fallback import Answer, Ask, NoFallback
+from ..render import Renderer
+from ..reply import Finish, ReplyEvent
+from ..service import ChatJob
 from .keys import AccessLog, access_key, fallbacks_key, service_key, settings_key, streams_key
 from .live_stream import LiveStream
-from ..reply import Finish, ReplyEvent
-from ..render import Renderer
-from ..service import ChatJob
 
 SHUTDOWN_MESSAGE = "the relay is shutting down; the answer was cut"
 PROVIDER_HEADER = "x-relay-provider"

@@ -9,14 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..pool.pool import AccountPool
+from ..claude.client import UpstreamClient
 from ..client_api import ClientApi
 from ..config import SessionSpec, Settings
-from ..service import ChatService
 from ..fallback import Fallbacks
-from .live_stream import LiveStream
+from ..logs import printable
 from ..metrics import Metrics
-from ..claude.client import UpstreamClient
+from ..pool.pool import AccountPool
+from ..service import ChatService
+from .live_stream import LiveStream
 
 settings_key = web.AppKey("settings", Settings)
 pool_key = web.AppKey("pool", AccountPool)
@@ -46,7 +47,7 @@ class AccessLog:
     attempts: int = 0
 
     def fields(self) -> str:
-        parts = [f"model={self.model}" if self.model else "", f"account={self.account}" if self.account else ""]
+        parts = [f"model={printable(self.model)}" if self.model else "", f"account={self.account}" if self.account else ""]
         if self.attempts > 1:
             parts.append(f"attempts={self.attempts}")
         if self.ttfb_ms is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,8 +13,13 @@ from aiohttp import web
 from loguru import logger
 
 from ..config import SessionSpec
-from .keys import AccessLog, access_key, apis_key, guest_key, metrics_key, settings_key
 from ..errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
+from ..logs import printable
+from .keys import AccessLog, access_key, apis_key, guest_key, metrics_key, settings_key
+
+# A client's own request id is kept when it is a plain token; anything else (spaces, control
+# characters, quotes) could forge log lines or break the response header, so it is replaced.
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -47,7 +53,8 @@ def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: b
                     code="invalid_session_key",
                 ) from None
         elif expected and (_is_api(path) or path in private):
-            given = _bearer(request).encode()
+            # Headers are decoded with surrogateescape: bytes that are not UTF-8 still compare (and fail).
+            given = _bearer(request).encode("utf-8", "surrogateescape")
             if not given:
                 raise AuthError("missing API key: send Authorization: Bearer <APIKEY>")
             if not hmac.compare_digest(given, expected):
@@ -60,7 +67,8 @@ def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: b
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id and access log for every request; RelayError and HTTP errors as OpenAI JSON."""
-    request_id = request.headers.get("x-request-id", "")[:64] or f"req_{uuid.uuid4().hex}"
+    given = request.headers.get("x-request-id", "")
+    request_id = given if CLIENT_REQUEST_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
     access = request[access_key] = AccessLog(request_id, time.monotonic())
     status = 500
     try:
@@ -106,7 +114,7 @@ def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
         metrics.tokens.labels("in").inc(access.tokens_in)
         metrics.tokens.labels("out").inc(access.tokens_out)
     logger.bind(request_id=access.request_id, status=status, route=route, duration_ms=round(duration * 1000)).info(
-        "{} {} {} {:.0f}ms {} rid={}", request.method, request.path, status, duration * 1000, access.fields(), access.request_id
+        "{} {} {} {:.0f}ms {} rid={}", printable(request.method), printable(request.path), status, duration * 1000, access.fields(), access.request_id
     )
 
 

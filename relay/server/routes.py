@@ -13,6 +13,7 @@ from aiohttp import web
 from ..chat_api.adapter import ChatCompletions
 from ..client_api import ClientApi
 from ..config import Settings
+from ..conversation import MAX_JSON_DEPTH, too_deep
 from ..errors import InvalidRequest
 from ..fallback import Ask
 from ..messages_api.adapter import Messages
@@ -24,14 +25,24 @@ from .middlewares import Handler
 
 
 async def read_json(request: web.Request) -> Any:
-    """The decoded body; oversize bodies are refused by aiohttp (client_max_size) before this parses."""
-    raw = await request.read()
+    """The decoded body; oversize bodies are refused by aiohttp (client_max_size) before this parses.
+
+    orjson refuses what must never reach claude.ai: invalid UTF-8 and lone surrogates (`\\ud800`).
+    """
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError as exc:
+        detail = getattr(exc.__cause__, "message", "") or "malformed body"  # e.g. a gzip header on a plain body
+        raise InvalidRequest(f"request body could not be read: {detail}") from None
     if not raw:
         raise InvalidRequest("request body is empty; send a JSON object")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if too_deep(body):
+        raise InvalidRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    return body
 
 
 def _api(request: web.Request) -> ClientApi[Any]:
