@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from aiohttp import web
 from loguru import logger
 
 from .config import ConfigError, Settings, load_settings
 from .demo.server import demo_app
 from .logs import configure_logging
 from .server.app import create_app
+from .server.serve import serve
+
+# Seconds connections get to finish after the app shut down (live streams had SHUTDOWN_GRACE).
+SHUTDOWN_TIMEOUT = 15.0
 
 
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -70,19 +74,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"relay demo: try  curl http://127.0.0.1:{settings.listen_port}/v1/chat/completions "
               f"-H 'Authorization: Bearer {settings.apikey.get_secret_value()}' -H 'Content-Type: application/json' "
               "-d '{\"model\":\"claude-sonnet-4-6\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'", file=sys.stderr)
-        app = demo_app(settings)
+    asyncio.run(_serve(settings, args))
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    if args.demo:
+        app = await demo_app(settings)
     else:
         app = create_app(settings, reload_sessions=lambda: load_settings(args.env_file).sessions)
     logger.info("relay listening on {}:{} with {} account(s)", settings.host, settings.listen_port, len(settings.sessions))
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.listen_port,
-        handler_cancellation=True,  # a client that hangs up cancels its upstream request at once
-        access_log=None,
-        print=None,
-        shutdown_timeout=15,
-    )
+    await serve(app, settings.host, settings.listen_port, header_timeout=settings.request_header_timeout, shutdown_timeout=SHUTDOWN_TIMEOUT)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=15.0, gt=0)
     read_timeout: float = Field(default=300.0, gt=0)
     shutdown_grace: float = Field(default=10.0, ge=0)
+    request_header_timeout: float = Field(default=15.0, gt=0)
+    request_body_timeout: float = Field(default=60.0, gt=0)
     thinking_format: Literal["think_tags", "reasoning_content"] = "think_tags"
     state_url: str | None = None
     state_file: str | None = None
@@ -192,7 +194,8 @@ class Settings(BaseSettings):
 
     @property
     def host(self) -> str:
-        return self.address.rpartition(":")[0] or "0.0.0.0"
+        """The host part of ADDRESS; an IPv6 address may be written in brackets (`[::]:8080`)."""
+        return self.address.rpartition(":")[0].removeprefix("[").removesuffix("]") or "0.0.0.0"
 
     @property
     def listen_port(self) -> int:

@@ -60,6 +60,12 @@ class MethodNotAllowed(RelayError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeout(RelayError):
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class PayloadTooLarge(RelayError):
     status = 413
     type = "invalid_request_error"

@@ -98,7 +98,7 @@ async def test_a_redirect_inward_is_refused_at_the_hop() -> None:
     fetched: list[str] = []
 
     class OneHop:
-        async def fetch_public(self, url: str, max_bytes: int) -> tuple[str, bytes]:
+        async def fetch_public(self, url: str, max_bytes: int, address: str | None = None) -> tuple[str, bytes]:
             fetched.append(url)
             raise Redirected("http://169.254.169.254/latest/meta-data")
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from curl_cffi import CurlMime, CurlOpt
 from curl_cffi.requests import AsyncSession, Response
@@ -89,18 +88,14 @@ class UpstreamClient:
             impersonate=IMPERSONATE,
             proxy=self.config.proxy,
             allow_redirects=False,
-            # The limits are set below, each meaning exactly what its setting says; curl_cffi's own
-            # (connect, read) pair would let a call stall for connect + read.
+            # Each limit is set where it means what its setting says: connecting here, the rest per
+            # call (`_call`, `completion`). curl_cffi's (connect, read) pair would turn READ_TIMEOUT
+            # into curl's low-speed check, which averages over seconds and notices silence late.
             timeout=None,
             max_clients=self.config.max_connections,
             trust_env=False,
             curl_options={
                 CurlOpt.CONNECTTIMEOUT_MS: int(self.config.connect_timeout * 1000),
-                # An idle limit, not a total: a call is given up after READ_TIMEOUT seconds in which
-                # nothing arrived (below 1 byte/s), whether before the answer's headers or within it,
-                # so long answers are never cut. curl counts it in whole seconds.
-                CurlOpt.LOW_SPEED_LIMIT: 1,
-                CurlOpt.LOW_SPEED_TIME: max(1, math.ceil(self.config.read_timeout)),
                 # libcurl's default 64 KB upload buffer per handle is far more than a chat request needs.
                 CurlOpt.UPLOAD_BUFFERSIZE: 16 * 1024,
                 **(extra or {}),
@@ -159,6 +154,7 @@ class UpstreamClient:
                     json=json,
                     multipart=multipart,
                     headers=headers,
+                    timeout=self.config.connect_timeout + self.config.read_timeout,  # small answers: a total
                 )
         except RequestException as exc:
             raise _network_failure(exc) from exc
@@ -168,17 +164,35 @@ class UpstreamClient:
         """claude.ai calls with one cookie: a pooled account's, or a caller's own (mirror mode)."""
         return AccountApi(self, key, guest)
 
-    async def fetch_public(self, url: str, max_bytes: int) -> tuple[str, bytes]:
+    async def fetch_public(self, url: str, max_bytes: int, *, address: str | None = None) -> tuple[str, bytes]:
         """GET a URL a caller linked (an image), through PROXY, refusing more than `max_bytes`.
 
-        Redirects are not followed here: a 3xx raises Redirected so the caller can check the target.
+        With `address`, the connection goes to that address whatever the name resolves to now
+        (the caller checked it). Redirects are not followed here: a 3xx raises Redirected so the
+        caller can check the target.
         """
-        if self._public is None:
+        pinned = None
+        if address is not None:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            shown = f"[{address}]" if ":" in address else address
+            pinned = self._new_session({CurlOpt.RESOLVE: [f"{parts.hostname}:{port}:{shown}"]})
+        elif self._public is None:
             self._public = self._new_session()
+        session = pinned or self._public
+        assert session is not None
         try:
-            rsp = await self._public.request("GET", url, stream=True)
-        except RequestException as exc:
-            raise FetchError(f"could not fetch it: {str(exc)[:160]}") from exc
+            try:
+                rsp = await session.request("GET", url, stream=True)
+            except RequestException as exc:
+                raise FetchError(f"could not fetch it: {str(exc)[:160]}") from exc
+            return await self._read_public(url, rsp, max_bytes)
+        finally:
+            if pinned is not None:
+                await pinned.close()
+
+    @staticmethod
+    async def _read_public(url: str, rsp: Response, max_bytes: int) -> tuple[str, bytes]:
         try:
             if 300 <= rsp.status_code < 400 and rsp.headers.get("location"):
                 raise Redirected(urljoin(url, rsp.headers["location"] or ""))
@@ -219,9 +233,9 @@ async def _read_capped(rsp: Response) -> bytes:
 
 
 @asynccontextmanager
-async def _events(rsp: Response) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
+async def _events(rsp: Response, idle: float) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
     """The reply events of a completion response, or its classified failure; closes it after."""
-    stream = _EventStream(rsp)
+    stream = _EventStream(rsp, idle)
     batches = stream.batches()
     try:
         if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
@@ -240,22 +254,25 @@ def _headers(rsp: Response) -> dict[str, str]:
 class _EventStream:
     """Decodes one completion response; knows whether the answer was complete."""
 
-    __slots__ = ("curl", "reader")
+    __slots__ = ("curl", "reader", "idle")
 
-    def __init__(self, rsp: Response) -> None:
+    def __init__(self, rsp: Response, idle: float) -> None:
         self.curl = CurlStream(rsp)
         self.reader = EventReader()
+        self.idle = idle
 
     async def batches(self) -> AsyncGenerator[list[ReplyEvent], None]:
         decoder = SSEDecoder()
         feed = self.reader.feed
         try:
-            async for chunk in self.curl.chunks():
+            async for chunk in self.curl.chunks(self.idle):
                 batch = [item for event in decoder.feed(chunk) for item in feed(event)]
                 if batch:
                     yield batch
         except RequestException as exc:
             raise _network_failure(exc) from exc
+        except TimeoutError:
+            raise UpstreamFailure(Failure.TIMEOUT, f"claude.ai sent nothing for {self.idle:g} s (READ_TIMEOUT)") from None
         batch = [item for event in decoder.flush() for item in feed(event)]
         if batch:
             yield batch
@@ -326,12 +343,15 @@ class AccountApi:
         client = self._client
         headers = client._request_headers(self._key, f"/chat/{conv}")
         headers["Accept"] = "text/event-stream"
+        config = client.config
         async with client._session(self._key, self._guest) as session:
             try:
-                rsp = await session.request(
-                    "POST", client.config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True
-                )
+                # Until the answer starts: the connection, then READ_TIMEOUT of silence at most.
+                async with asyncio.timeout(config.connect_timeout + config.read_timeout):
+                    rsp = await session.request("POST", config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True)
             except RequestException as exc:
                 raise _network_failure(exc) from exc
-            async with _events(rsp) as batches:
+            except TimeoutError:
+                raise UpstreamFailure(Failure.TIMEOUT, "claude.ai did not start answering in time (READ_TIMEOUT)") from None
+            async with _events(rsp, config.read_timeout) as batches:
                 yield batches

@@ -44,13 +44,17 @@ class CurlStream:
     def __init__(self, rsp: Response) -> None:
         self.rsp = rsp
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self, idle: float) -> AsyncIterator[bytes]:
         """The body like aiter_content, but what curl has already queued comes as one chunk: under
-        load that means one decode pass and one client write for many network reads."""
+        load that means one decode pass and one client write for many network reads.
+
+        Raises TimeoutError after `idle` seconds without data (curl's own low-speed check averages
+        over several seconds, so it notices a stall mid-answer late)."""
         queue = self.rsp.queue
         assert queue is not None
         while True:
-            item = await queue.get()
+            async with asyncio.timeout(idle):
+                item = await queue.get()
             parts: list[bytes] = []
             size = 0
             while isinstance(item, bytes):

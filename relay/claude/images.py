@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from ..errors import InvalidRequest
@@ -14,30 +15,42 @@ from .prompt import MAX_IMAGE_BYTES, RemoteImage, Upload, image_upload
 MAX_REDIRECTS = 3
 
 
-async def _public_only(url: str, where: str) -> None:
-    """Refuse URLs that resolve to this machine or a private network: callers must not be able to
-    make the relay read its own surroundings (cloud metadata, admin ports) and hand them to Claude."""
+Resolve = Callable[[str], Awaitable[list[str]]]
+
+
+async def system_resolve(host: str) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def _checked_address(url: str, where: str, allow_private: bool, resolve: Resolve) -> str:
+    """The address to fetch `url` from, resolved once. Unless allowed, addresses on this machine or
+    a private network are refused: callers must not make the relay read its own surroundings
+    (cloud metadata, admin ports) and hand them to Claude. The fetch is pinned to the address
+    checked here, so a second lookup (DNS rebinding) cannot point it elsewhere."""
     host = urlsplit(url).hostname or ""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        addresses = await resolve(host)
     except OSError:
-        raise InvalidRequest(f"{where}: cannot resolve host {host!r}", param=where) from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise InvalidRequest(f"{where}: the URL points at a private or local address", param=where)
+        addresses = []
+    if not addresses:
+        raise InvalidRequest(f"{where}: cannot resolve host {host!r}", param=where)
+    if not allow_private and not all(ipaddress.ip_address(a).is_global for a in addresses):
+        raise InvalidRequest(f"{where}: the URL points at a private or local address", param=where)
+    return addresses[0]
 
 
-async def fetch_image(upstream: UpstreamClient, image: RemoteImage, *, allow_private: bool) -> Upload:
+async def fetch_image(
+    upstream: UpstreamClient, image: RemoteImage, *, allow_private: bool, resolve: Resolve = system_resolve
+) -> Upload:
     """Download an http(s) image (size-capped, through PROXY); every redirect target is checked too."""
     url = image.url
     for _ in range(MAX_REDIRECTS + 1):
         if not url.startswith(("http://", "https://")):
             raise InvalidRequest(f"{image.where}: redirected to a non-http URL", param=image.where)
-        if not allow_private:
-            await _public_only(url, image.where)
+        address = await _checked_address(url, image.where, allow_private, resolve)
         try:
-            _, data = await upstream.fetch_public(url, MAX_IMAGE_BYTES)
+            _, data = await upstream.fetch_public(url, MAX_IMAGE_BYTES, address=address)
         except Redirected as hop:
             url = hop.location
             continue

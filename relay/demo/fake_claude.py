@@ -35,6 +35,7 @@ class Behavior:
     drop_after: int = 3  # for drop: text chunks sent before the connection is cut
     chunk_delay: float | None = None
     first_delay: float = 0.0  # silence before the first content event
+    accept_delay: float = 0.0  # time the completion takes before it creates the chat and answers
     stop_reason: str = "end_turn"
     tool_block: tuple[str, dict[str, Any]] | None = None  # an upstream tool_use block (e.g. artifacts) after the text
     fail_calls: frozenset[str] = frozenset({"completion"})  # which calls the failure modes hit
@@ -60,8 +61,8 @@ MODES = (
     "garbage",  # answers 200 with an event stream of junk, then closes
     "unavailable",  # 503 with a plain-text body
 )
-# How long "hang" and "stall" stay silent: longer than any test waits.
-SILENCE = 3600.0
+# How often a silent answer ("hang", "stall") checks whether its caller has gone.
+SILENCE_POLL = 0.05
 
 
 @dataclass
@@ -272,7 +273,11 @@ class FakeClaude:
         if (failed := self._failure(behavior, "completion")) is not None:
             return failed
         if behavior.mode == "hang":
-            await asyncio.sleep(SILENCE)
+            await _silence(request)
+            return web.Response(status=500)
+        if behavior.accept_delay:
+            # Like claude.ai, the chat is created even if the caller has gone meanwhile.
+            await asyncio.sleep(behavior.accept_delay)
         if behavior.mode == "reset" and request.transport is not None:
             request.transport.abort()
             return web.Response(status=500)
@@ -336,7 +341,9 @@ class FakeClaude:
                 await resp.write(b"".join(frames[i : i + FAST_BATCH]))
         for n, frame in enumerate(frames if delay or behavior.mode in ("drop", "stall") else []):
             if behavior.mode == "stall" and n == behavior.drop_after:
-                await asyncio.sleep(SILENCE)
+                assert resp._req is not None
+                await _silence(resp._req)
+                return
             if behavior.mode == "drop" and n == behavior.drop_after:
                 await resp.write(b": cut\n\n")
                 assert resp._req is not None and resp._req.transport is not None
@@ -368,6 +375,12 @@ class FakeClaude:
             delta = {"type": "input_json_delta", "partial_json": raw[i : i + step]}
             await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+
+
+async def _silence(request: web.BaseRequest) -> None:
+    """Say nothing for as long as the caller waits (it gives up by closing the connection)."""
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(SILENCE_POLL)
 
 
 def _text_delta(index: int, piece: str) -> bytes:

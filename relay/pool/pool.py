@@ -15,14 +15,14 @@ from ..errors import NoAccountAvailable, RateLimited, RelayError
 from .account import STATE_OF, Account, State, clock_text
 from .state import Lease, MemoryStore, StateStore
 
-
 # Failures that say nothing about the cookie but make an account slow or flaky to use.
 TRANSIENT = frozenset({Failure.TRANSIENT, Failure.TIMEOUT})
-# A flaky account is avoided for 2 s after its first failure in a row, doubling to 2 minutes:
-# short enough that a passing hiccup costs little, long enough that a dead one is not retried
-# on every request.
-BACKOFF_FIRST = 2.0
-BACKOFF_MAX = 120.0
+# A flaky account is avoided for 15 s after its first failure in a row, doubling up to 5 minutes:
+# long enough that a hanging account is not tried on every request (each try costs a timeout),
+# short enough that a passing hiccup costs little. Avoided, not excluded: when no healthy account
+# is left, the backing-off ones still serve.
+BACKOFF_FIRST = 15.0
+BACKOFF_MAX = 300.0
 
 
 class AccountPool:

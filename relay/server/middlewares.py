@@ -21,6 +21,10 @@ from .keys import AccessLog, access_key, apis_key, guest_key, metrics_key, setti
 # characters, quotes) could forge log lines or break the response header, so it is replaced.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
+# What the access log and metrics say for a request whose client left before its answer was
+# complete (nginx's code for it); no client ever sees it.
+CLIENT_GONE = 499
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
@@ -84,13 +88,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return error_response(request, _http_error(exc))
     except asyncio.CancelledError:
-        status = 499  # the client went away (nginx's code for it)
+        access.outcome = "client_gone"
         raise
+    except ConnectionError:
+        # The client hung up while its answer was being written: nobody is left to answer, and
+        # aiohttp drops the response quietly. Not an error of the relay's.
+        access.outcome = "client_gone"
+        return web.Response(status=CLIENT_GONE)
     except Exception:
         logger.exception("unhandled error in {} {}", request.method, request.path)
         return error_response(request, RelayError("internal error; see the relay's log"))
     finally:
-        _account_for(request, access, status)
+        _account_for(request, access, CLIENT_GONE if access.outcome == "client_gone" else status)
 
 
 def _model_label(request: web.Request, access: AccessLog) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -14,13 +15,13 @@ from ..chat_api.adapter import ChatCompletions
 from ..client_api import ClientApi
 from ..config import Settings
 from ..conversation import MAX_JSON_DEPTH, too_deep
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, RequestTimeout
 from ..fallback import Ask
 from ..messages_api.adapter import Messages
 from ..responses_api.adapter import Responses
 from . import views
 from .delivery import Delivery, complete, stream
-from .keys import access_key, apis_key, guest_key, pool_key, service_key
+from .keys import access_key, apis_key, guest_key, pool_key, service_key, settings_key
 from .middlewares import Handler
 
 
@@ -30,7 +31,10 @@ async def read_json(request: web.Request) -> Any:
     orjson refuses what must never reach claude.ai: invalid UTF-8 and lone surrogates (`\\ud800`).
     """
     try:
-        raw = await request.read()
+        async with asyncio.timeout(request.app[settings_key].request_body_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {request.app[settings_key].request_body_timeout:g} s") from None
     except web.RequestPayloadError as exc:
         detail = getattr(exc.__cause__, "message", "") or "malformed body"  # e.g. a gzip header on a plain body
         raise InvalidRequest(f"request body could not be read: {detail}") from None
