@@ -13,6 +13,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -97,8 +98,26 @@ class JsonErrorsHandler(RequestHandler):
         return response
 
 
-async def serve(app: web.Application, host: str, port: int, *, header_timeout: float, shutdown_timeout: float) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully (live streams get their grace)."""
+@dataclass
+class Serving:
+    """A running listener; `close()` stops accepting, then shuts the app down gracefully."""
+
+    runner: web.AppRunner
+    listener: asyncio.Server
+    sweeper: asyncio.Task[None]
+
+    @property
+    def port(self) -> int:
+        return int(self.listener.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        self.listener.close()
+        self.sweeper.cancel()
+        await self.runner.cleanup()
+
+
+async def start_serving(app: web.Application, host: str, port: int, *, header_timeout: float, shutdown_timeout: float) -> Serving:
+    """Listen on host:port (0 picks a free port) with relay's guards."""
     # A client that hangs up cancels its handler at once (and so its upstream request).
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
     guard = ConnectionGuard(header_timeout)
@@ -106,7 +125,6 @@ async def serve(app: web.Application, host: str, port: int, *, header_timeout: f
     await runner.setup()
     server = runner.server
     assert server is not None
-
     loop = asyncio.get_running_loop()
 
     def protocol() -> RequestHandler:
@@ -114,13 +132,17 @@ async def serve(app: web.Application, host: str, port: int, *, header_timeout: f
 
     # "::" means every address on both stacks (asyncio would otherwise bind IPv6 only).
     listener = await loop.create_server(protocol, None if host in ("", "::") else host, port, reuse_address=True)
-    sweeper = asyncio.create_task(guard.run(server))
+    return Serving(runner, listener, asyncio.create_task(guard.run(server)))
+
+
+async def serve(app: web.Application, host: str, port: int, *, header_timeout: float, shutdown_timeout: float) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully (live streams get their grace)."""
+    serving = await start_serving(app, host, port, header_timeout=header_timeout, shutdown_timeout=shutdown_timeout)
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
-        listener.close()
-        sweeper.cancel()
-        await runner.cleanup()
+        await serving.close()
