@@ -16,8 +16,9 @@ from .logs import configure_logging
 from .server.app import create_app
 from .server.serve import serve
 
-# Seconds connections get to finish after the app shut down (live streams had SHUTDOWN_GRACE).
-SHUTDOWN_TIMEOUT = 15.0
+# Seconds connections get to finish after the app shut down (live streams already had
+# SHUTDOWN_GRACE); with the deletes after it, a stop takes at most SHUTDOWN_GRACE + 12 s.
+SHUTDOWN_TIMEOUT = 5.0
 
 
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:

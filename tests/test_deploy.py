@@ -42,7 +42,7 @@ def test_dockerfile_essentials() -> None:
     steps = _instructions()
     final = _final_stage()
     froms = [arg for word, arg in steps if word == "FROM"]
-    assert all(re.match(r"python:3\.\d+-slim", f) for f in froms)
+    assert all(re.match(r"python:3\.\d+\.\d+-slim-\w+( |$)", f) for f in froms), "base images are pinned by version"
     runs = " ".join(arg for word, arg in steps if word == "RUN")
     assert len(froms) >= 2 or "--no-cache-dir" in runs
     assert "pip install --no-cache-dir" in runs
@@ -81,7 +81,8 @@ def _pip_install_args() -> list[str]:
     run = next(arg for word, arg in _instructions() if word == "RUN" and "pip install" in arg)
     args = shlex.split(run)
     args = [a for a in args if not a.startswith("--prefix")]
-    return [str(ROOT) if a == "." else a for a in args[args.index("install") + 1 :]]
+    files = {".": ROOT, "constraints.txt": ROOT / "constraints.txt"}
+    return [str(files[a]) if a in files else a for a in args[args.index("install") + 1 :]]
 
 
 async def test_container_install_and_cmd_start_a_working_relay(fake: Any, tmp_path: Path) -> None:
@@ -119,3 +120,81 @@ async def test_container_install_and_cmd_start_a_working_relay(fake: Any, tmp_pa
 
 def _example_env_lower() -> set[str]:
     return {k.lower() for k in _example_env()}
+
+
+def test_dockerfile_gives_the_app_user_a_data_directory() -> None:
+    runs = " ".join(arg for word, arg in _final_stage() if word == "RUN")
+    assert "mkdir /data" in runs and "chown relay" in runs
+    assert "-c constraints.txt" in " ".join(arg for word, arg in _instructions() if word == "RUN")
+
+
+def test_compose_stop_period_outlasts_the_shutdown() -> None:
+    from relay.__main__ import SHUTDOWN_TIMEOUT
+    from relay.config import Settings
+
+    grace = Settings.model_fields["shutdown_grace"].default
+    for name in ("docker-compose.yml", "docker-compose.replicas.yml"):
+        text = (ROOT / name).read_text()
+        periods = [int(p) for p in re.findall(r"stop_grace_period: (\d+)s", text)]
+        assert periods, f"{name} sets no stop_grace_period"
+        # streams' grace, their cut (2 s), the connections' shutdown, then pending deletes (5 s)
+        assert min(periods) > grace + 2 + SHUTDOWN_TIMEOUT + 5, name
+        assert "read_only: true" in text and "no-new-privileges:true" in text and "cap_drop: [ALL]" in text
+
+
+async def test_stop_during_a_stream_ends_it_with_one_error_frame_and_exits_0(fake: Any, tmp_path: Path) -> None:
+    fake.script(session_key(1), text=" ".join(["word"] * 400), chunk_delay=0.02)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k.lower() not in _example_env_lower()}
+    env.update({"SESSIONS": session_key(1), "APIKEY": "k", "CLAUDE_BASE_URL": fake_url(fake), "PORT": str(port), "SHUTDOWN_GRACE": "1"})
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "relay", "--env-file", "/nonexistent", env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, port)
+            body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "long"}], "stream": True}
+            async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"}) as r:
+                await r.content.readline()
+                started = asyncio.get_running_loop().time()
+                proc.terminate()  # what `docker stop` sends
+                raw = (await r.read()).decode()
+        await asyncio.wait_for(proc.wait(), timeout=20)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert raw.count('data: {"error"') == 1 and "shutting down" in raw and "[DONE]" not in raw
+    assert took < 1 + 2 + 5 + 5
+
+
+async def test_ipv6_address_in_brackets_listens_on_both_stacks(fake: Any, tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k.lower() not in _example_env_lower()}
+    env.update({"SESSIONS": session_key(1), "APIKEY": "k", "CLAUDE_BASE_URL": fake_url(fake), "ADDRESS": f"[::]:{port}"})
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "relay", "--env-file", "/nonexistent", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, port)
+            async with http.get(f"http://[::1]:{port}/health") as r:
+                assert r.status == 200
+    finally:
+        proc.terminate()
+        _, err = await proc.communicate()
+    assert b"Traceback" not in err
+
+
+async def test_unwritable_state_file_shows_in_health(make_relay: Any, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    relay = await make_relay(state_file=str(blocker / "state.json"))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(relay.url + "/health") as r:
+            health = await r.json()
+    assert health["status"] == "degraded" and "STATE_FILE cannot be written" in health["state_store"]
+
+
+def test_healthcheck_reads_only_the_port(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in _example_env_lower()}
+    env.update({"PORT": str(free_port()), "SESSIONS": "not a cookie"})  # invalid settings do not matter to it
+    done = subprocess.run([sys.executable, "-m", "relay.healthcheck"], env=env, cwd=tmp_path, capture_output=True, timeout=30)
+    assert done.returncode == 1 and b"refused" in done.stderr.lower()  # nobody listens there; no settings error

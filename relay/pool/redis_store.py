@@ -67,6 +67,11 @@ class RedisStore(StateStore):
         self._leases: dict[str, Lease] = {}
         self._dirty: set[Account] = set()
         self._sync: asyncio.Task[None] | None = None
+        self._redis_problem: str | None = None
+
+    @property
+    def degraded(self) -> str | None:  # type: ignore[override]
+        return self._redis_problem or self.local.degraded
 
     def _key(self, kind: str, account_id: str) -> str:
         return f"{self.prefix}:{kind}:{account_id}"
@@ -76,12 +81,12 @@ class RedisStore(StateStore):
         try:
             result = await op()
         except (RedisError, OSError) as exc:
-            if self.degraded is None:
+            if self._redis_problem is None:
                 logger.warning("Redis unreachable, serving from local state: {}", exc.__class__.__name__)
-            self.degraded = f"redis unavailable ({exc.__class__.__name__})"
+            self._redis_problem = f"redis unavailable ({exc.__class__.__name__})"
             return _FAILED
-        if self.degraded is not None:
-            self.degraded = None
+        if self._redis_problem is not None:
+            self._redis_problem = None
             logger.info("Redis reachable again; sharing state")
             await self._push_dirty()
         return result

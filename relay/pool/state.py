@@ -92,15 +92,20 @@ class MemoryStore(StateStore):
 
     async def start(self, accounts: Callable[[], list[Account]]) -> None:
         self._accounts = accounts
-        if self.path is None or not self.path.is_file():
+        if self.path is None:
             return
+        if self.path.is_file():
+            self._restore(self.path, accounts())
+        self._write()  # finds out now, not at the first cooldown, whether the file can be written
+
+    def _restore(self, path: Path, accounts: list[Account]) -> None:
         try:
-            saved = json.loads(self.path.read_text())
+            saved = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            logger.warning("STATE_FILE {} is unreadable, starting fresh: {}", self.path, exc)
+            logger.warning("STATE_FILE {} is unreadable, starting fresh: {}", path, exc)
             return
         saved = saved if isinstance(saved, dict) else {}
-        restore(accounts(), saved)
+        restore(accounts, saved)
         now = self._clock()
         for answer_id, (expires, text) in (saved.get(ANSWERS_KEY) or {}).items():
             if expires > now:
@@ -152,7 +157,11 @@ class MemoryStore(StateStore):
         try:
             write_atomically(self.path, json.dumps(data, indent=1))
         except OSError as exc:
-            logger.warning("could not write STATE_FILE {}: {}", self.path, exc)
+            if self.degraded is None:
+                logger.warning("could not write STATE_FILE {}: {}", self.path, exc)
+            self.degraded = f"STATE_FILE cannot be written ({exc.strerror or exc.__class__.__name__})"
+        else:
+            self.degraded = None
 
 
 def record(account: Account) -> dict[str, Any]:
