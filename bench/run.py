@@ -46,6 +46,12 @@ def _rss_mb(pid: int, field_name: str = "VmRSS") -> float:
     return 0.0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
@@ -265,6 +271,35 @@ async def round_trips(b: Bench, rows: list[str], checks: list[tuple[str, bool]],
     await b.configure(latency=0, inline_create=True)
 
 
+async def cpu(b: Bench, pids: tuple[int, int], rows: list[str], checks: list[tuple[str, bool]], quick: bool) -> None:
+    """CPU the relay spends per relayed event against what the fake spends producing the same
+    events: the fake is a plain aiohttp SSE writer, so this is the relay's cost per event compared
+    with the least a server can spend."""
+    relay_pid, fake_pid = pids
+    words = 3000
+    await asyncio.sleep(2)  # let earlier phases' background deletes finish
+    await b.configure(latency=0, chunk_delay=0, chunks=words)
+    rows.append(f"\n### 6. CPU per relayed event ({words}-chunk answers, median of 3 rounds)\n")
+    rows.append("Events are the answer's text deltas as claude.ai sends them; the relay may join deltas that")
+    rows.append("arrive in one network read into one client frame.\n")
+    rows.append("| streams | events per round | relay CPU ms / 1,000 events | fake CPU ms / 1,000 events | relay / fake |")
+    rows.append("|---|---|---|---|---|")
+    for conc, per in ((1, 2 if quick else 5), (40, 1)):
+        ratios, relay_ms, fake_ms, events = [], [], [], 0
+        for _ in range(3):
+            before = _cpu_seconds(relay_pid), _cpu_seconds(fake_pid)
+            sample, _ = await _run(conc, per, b.relay_stream)
+            spent = _cpu_seconds(relay_pid) - before[0], _cpu_seconds(fake_pid) - before[1]
+            events = len(sample.total) * words
+            relay_ms.append(spent[0] * 1e6 / events)
+            fake_ms.append(spent[1] * 1e6 / events)
+            ratios.append(spent[0] / spent[1] if spent[1] else float("inf"))
+        ratio = statistics.median(ratios)
+        rows.append(f"| {conc} | {events:,} | {statistics.median(relay_ms):.1f} | {statistics.median(fake_ms):.1f} | {ratio:.2f} |")
+        if conc == 40:
+            checks.append((f"relay CPU at 40 streams = {ratio:.2f} x the fake's for the same events <= 0.7", ratio <= 0.7))
+
+
 async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
@@ -300,7 +335,7 @@ async def main(quick: bool, only: list[int]) -> int:
         await _wait_healthy(f"{relay_url}/health", relay)
         b = Bench(fake_url, relay_url)
         try:
-            sections: dict[int, list[str]] = {n: [] for n in range(1, 6)}
+            sections: dict[int, list[str]] = {n: [] for n in range(1, 7)}
             # Connections are counted while the pool is quiet, and memory before the throughput
             # phase's bursts have grown the heap.
             phases: dict[int, Callable[[], Awaitable[None]]] = {
@@ -309,6 +344,7 @@ async def main(quick: bool, only: list[int]) -> int:
                 3: lambda: open_streams(b, relay.pid, sections[3], checks, quick),
                 2: lambda: throughput(b, sections[2], checks, quick),
                 5: lambda: round_trips(b, sections[5], checks, quick),
+                6: lambda: cpu(b, (relay.pid, fake.pid), sections[6], checks, quick),
             }
             for number, phase in phases.items():
                 if not only or number in only:

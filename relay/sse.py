@@ -27,6 +27,11 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume a chunk and return the events it completed."""
+        return blocks(self.take(chunk))
+
+    def take(self, chunk: bytes) -> bytes:
+        """Consume a chunk and return the complete events it finished as raw blocks (LF line
+        ends, separated by blank lines, without the last one), for readers with their own scan."""
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._pending_cr = chunk.endswith(b"\r")
@@ -36,14 +41,42 @@ class SSEDecoder:
         end = data.rfind(b"\n\n")
         if end < 0:
             self._buf = data
-            return []
+            return b""
         self._buf = data[end + 2 :]
-        return _events(data[:end].split(b"\n"))
+        return data[:end]
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: an unterminated last event still counts."""
         tail, self._buf = self._buf, b""
         return _events(tail.split(b"\n")) if tail.strip() else []
+
+
+_NAMES: dict[bytes, str] = {}
+
+
+def blocks(data: bytes) -> list[SSEEvent]:
+    """Events from complete blank-line-separated blocks. The usual block, one `event:` line and
+    one `data:` line (or a lone `data:` line), is read with two searches; anything else (comments,
+    several data lines, other fields) goes through the line-by-line reader."""
+    events: list[SSEEvent] = []
+    for block in data.split(b"\n\n"):
+        if block.startswith(b"event: "):
+            nl = block.find(b"\n")
+            if nl > 0 and block.startswith(b"data: ", nl + 1) and block.find(b"\n", nl + 1) < 0:
+                raw = block[7:nl]
+                name = _NAMES.get(raw)
+                if name is None:
+                    name = raw.decode("utf-8", "replace")
+                    if len(_NAMES) < 256:  # event names are few; a hostile stream cannot grow this
+                        _NAMES[raw] = name
+                events.append(SSEEvent(name, block[nl + 7 :]))
+                continue
+        elif block.startswith(b"data: ") and b"\n" not in block:
+            events.append(SSEEvent("message", block[6:]))
+            continue
+        if block:
+            events.extend(_events(block.split(b"\n")))
+    return events
 
 
 def _events(lines: list[bytes]) -> list[SSEEvent]:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.claude.events import EventReader
+from relay.reply import Finish, Text
 from relay.sse import DONE, SSEDecoder, SSEEvent, encode_data, encode_event
 
 STREAM = b'event: message_start\ndata: {"a":1}\n\n: comment\n\nevent: ping\ndata: {}\n\ndata: line1\ndata: line2\n\n'
@@ -53,3 +59,32 @@ def test_encoders_write_exact_frames() -> None:
 
 def test_extra_blank_lines_and_comment_only_blocks() -> None:
     assert _decode([b"\n\n: ping\n\n\n\ndata: a\n\n\n"]) == [SSEEvent("message", b"a")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=30), min_size=1, max_size=12),
+    compact=st.booleans(),
+    padding=st.sampled_from(["", "   "]),
+    cut=st.integers(min_value=0, max_value=2000),
+    middle=st.sampled_from([b"", b": ping - 2026-04-30 13:58:01\n\n", b'event: ping\ndata: {"type":"ping"}\n\n']),
+)
+def test_fast_text_scan_reads_what_the_general_path_reads(texts: list[str], compact: bool, padding: str, cut: int, middle: bytes) -> None:
+    """Text deltas read by the fast scan give the same text as the line-by-line reader, whatever
+    the JSON spacing, padding, escapes or where the network cut the bytes."""
+    separators = (",", ":") if compact else (", ", ": ")
+    frames = [
+        b"event: content_block_delta\ndata: "
+        + json.dumps({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}, separators=separators).encode()
+        + padding.encode()
+        + b"\n\n"
+        for t in texts
+    ]
+    stream = b"".join(frames[:1]) + middle + b"".join(frames[1:]) + b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    cut = min(cut, len(stream))
+    fast_reader, fast_decoder = EventReader(), SSEDecoder()
+    fast = fast_reader.read(fast_decoder.take(stream[:cut])) + fast_reader.read(fast_decoder.take(stream[cut:]))
+    slow_reader = EventReader()
+    slow = [e for event in SSEDecoder().feed(stream) for e in slow_reader.feed(event)]
+    assert "".join(e.text for e in fast if isinstance(e, Text)) == "".join(e.text for e in slow if isinstance(e, Text)) == "".join(texts)
+    assert fast[-1] == Finish("end_turn") == slow[-1]

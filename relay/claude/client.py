@@ -263,18 +263,16 @@ class _EventStream:
 
     async def batches(self) -> AsyncGenerator[list[ReplyEvent], None]:
         decoder = SSEDecoder()
-        feed = self.reader.feed
+        reader = self.reader
         try:
             async for chunk in self.curl.chunks(self.idle):
-                batch = [item for event in decoder.feed(chunk) for item in feed(event)]
-                if batch:
+                if batch := reader.read(decoder.take(chunk)):
                     yield batch
         except RequestException as exc:
             raise _network_failure(exc) from exc
         except TimeoutError:
             raise UpstreamFailure(Failure.TIMEOUT, f"claude.ai sent nothing for {self.idle:g} s (READ_TIMEOUT)") from None
-        batch = [item for event in decoder.flush() for item in feed(event)]
-        if batch:
+        if batch := reader.feed_all(decoder.flush()):
             yield batch
         if not self.reader.finished:
             raise UpstreamFailure(Failure.TRANSIENT, "claude.ai closed the stream before the answer was complete")

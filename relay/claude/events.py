@@ -7,6 +7,7 @@ gracefully instead of breaking answers.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import orjson
 from loguru import logger
 
 from ..reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
-from ..sse import SSEEvent
+from ..sse import SSEEvent, blocks
 from .failures import classify_stream_error
 
 
@@ -57,6 +58,33 @@ def _artifact_language(kind: str) -> str:
     )
 
 
+# The bulk of every answer, as claude.ai sends it: a text delta in its own event. Read with one
+# regular expression, these skip the event and JSON parsing; a run of them is decoded in one go
+# (the bodies of JSON strings joined are the body of one JSON string). Any other shape, padding or
+# field order takes the general path and gives the same result.
+_TEXT_DELTA = re.compile(
+    rb'event: content_block_delta\ndata: \{"type": ?"content_block_delta", ?"index": ?\d+, ?'
+    rb'"delta": ?\{"type": ?"text_delta", ?"text": ?"((?:[^"\\\n]|\\.)*)"\}\} *(?=\n\n|\Z)'
+)
+
+
+def _unescape(bodies: list[bytes]) -> str:
+    """The text of JSON string bodies; a lone surrogate (never valid text) becomes U+FFFD."""
+    joined = b'"' + b"".join(bodies) + b'"'
+    try:
+        return str(orjson.loads(joined))
+    except orjson.JSONDecodeError:
+        return str(json.loads(joined)).encode("utf-8", "replace").decode()
+
+
+def _json(event: SSEEvent) -> Any:
+    try:
+        return orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        logger.debug("upstream sent a non-JSON event {}", event.event)
+        return None
+
+
 class EventReader:
     """Reads one completion stream's SSE events into reply events; raises UpstreamFailure on `error`."""
 
@@ -70,12 +98,85 @@ class EventReader:
         self._tool_calls = tool_calls
         self.finished = False
 
+    def read(self, region: bytes) -> list[ReplyEvent]:
+        """The reply events of complete SSE blocks (see `SSEDecoder.take`), plain text deltas read
+        by the fast scan, everything else by `feed_all`."""
+        out: list[ReplyEvent] = []
+        escaped: list[bytes] = []
+        pos, size, match, other = 0, len(region), _TEXT_DELTA.match, -1  # other: where general blocks began
+        while pos < size:
+            found = match(region, pos)
+            if found is None:
+                if other < 0:
+                    if escaped:
+                        self._merge(out, [Text(_unescape(escaped))])
+                        escaped = []
+                    other = pos
+                end = region.find(b"\n\n", pos)
+                pos = size if end < 0 else end + 2
+                continue
+            if other >= 0:
+                self._merge(out, self.feed_all(blocks(region[other:pos])))
+                other = -1
+            escaped.append(found.group(1))
+            pos = found.end() + 2
+        if other >= 0:
+            self._merge(out, self.feed_all(blocks(region[other:])))
+        if escaped:
+            self._merge(out, [Text(_unescape(escaped))])
+        return out
+
+    @staticmethod
+    def _merge(out: list[ReplyEvent], items: list[ReplyEvent]) -> None:
+        """Append, joining text to text (and thinking to thinking) at the seam."""
+        for item in items:
+            last = out[-1] if out else None
+            if last is not None and type(item) is type(last) and type(item) in (Text, Thinking):
+                out[-1] = type(item)(last.text + item.text)  # type: ignore[union-attr]
+            else:
+                out.append(item)
+
+    def feed_all(self, events: list[SSEEvent]) -> list[ReplyEvent]:
+        """The reply events of what one network read brought, adjacent text joined into one event
+        (and adjacent thinking likewise): under load one read holds dozens of deltas, and each
+        event costs a frame on every later step. Text deltas, the bulk of every answer, are read
+        here without the general dispatch."""
+        out: list[ReplyEvent] = []
+        run: list[str] = []  # texts of the same kind, waiting to be joined
+        kind: type | None = None
+        for event in events:
+            data = _json(event)
+            if type(data) is dict and data.get("type") == "content_block_delta":
+                delta = data.get("delta")
+                if type(delta) is dict and delta.get("type") == "text_delta" and type(text := delta.get("text")) is str:
+                    if kind is not Text:
+                        if run:
+                            out.append(kind("".join(run)))  # type: ignore[misc]
+                            run = []
+                        kind = Text
+                    run.append(text)
+                    continue
+            for item in self._dispatch(data, event):
+                if type(item) is kind:
+                    run.append(item.text)  # type: ignore[union-attr]
+                    continue
+                if run:
+                    out.append(kind("".join(run)))  # type: ignore[misc]
+                    run = []
+                if type(item) in (Text, Thinking):
+                    kind = type(item)
+                    run.append(item.text)  # type: ignore[union-attr]
+                else:
+                    kind = None
+                    out.append(item)
+        if run:
+            out.append(kind("".join(run)))  # type: ignore[misc]
+        return out
+
     def feed(self, event: SSEEvent) -> list[ReplyEvent]:
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            logger.debug("upstream sent a non-JSON event {}", event.event)
-            return []
+        return self._dispatch(_json(event), event)
+
+    def _dispatch(self, data: Any, event: SSEEvent) -> list[ReplyEvent]:
         if not isinstance(data, dict):
             return []
         kind = data.get("type") or event.event
