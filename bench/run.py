@@ -183,18 +183,17 @@ async def throughput(b: Bench, rows: list[str], checks: list[tuple[str, bool]], 
     await asyncio.sleep(2)  # let earlier phases' background deletes finish
     await b.configure(latency=0, chunk_delay=0, chunks=chunks)
     rows.append(f"\n### 2. Streaming throughput ({chunks}-chunk answers)\n")
-    rows.append("| streams | direct chunks/s | relay chunks/s | direct MB/s | relay MB/s | relay/direct | errors |")
-    rows.append("|---|---|---|---|---|---|---|")
+    rows.append("Answer chunks delivered per second (the relay may join chunks that arrive in one network read")
+    rows.append("into one client frame, so frames and bytes are not comparable).\n")
+    rows.append("| streams | direct chunks/s | relay chunks/s | relay/direct | errors |")
+    rows.append("|---|---|---|---|---|")
     for conc, per in ((1, 3), (50, 1), (500, 1)):
         out = {}
         for name, fn in (("direct", b.direct_stream), ("relay", b.relay_stream)):
             sample, elapsed = await _run(conc, per, fn)
-            out[name] = (sample.frames / elapsed, sample.nbytes / elapsed / 1e6, sample.errors)
+            out[name] = (len(sample.total) * chunks / elapsed, sample.errors)
         ratio = out["relay"][0] / out["direct"][0]
-        rows.append(
-            f"| {conc} | {out['direct'][0]:,.0f} | {out['relay'][0]:,.0f} | {out['direct'][1]:.1f} | {out['relay'][1]:.1f} | "
-            f"{ratio:.2f} | {out['direct'][2] + out['relay'][2]} |"
-        )
+        rows.append(f"| {conc} | {out['direct'][0]:,.0f} | {out['relay'][0]:,.0f} | {ratio:.2f} | {out['direct'][1] + out['relay'][1]} |")
         if conc == 50:
             checks.append((f"relay throughput at 50 streams = {ratio:.2f} x direct >= 0.8", ratio >= 0.8))
 
@@ -220,7 +219,7 @@ async def open_streams(b: Bench, pid: int, rows: list[str], checks: list[tuple[s
     rows.append("|---|---|---|---|---|")
     rows.append(f"| {n} | {len(sample.total)} | {sample.errors} | {peak:.0f} | {elapsed:.1f} |")
     rows.append(f"\nThe relay's RSS before these streams was {before:.0f} MB.")
-    checks.append((f"{n} concurrent streams: {sample.errors} errors, relay RSS {peak:.0f} MB <= 200 MB", sample.errors == 0 and peak <= 200))
+    checks.append((f"{n} concurrent streams: {sample.errors} errors, relay RSS {peak:.0f} MB <= 150 MB", sample.errors == 0 and peak <= 150))
 
 
 async def connections(b: Bench, rows: list[str], checks: list[tuple[str, bool]]) -> None:

@@ -37,8 +37,11 @@ class Block:
 class Renderer(ABC):
     """Reply events in, one client API's frames out; the whole answer kept for `result()`."""
 
-    def __init__(self, model: str, stops: list[str], prompt_tokens: int) -> None:
+    def __init__(self, model: str, stops: list[str], prompt_tokens: int, *, keep: bool = True) -> None:
         self.model = model
+        # Whether the answer's text is kept for `result()`; a stream whose API never needs the
+        # whole text again saves holding it (a thousand open streams would each keep theirs).
+        self.keep = keep
         self.prompt_tokens = prompt_tokens
         self.blocks: list[Block] = []
         self.stop: str | None = None  # set by closing(): end_turn, max_tokens, stop_sequence, tool_use, ...
@@ -149,7 +152,8 @@ class Renderer(ABC):
             block = self._open = Block(kind, len(self.blocks))
             self.blocks.append(block)
             out += self.on_block_start(block)
-        block.parts.append(text)
+        if self.keep:
+            block.parts.append(text)
         self._chars += len(text)
         return out + self.on_delta(block, text)
 

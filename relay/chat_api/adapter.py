@@ -44,7 +44,9 @@ class ChatCompletions(ClientApi[CompletionRequest]):
 
     def renderer(self, request: CompletionRequest, prompt_tokens: int) -> ChatRenderer:
         chat = request.chat
-        return ChatRenderer(chat.model, chat.stops, prompt_tokens, thinking=self.thinking, include_usage=request.include_usage)
+        return ChatRenderer(
+            chat.model, chat.stops, prompt_tokens, thinking=self.thinking, include_usage=request.include_usage, keep=not chat.stream
+        )
 
 
 def tool_plan(req: ChatRequest) -> ToolPlan | None:

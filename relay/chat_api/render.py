@@ -113,17 +113,22 @@ class ChatRenderer(Renderer):
     and followed by one.
     """
 
-    def __init__(self, model: str, stops: list[str], prompt_tokens: int, *, thinking: ThinkingFormat, include_usage: bool) -> None:
-        super().__init__(model, stops, prompt_tokens)
+    def __init__(
+        self, model: str, stops: list[str], prompt_tokens: int, *, thinking: ThinkingFormat, include_usage: bool, keep: bool = True
+    ) -> None:
+        super().__init__(model, stops, prompt_tokens, keep=keep)
         self._enc = ChunkEncoder(model)
         self._tags = thinking == "think_tags"
         self._include_usage = include_usage
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._tool_calls: list[dict[str, Any]] = []
+        self._last = ""  # the last content written, to set thinking apart from text before it
 
     def _say(self, text: str) -> bytes:
-        self._content.append(text)
+        if self.keep:
+            self._content.append(text)
+        self._last = text
         return self._enc.delta(text)
 
     def on_start(self) -> bytes:
@@ -132,12 +137,13 @@ class ChatRenderer(Renderer):
     def on_block_start(self, block: Block) -> bytes:
         if block.kind != "thinking" or not self._tags:
             return b""
-        apart = bool(self._content) and not self._content[-1].endswith("\n\n")
+        apart = bool(self._last) and not self._last.endswith("\n\n")
         return self._say(("\n\n" if apart else "") + "<think>\n")
 
     def on_delta(self, block: Block, text: str) -> bytes:
         if block.kind == "thinking" and not self._tags:
-            self._reasoning.append(text)
+            if self.keep:
+                self._reasoning.append(text)
             return self._enc.delta("", text)
         return self._say(text)
 

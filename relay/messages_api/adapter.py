@@ -43,7 +43,7 @@ class Messages(ClientApi[ApiRequest]):
         return ApiRequest(chat, body)
 
     def renderer(self, request: ApiRequest, prompt_tokens: int) -> MessageRenderer:
-        return MessageRenderer(request.chat.model, request.chat.stops, prompt_tokens)
+        return MessageRenderer(request.chat.model, request.chat.stops, prompt_tokens, keep=not request.chat.stream)
 
     def error_body(self, exc: RelayError) -> dict[str, Any]:
         return error_body(exc)

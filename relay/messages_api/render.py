@@ -42,8 +42,8 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
 class MessageRenderer(Renderer):
     """An answer as Anthropic stream events and as one `message` object."""
 
-    def __init__(self, model: str, stops: list[str], prompt_tokens: int) -> None:
-        super().__init__(model, stops, prompt_tokens)
+    def __init__(self, model: str, stops: list[str], prompt_tokens: int, *, keep: bool = True) -> None:
+        super().__init__(model, stops, prompt_tokens, keep=keep)
         self._id = message_id()
 
     def on_start(self) -> bytes:
