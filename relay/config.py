@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     state_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     state_lease_seconds: float = Field(default=30.0, gt=0)
     response_ttl: float = Field(default=3600.0, gt=0)
+    usage_refresh: float = Field(default=300.0, ge=10)
     fallback_mode: Literal["when_pool_unavailable", "off"] = "when_pool_unavailable"
     # Filled from the numbered FALLBACK_API_*_n variables by load_settings.
     fallbacks: Annotated[tuple[Fallback, ...], NoDecode] = ()

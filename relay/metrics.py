@@ -36,6 +36,15 @@ class _Live(Collector):
         in_flight = GaugeMetricFamily("relay_requests_in_flight", "Upstream requests in flight")
         in_flight.add_metric([], sum(a.in_flight for a in self._pool.accounts))
         yield in_flight
+        used = GaugeMetricFamily("relay_account_window_utilization", "Share of a quota window used (0..1)", labels=["account", "window"])
+        resets = GaugeMetricFamily("relay_account_window_resets_at", "When a quota window resets (unix seconds)", labels=["account", "window"])
+        for account in self._pool.accounts:
+            for name, window in (account.usage or {}).items():
+                used.add_metric([account.alias, name], window.utilization)
+                if window.resets_at:
+                    resets.add_metric([account.alias, name], window.resets_at)
+        yield used
+        yield resets
         streams = GaugeMetricFamily("relay_streams_open", "Client streams open")
         streams.add_metric([], self._streams())
         yield streams

@@ -36,7 +36,34 @@ class LimitReached:
     resets_at: float | None
 
 
-ReplyEvent = Text | Thinking | ToolCall | Finish | LimitReached
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One quota window of an account (claude.ai meters 5-hour and 7-day windows)."""
+
+    utilization: float  # 0..1 of the window used
+    resets_at: float | None  # unix seconds
+    status: str = "within_limit"
+
+    def exhausted(self, now: float) -> bool:
+        """Used up until it resets (a window whose reset has passed is fresh again)."""
+        live = self.resets_at is None or self.resets_at > now
+        return live and (self.status != "within_limit" or self.utilization >= 1.0)
+
+    def room(self, now: float) -> float:
+        """What is left of the window, 0..1; all of it once the window has reset."""
+        if self.resets_at is not None and self.resets_at <= now:
+            return 1.0
+        return max(0.0, 1.0 - self.utilization)
+
+
+@dataclass(slots=True)
+class QuotaSeen:
+    """The account's quota windows as claude.ai reported them at the end of an answer."""
+
+    windows: dict[str, Window]
+
+
+ReplyEvent = Text | Thinking | ToolCall | Finish | LimitReached | QuotaSeen
 
 
 def estimate_tokens(chars: int) -> int:

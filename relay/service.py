@@ -29,7 +29,7 @@ from .metrics import Metrics
 from .pool.account import Account
 from .pool.pool import AccountPool
 from .pool.state import Lease
-from .reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall, estimate_tokens
+from .reply import Finish, LimitReached, QuotaSeen, ReplyEvent, Text, Thinking, ToolCall, Window, estimate_tokens
 
 # Deleting a chat is housekeeping, never on the answer's critical path: tries 0.5, 1, 2 and 4 s
 # apart, which also outlasts a completion still being created upstream after it was cut off.
@@ -37,6 +37,8 @@ DELETE_ATTEMPTS = 5
 DELETE_BACKOFF = 0.5
 # Failures after which the account cannot be asked for anything, a delete included.
 UNREACHABLE = frozenset({Failure.INVALID, Failure.DISABLED, Failure.CLOUDFLARE, Failure.REGION})
+# The first /usage round waits for start-up's organization discovery.
+USAGE_FIRST_DELAY = 2.0
 # Mirror keys get cached org ids too, but a bounded number of them.
 MAX_GUEST_ORGS = 256
 CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]*$")
@@ -135,6 +137,9 @@ class _Source(ABC):
     async def limit_reached(self, seat: Seat, resets_at: float | None) -> None:
         """The account reached its usage limit with an answer that is itself fine."""
 
+    async def quota(self, seat: Seat, windows: dict[str, Window]) -> None:
+        """claude.ai reported the account's quota windows."""
+
     @abstractmethod
     def give_up(self, failure: UpstreamFailure) -> RelayError:
         """The error for a failure that will not be tried elsewhere."""
@@ -176,6 +181,9 @@ class _PoolSource(_Source):
 
     async def limit_reached(self, seat: Seat, resets_at: float | None) -> None:
         await self.pool.cool_down(seat.account, resets_at)
+
+    async def quota(self, seat: Seat, windows: dict[str, Window]) -> None:
+        await self.pool.record_usage(seat.account, windows)
 
     def give_up(self, failure: UpstreamFailure) -> RelayError:
         return _client_error(failure, self.pool.now())
@@ -248,6 +256,7 @@ class ChatService:
         self.guest_orgs: OrderedDict[str, str] = OrderedDict()
         self._fetch_image = fetch_image
         self._background: set[asyncio.Task[None]] = set()
+        self._usage_task: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -258,6 +267,29 @@ class ChatService:
             if account.org_id is None and account.usable(self.pool.now()):
                 self._spawn(self._warm(source, Seat(account, self.upstream.for_key(account.key))))
 
+    def watch_usage(self) -> None:
+        """Ask /usage for every account now and then, in the background (never on a request's
+        path); an account whose windows a stream reported recently is not asked."""
+        self._usage_task = asyncio.ensure_future(self._usage_loop())
+
+    async def _usage_loop(self) -> None:
+        every = self.settings.usage_refresh
+        await asyncio.sleep(USAGE_FIRST_DELAY)
+        while True:
+            for account in self.pool.accounts:
+                now = self.pool.now()
+                if not account.org_id or not account.usable(now) or (account.usage_at and now - account.usage_at < every):
+                    continue
+                try:
+                    windows = await self.upstream.for_key(account.key).usage(account.org_id)
+                except UpstreamFailure as failure:
+                    # Quota is information; failing to read it says nothing about the account.
+                    logger.debug("usage of {} not read: {}", account.alias, failure.message)
+                    continue
+                if windows:
+                    await self.pool.record_usage(account, windows)
+            await asyncio.sleep(every)
+
     async def _warm(self, source: _PoolSource, seat: Seat) -> None:
         try:
             await source.org(seat)
@@ -266,7 +298,10 @@ class ChatService:
             await source.learn(seat, failure)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Let pending chat deletions finish (briefly), then cancel what is left."""
+        """Stop reading usage; let pending chat deletions finish (briefly), then cancel what is left."""
+        if self._usage_task is not None:
+            self._usage_task.cancel()
+            await asyncio.gather(self._usage_task, return_exceptions=True)
         if self._background:
             _, pending = await asyncio.wait(set(self._background), timeout=timeout)
             for task in pending:
@@ -452,13 +487,15 @@ class ChatService:
 
 
 async def _watch_limits(batches: AsyncIterator[list[ReplyEvent]], source: _Source, seat: Seat) -> AsyncIterator[list[ReplyEvent]]:
-    """Take usage-limit notices out of the answer and tell the source about them."""
+    """Take quota notices (windows, limits reached) out of the answer and tell the source."""
     async for batch in batches:
-        if any(isinstance(e, LimitReached) for e in batch):
+        if any(type(e) in (LimitReached, QuotaSeen) for e in batch):
             for event in batch:
-                if isinstance(event, LimitReached):
+                if isinstance(event, QuotaSeen):
+                    await source.quota(seat, event.windows)
+                elif isinstance(event, LimitReached):
                     await source.limit_reached(seat, event.resets_at)
-            batch = [e for e in batch if not isinstance(e, LimitReached)]
+            batch = [e for e in batch if type(e) not in (LimitReached, QuotaSeen)]
         if batch:
             yield batch
 

@@ -15,7 +15,7 @@ from curl_cffi.requests import AsyncSession, Response
 from curl_cffi.requests.exceptions import RequestException, Timeout
 from loguru import logger
 
-from ..reply import ReplyEvent
+from ..reply import ReplyEvent, Window
 from ..sse import SSEDecoder
 from . import webapi
 from .curl import CurlStream
@@ -308,6 +308,11 @@ class AccountApi:
     async def discover_org(self) -> str:
         answer = await self._call("GET", webapi.orgs_path())
         return webapi.choose_org(answer.status, answer.headers, answer.body)
+
+    async def usage(self, org: str) -> dict[str, Window]:
+        """The account's quota windows as /usage reports them."""
+        answer = await self._call("GET", webapi.usage_path(org))
+        return webapi.usage_windows(answer.status, answer.headers, answer.body)
 
     async def create_conversation(self, org: str, conv: str, model: str | None) -> None:
         body = webapi.conversation_body(conv, model)

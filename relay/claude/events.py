@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 from loguru import logger
 
-from ..reply import Finish, LimitReached, ReplyEvent, Text, Thinking, ToolCall
+from ..reply import Finish, LimitReached, QuotaSeen, ReplyEvent, Text, Thinking, ToolCall
 from ..sse import SSEEvent, blocks
 from .failures import classify_stream_error
+from .webapi import parse_windows
 
 
 @dataclass(slots=True)
@@ -196,10 +197,15 @@ class EventReader:
             return [Finish(self._stop_reason)]
         if kind == "message_limit":
             limit = data.get("message_limit") or {}
+            if not isinstance(limit, dict):
+                return []
+            out: list[ReplyEvent] = []
+            if windows := parse_windows(limit.get("windows")):
+                out.append(QuotaSeen(windows))
             if limit.get("type") == "exceeded_limit":
                 resets = limit.get("resetsAt")
-                return [LimitReached(float(resets) if isinstance(resets, (int, float)) else None)]
-            return []
+                out.append(LimitReached(float(resets) if isinstance(resets, (int, float)) else None))
+            return out
         if kind == "error" or "error" in data and "completion" not in data:
             err = data.get("error") or {}
             if not isinstance(err, dict):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from ..reply import Window
 from .failures import Failure, UpstreamFailure, classify, org_flag_failure
 
 # The web app sends this parent for the first turn of a new conversation.
@@ -45,6 +47,56 @@ def base_headers(origin: str) -> dict[str, str]:
         "Accept-Language": "en-US,en;q=0.9",
         "anthropic-client-platform": "web_claude_ai",
     }
+
+
+def usage_path(org: str) -> str:
+    return f"/api/organizations/{org}/usage"
+
+
+# /usage names its windows in words; the stream's message_limit in short. relay shows the short ones.
+_WINDOW_NAMES = {"five_hour": "5h", "seven_day": "7d", "seven_day_sonnet": "7d_sonnet", "seven_day_opus": "7d_opus"}
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def parse_windows(raw: Any, *, percent: bool = False) -> dict[str, Window]:
+    """Quota windows from a message_limit event (`utilization` 0..1) or from /usage (`percent`:
+    0..100, names in words). Unknown or malformed entries are skipped, never fatal."""
+    windows: dict[str, Window] = {}
+    for name, entry in raw.items() if isinstance(raw, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        used = entry.get("utilization")
+        if not isinstance(used, (int, float)) or isinstance(used, bool):
+            continue
+        fraction = float(used) / 100 if percent else float(used)
+        status = entry.get("status")
+        windows[_WINDOW_NAMES.get(str(name), str(name))[:32]] = Window(
+            utilization=min(max(fraction, 0.0), 1.0),
+            resets_at=_timestamp(entry.get("resets_at")),
+            status=str(status) if isinstance(status, str) and status else ("exceeded_limit" if fraction >= 1.0 else "within_limit"),
+        )
+    return windows
+
+
+def usage_windows(status: int, headers: dict[str, str], body: bytes) -> dict[str, Window]:
+    """The windows of a /usage answer, or the classified failure."""
+    try:
+        doc = json.loads(body) if status == 200 else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise classify(status if status >= 300 else 502, headers, body)
+    return parse_windows(doc, percent=True)
 
 
 def choose_org(status: int, headers: dict[str, str], body: bytes) -> str:

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,10 @@ class Behavior:
     chunk_delay: float | None = None
     first_delay: float = 0.0  # silence before the first content event
     accept_delay: float = 0.0  # time the completion takes before it creates the chat and answers
+    usage: dict[str, float] | None = None  # starting quota use per window ("5h", "7d"), 0..1
+    # What each answer adds to the 5-hour window (a fifth of that to the 7-day one); small, so that
+    # benchmarks with thousands of answers do not use an account up.
+    usage_step: float = 0.0001
     stop_reason: str = "end_turn"
     tool_block: tuple[str, dict[str, Any]] | None = None  # an upstream tool_use block (e.g. artifacts) after the text
     fail_calls: frozenset[str] = frozenset({"completion"})  # which calls the failure modes hit
@@ -110,6 +115,10 @@ class FakeClaude:
         self.inline_create = True  # honour create_conversation_params like the 2026 web app
         self.inline_refusal = 404  # the status for an unknown chat when inline creation is off
         self.open_streams = 0
+        # Quota windows per sessionKey, growing with every answer; they reset at fixed times.
+        self.windows: dict[str, dict[str, float]] = {}
+        now = time.time()
+        self.window_resets = {"5h": math.ceil(now + 5 * 3600), "7d": math.ceil(now + 7 * 86400)}
         self.disconnects = 0
         self.stream_closed = asyncio.Event()
         self.app = self._build()
@@ -120,6 +129,21 @@ class FakeClaude:
         behavior = Behavior(mode=mode, **kw)
         self.behaviors[key] = behavior
         return behavior
+
+    def _windows(self, key: str, behavior: Behavior) -> dict[str, float]:
+        if key not in self.windows:
+            self.windows[key] = {"5h": 0.0, "7d": 0.0, **(behavior.usage or {})}
+        return self.windows[key]
+
+    def _window_report(self, key: str, behavior: Behavior) -> dict[str, Any]:
+        """The `windows` of a message_limit event, after this answer's use."""
+        used = self._windows(key, behavior)
+        used["5h"] = min(1.0, used["5h"] + behavior.usage_step)
+        used["7d"] = min(1.0, used["7d"] + behavior.usage_step / 5)
+        return {
+            name: {"status": "within_limit" if u < 1.0 else "exceeded_limit", "resets_at": self.window_resets[name], "utilization": round(u, 4)}
+            for name, u in used.items()
+        }
 
     def calls_named(self, name: str) -> list[Call]:
         return [c for c in self.calls if c.name == name]
@@ -134,6 +158,7 @@ class FakeClaude:
         app.router.add_delete("/api/organizations/{org}/chat_conversations/{conv}", self._delete)
         app.router.add_post("/api/organizations/{org}/chat_conversations/{conv}/completion", self._completion)
         app.router.add_post("/api/{org}/upload", self._upload)
+        app.router.add_get("/api/organizations/{org}/usage", self._usage)
         app.router.add_get("/_fake/stats", self._stats)
         app.router.add_post("/_fake/config", self._config)
         return app
@@ -221,6 +246,19 @@ class FakeClaude:
             orgs.append({"uuid": org_for(key), "name": "Personal", "capabilities": ["chat", "claude_pro"], "active_flags": []})
         return web.json_response(orgs)
 
+    async def _usage(self, request: web.Request) -> web.StreamResponse:
+        """Quota use as the usage page reports it: percent, window names in words, ISO times."""
+        behavior = await self._record("usage", request)
+        if (failed := self._failure(behavior, "usage")) is not None:
+            return failed
+        used = self._windows(self._key(request), behavior)
+
+        def window(name: str) -> dict[str, Any]:
+            resets = datetime.fromtimestamp(self.window_resets[name], UTC).isoformat().replace("+00:00", "Z")
+            return {"utilization": round(used[name] * 100, 2), "resets_at": resets}
+
+        return web.json_response({"five_hour": window("5h"), "seven_day": window("7d"), "seven_day_opus": None})
+
     async def _create(self, request: web.Request) -> web.StreamResponse:
         body = await self._json(request)
         behavior = await self._record("create", request, body)
@@ -298,7 +336,7 @@ class FakeClaude:
         await resp.prepare(request)
         self.open_streams += 1
         try:
-            await self._answer(resp, behavior, model, text, thinking)
+            await self._answer(resp, behavior, model, text, thinking, self._key(request))
         except ConnectionResetError:
             self.disconnects += 1
         except asyncio.CancelledError:
@@ -309,7 +347,7 @@ class FakeClaude:
             self.stream_closed.set()
         return resp
 
-    async def _answer(self, resp: web.StreamResponse, behavior: Behavior, model: str, text: str, thinking: bool) -> None:
+    async def _answer(self, resp: web.StreamResponse, behavior: Behavior, model: str, text: str, thinking: bool, key: str) -> None:
         delay = self.chunk_delay if behavior.chunk_delay is None else behavior.chunk_delay
         msg = {"id": "chatcompl_" + uuid.uuid4().hex[:12], "type": "message", "role": "assistant", "model": model,
                "content": [], "stop_reason": None, "uuid": str(uuid.uuid4())}
@@ -357,7 +395,7 @@ class FakeClaude:
         if behavior.tool_block:
             await self._tool_block(resp, index + 1, *behavior.tool_block)
         await resp.write(_sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": behavior.stop_reason, "stop_sequence": None}}))
-        limit: dict[str, Any] = {"type": "within_limit", "resetsAt": None, "remaining": None}
+        limit: dict[str, Any] = {"type": "within_limit", "resetsAt": None, "remaining": None, "windows": self._window_report(key, behavior)}
         if behavior.mode == "limit_after":
             limit = {"type": "exceeded_limit", "resetsAt": math.ceil(behavior.resets_at or time.time() + 3600), "remaining": 0}
         await resp.write(_sse("message_limit", {"type": "message_limit", "message_limit": limit}))

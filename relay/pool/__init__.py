@@ -1,5 +1,6 @@
 """The account pool: accounts and their states, selection, and where state lives (memory,
 STATE_FILE, Redis).
 
-May import config, errors and claude.failures (what an upstream failure means); nothing else.
+May import config, errors, reply (quota windows) and claude.failures (what an upstream failure
+means); nothing else.
 """

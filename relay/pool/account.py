@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..claude.failures import Failure
+from ..reply import Window
 
 
 class State(StrEnum):
@@ -18,6 +19,10 @@ class State(StrEnum):
     DISABLED = "disabled"  # organization disabled or banned
     BLOCKED = "blocked"  # Cloudflare or region/IP block, retried after `until`
 
+
+# A request in flight is counted as using this share of a window: its cost is not known until it
+# ends, and without it every concurrent request would go to the one account with the most room.
+IN_FLIGHT_SHARE = 0.02
 
 STATE_OF = {
     Failure.RATE_LIMITED: State.COOLING,
@@ -59,6 +64,9 @@ class Account:
     # Transient failures (timeouts, resets, 5xx) in a row, and until when the account is avoided for them.
     streak: int = 0
     backoff_until: float | None = None
+    # Quota windows as claude.ai last reported them (stream ends, /usage), and when.
+    usage: dict[str, Window] | None = None
+    usage_at: float | None = None
     id: str = field(init=False, default="")
 
     def __repr__(self) -> str:
@@ -80,6 +88,14 @@ class Account:
         """Active, or due back from a cooldown; changes nothing."""
         return self.state is State.ACTIVE or self.cooled_down(now)
 
+    def headroom(self, now: float) -> float:
+        """What is left of the tightest quota window, 0..1; all of it while nothing is known."""
+        return min((w.room(now) for w in (self.usage or {}).values()), default=1.0)
+
+    def score(self, now: float) -> float:
+        """Headroom less what the requests in flight will use (their cost is not known yet)."""
+        return self.headroom(now) - self.in_flight * IN_FLIGHT_SHARE
+
     def healthy(self, now: float) -> bool:
         """Usable and not backing off after transient failures."""
         return self.usable(now) and (self.backoff_until is None or self.backoff_until <= now)
@@ -100,4 +116,13 @@ class Account:
             "last_used": self.last_used or None,
             "consecutive_failures": self.streak,
             "backoff_until": self.backoff_until,
+            "usage": self.usage_view(),
         }
+
+    def usage_view(self) -> dict[str, Any] | None:
+        if self.usage is None:
+            return None
+        windows: dict[str, Any] = {
+            name: {"utilization": w.utilization, "resets_at": w.resets_at, "status": w.status} for name, w in sorted(self.usage.items())
+        }
+        return {**windows, "updated_at": self.usage_at}

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from loguru import logger
 
 from ..claude.failures import Failure, UpstreamFailure
+from ..reply import Window
 from ..config import SessionSpec
 from ..errors import NoAccountAvailable, RateLimited, RelayError
 from .account import STATE_OF, Account, State, clock_text
@@ -140,6 +141,17 @@ class AccountPool:
     def record_success(account: Account) -> None:
         """An answer started: the account is healthy again."""
         account.streak, account.backoff_until = 0, None
+
+    async def record_usage(self, account: Account, windows: dict[str, Window]) -> None:
+        """Keep what claude.ai said of the account's quota windows; a used-up window cools the
+        account until it resets, before any request meets a 429."""
+        now = self._clock()
+        account.usage, account.usage_at = dict(windows), now
+        await self.store.save_usage(account)
+        spent = [w for w in windows.values() if w.exhausted(now)]
+        if spent and account.state is State.ACTIVE:
+            resets = max((w.resets_at for w in spent if w.resets_at), default=None)
+            await self.cool_down(account, resets)
 
     async def cool_down(self, account: Account, resets_at: float | None) -> None:
         """The answer was fine, but the account reached its usage limit with it."""

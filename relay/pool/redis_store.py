@@ -2,7 +2,7 @@
 
 Keys (under STATE_PREFIX, accounts named by a hash of their key, never the key itself):
   {p}:state:{id}     JSON of a non-active state; expires with the cooldown, so accounts come back by themselves
-  {p}:acct:{id}      hash of counters and the organization id
+  {p}:acct:{id}      hash of counters, the organization id and the quota windows (`usage`)
   {p}:inflight:{id}  sorted set of leases scored by expiry: a replica that dies leaks nothing for long
   {p}:lru            sorted set of last use, the rotation order
   {p}:answer:{id}    a kept Responses answer (input and output items), expiring after RESPONSE_TTL
@@ -21,25 +21,27 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .account import Account, State
+from ..reply import Window
+from .account import IN_FLIGHT_SHARE, Account, State
 from .state import Lease, MemoryStore, StateStore, apply, record
 
 T = TypeVar("T")
 
-# Pick the usable candidate with the fewest live leases, then the least recently used, and take a
-# lease on it, all in one step so that replicas never race.
+# Pick the usable candidate with the most quota headroom once its live leases (on every replica)
+# are counted, then the least recently used, and take a lease on it, all in one step so that
+# replicas never race. ARGV after the first five: account id, then its headroom (0..1).
 ACQUIRE = """
-local p, now, expires, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local best, best_load, best_used
-for i = 5, #ARGV do
-  local id = ARGV[i]
+local p, now, expires, token, share = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local best, best_score, best_used
+for i = 6, #ARGV, 2 do
+  local id, room = ARGV[i], tonumber(ARGV[i + 1])
   if redis.call('EXISTS', p .. ':state:' .. id) == 0 then
     local inflight = p .. ':inflight:' .. id
     redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
-    local load = redis.call('ZCARD', inflight)
+    local score = room - redis.call('ZCARD', inflight) * share
     local used = tonumber(redis.call('ZSCORE', p .. ':lru', id) or '0')
-    if best == nil or load < best_load or (load == best_load and used < best_used) then
-      best, best_load, best_used = id, load, used
+    if best == nil or score > best_score or (score == best_score and used < best_used) then
+      best, best_score, best_used = id, score, used
     end
   end
 end
@@ -126,8 +128,9 @@ class RedisStore(StateStore):
 
     async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
         token = uuid.uuid4().hex
-        ids = [a.id for a in candidates]
-        chosen = await self._try(lambda: self._acquire(args=[self.prefix, now, now + self.lease_seconds, token, *ids]))
+        pairs = [v for a in candidates for v in (a.id, repr(a.headroom(now)))]
+        args = [self.prefix, now, now + self.lease_seconds, token, IN_FLIGHT_SHARE, *pairs]
+        chosen = await self._try(lambda: self._acquire(args=args))
         if chosen is _FAILED:
             return await self.local.acquire(candidates, now)
         if chosen is None:
@@ -167,6 +170,10 @@ class RedisStore(StateStore):
                 pipe.hset(self._key("acct", account.id), "last_error", account.last_error)
             await pipe.execute()
 
+    async def save_usage(self, account: Account) -> None:
+        usage = json.dumps(account.usage_view())
+        await self._try(lambda: self.client.hset(self._key("acct", account.id), "usage", usage))
+
     async def save_org(self, account: Account) -> None:
         await self.local.save_org(account)
         if account.org_id:
@@ -196,7 +203,7 @@ class RedisStore(StateStore):
                 apply(account, json.loads(state))
             elif account.state is not State.ACTIVE:
                 account.state, account.failure, account.reason, account.until = State.ACTIVE, None, "", None
-            requests, failures, last_error, last_used, org_id = fields
+            requests, failures, last_error, last_used, org_id, usage = fields
             account.requests = int(requests or 0)
             account.failures = int(failures or 0)
             account.last_error = last_error or ""
@@ -204,12 +211,14 @@ class RedisStore(StateStore):
             account.in_flight = int(in_flight)
             if org_id and not account.org_id:
                 account.org_id = org_id
+            if usage:
+                account.usage, account.usage_at = _usage(usage)
 
     async def _fetch(self, accounts: list[Account], now: float) -> list[object]:
         async with self.client.pipeline(transaction=False) as pipe:
             for account in accounts:
                 pipe.get(self._key("state", account.id))
-                pipe.hmget(self._key("acct", account.id), ["requests", "failures", "last_error", "last_used", "org_id"])
+                pipe.hmget(self._key("acct", account.id), ["requests", "failures", "last_error", "last_used", "org_id", "usage"])
                 pipe.zcount(self._key("inflight", account.id), now, "+inf")
             return list(await pipe.execute())
 
@@ -219,3 +228,20 @@ class RedisStore(StateStore):
         for account in dirty:
             if await self._try(lambda a=account: self._save(a, False, True)) is _FAILED:  # type: ignore[misc]
                 self._dirty.add(account)
+
+
+def _usage(text: str) -> tuple[dict[str, Window] | None, float | None]:
+    """Quota windows as another replica kept them (`Account.usage_view`)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    at = doc.pop("updated_at", None)
+    windows = {
+        str(name): Window(float(w["utilization"]), w.get("resets_at"), str(w.get("status") or "within_limit"))
+        for name, w in doc.items()
+        if isinstance(w, dict) and isinstance(w.get("utilization"), (int, float))
+    }
+    return windows, float(at) if isinstance(at, (int, float)) else None

@@ -48,7 +48,8 @@ class StateStore(ABC):
 
     @abstractmethod
     async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
-        """Take the candidate with the fewest requests in flight, then the least recently used."""
+        """Take the candidate with the most quota headroom once its requests in flight are counted
+        (`Account.score`), then the least recently used."""
 
     @abstractmethod
     async def release(self, lease: Lease) -> None: ...
@@ -62,6 +63,9 @@ class StateStore(ABC):
 
     async def save_org(self, account: Account) -> None:
         """Keep the account's discovered organization id."""
+
+    async def save_usage(self, account: Account) -> None:
+        """Share the account's quota windows (already set on it)."""
 
     async def refresh(self, accounts: list[Account]) -> None:
         """Update the accounts from shared state (no-op when this process is the only one)."""
@@ -131,7 +135,7 @@ class MemoryStore(StateStore):
     async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
         if not candidates:
             return None
-        account = min(candidates, key=lambda a: (a.in_flight, a.last_used))
+        account = min(candidates, key=lambda a: (-a.score(now), a.last_used))
         account.in_flight += 1
         account.requests += 1
         account.last_used = now

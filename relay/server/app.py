@@ -56,6 +56,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     app[service_key] = service
     await app[pool_key].start()
     service.warm_up()
+    service.watch_usage()
     yield
     await service.close()
     await app[pool_key].store.close()
