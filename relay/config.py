@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     request_header_timeout: float = Field(default=15.0, gt=0)
     request_body_timeout: float = Field(default=60.0, gt=0)
     thinking_format: Literal["think_tags", "reasoning_content"] = "think_tags"
+    show_tool_activity: Literal["compact", "none"] = "compact"
+    temporary_chats: bool = False
     state_url: str | None = None
     state_file: str | None = None
     state_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")

@@ -150,14 +150,17 @@ class _Source(ABC):
 
 
 class _PoolSource(_Source):
-    def __init__(self, service: ChatService) -> None:
+    def __init__(self, service: ChatService, model: str | None = None) -> None:
         self.service = service
         self.pool = service.pool
         self.attempts = service.attempts
+        self.model = model
 
     async def take(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Seat:
         try:
-            lease = await self.pool.acquire(exclude=tried)
+            lease = await self.pool.acquire(exclude=tried, model=self.model)
+        except InvalidRequest:
+            raise
         except RelayError:
             raise self.exhausted(failures) from None
         return Seat(lease.account, self.service.upstream.for_key(lease.account.key), lease)
@@ -174,6 +177,9 @@ class _PoolSource(_Source):
         return account.org_id
 
     async def learn(self, seat: Seat, failure: UpstreamFailure) -> None:
+        if failure.kind is Failure.MODEL_UNAVAILABLE and self.model is not None:
+            self.pool.record_missing_model(seat.account, self.model)
+            return
         await self.pool.record_failure(seat.account, failure)
 
     def succeeded(self, seat: Seat) -> None:
@@ -192,6 +198,8 @@ class _PoolSource(_Source):
         """The pool's own story, or what each attempt met."""
         if not failures or not any(a.usable(self.pool.now()) for a in self.pool.accounts):
             return self.pool.unavailable()
+        if all(f.kind is Failure.MODEL_UNAVAILABLE for _, f in failures):
+            return InvalidRequest(f"model {self.model!r} is not available on any account's plan", param="model", code="model_not_available")
         if all(f.kind is Failure.RATE_LIMITED for _, f in failures):
             # Limits that reset within the second still mean "later", not a broken upstream.
             return _client_error(min(failures, key=lambda af: af[1].resets_at or 0)[1], self.pool.now())
@@ -353,7 +361,7 @@ class ChatService:
         propagate out of `Reply.batches()` for the caller to report in-band.
         """
         uploads = await self._fetch_remote(job.prompt)
-        source: _Source = _GuestSource(self, guest) if guest else _PoolSource(self)
+        source: _Source = _GuestSource(self, guest) if guest else _PoolSource(self, job.model)
         tried: set[Account] = set()
         failures: list[tuple[Account, UpstreamFailure]] = []
         for attempt in range(1, source.attempts + 1):
@@ -421,7 +429,7 @@ class ChatService:
                 attachments=job.prompt.attachments,
                 files=files,
                 artifacts=job.artifacts,
-                create=webapi.conversation_params(conv, job.model, job.thinking) if inline else None,
+                create=webapi.conversation_params(conv, job.model, job.thinking, self.settings.temporary_chats) if inline else None,
             )
 
         inline_refused = False
@@ -441,7 +449,7 @@ class ChatService:
                 inline_refused = True
         if inline_refused:
             logger.info("{} does not create chats inline; creating them explicitly", account.alias)
-        await api.create_conversation(org, conv, job.model)
+        await api.create_conversation(org, conv, job.model, self.settings.temporary_chats)
         chat.settled = True
         if job.thinking:
             await api.enable_thinking(org, conv)

@@ -19,7 +19,7 @@ from ..reply import ReplyEvent, Window
 from ..sse import SSEDecoder
 from . import webapi
 from .curl import CurlStream
-from .events import EventReader
+from .events import EventReader, ToolActivity
 from .failures import Failure, UpstreamFailure, classify
 
 # Impersonate the newest Chrome profile curl_cffi ships; claude.ai sits behind Cloudflare.
@@ -37,6 +37,8 @@ class UpstreamConfig:
     connect_timeout: float
     read_timeout: float
     max_connections: int
+    # How claude.ai's own tool use (web search, integrations) shows in answers.
+    tool_activity: ToolActivity = "compact"
     # Sessions for callers' own keys (mirror mode) are kept in a bounded LRU.
     max_guest_sessions: int = 32
 
@@ -233,9 +235,9 @@ async def _read_capped(rsp: Response) -> bytes:
 
 
 @asynccontextmanager
-async def _events(rsp: Response, idle: float) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
+async def _events(rsp: Response, idle: float, activity: ToolActivity) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
     """The reply events of a completion response, or its classified failure; closes it after."""
-    stream = _EventStream(rsp, idle)
+    stream = _EventStream(rsp, idle, activity)
     batches = stream.batches()
     try:
         if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
@@ -256,9 +258,9 @@ class _EventStream:
 
     __slots__ = ("curl", "reader", "idle")
 
-    def __init__(self, rsp: Response, idle: float) -> None:
+    def __init__(self, rsp: Response, idle: float, activity: ToolActivity) -> None:
         self.curl = CurlStream(rsp)
-        self.reader = EventReader()
+        self.reader = EventReader(activity=activity)
         self.idle = idle
 
     async def batches(self) -> AsyncGenerator[list[ReplyEvent], None]:
@@ -314,8 +316,8 @@ class AccountApi:
         answer = await self._call("GET", webapi.usage_path(org))
         return webapi.usage_windows(answer.status, answer.headers, answer.body)
 
-    async def create_conversation(self, org: str, conv: str, model: str | None) -> None:
-        body = webapi.conversation_body(conv, model)
+    async def create_conversation(self, org: str, conv: str, model: str | None, temporary: bool = False) -> None:
+        body = webapi.conversation_body(conv, model, temporary)
         self._expect(await self._call("POST", webapi.conversations_path(org), json=body), 200, 201)
 
     async def enable_thinking(self, org: str, conv: str) -> None:
@@ -356,5 +358,5 @@ class AccountApi:
                 raise _network_failure(exc) from exc
             except TimeoutError:
                 raise UpstreamFailure(Failure.TIMEOUT, "claude.ai did not start answering in time (READ_TIMEOUT)") from None
-            async with _events(rsp, config.read_timeout) as batches:
+            async with _events(rsp, config.read_timeout, config.tool_activity) as batches:
                 yield batches

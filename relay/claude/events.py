@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from loguru import logger
@@ -26,31 +26,49 @@ class _Block:
     name: str = ""
     id: str = ""
     parts: list[str] = field(default_factory=list)
+    # Thinking: which form its text came in first (full thinking or summaries); the other is not shown.
+    form: str = ""
 
 
-def render_tool_block(name: str, raw_input: str) -> str:
-    """Markdown for an upstream tool_use block (artifacts, web search, ...), never raw JSON fragments."""
+ToolActivity = Literal["compact", "none"]
+
+
+def _index(data: dict[str, Any], default: int = -1) -> int:
+    value = data.get("index", default)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def activity_line(name: str, raw_input: str) -> str:
+    """claude.ai's own tool use (web search, fetches, integrations) as one line of the answer."""
     try:
         args = json.loads(raw_input) if raw_input.strip() else {}
     except ValueError:
-        args = {"input": raw_input}
+        args = {}
+    detail = next((args[k] for k in ("query", "url", "location", "q") if isinstance(args, dict) and isinstance(args.get(k), str)), None)
+    shown = json.dumps(detail[:200], ensure_ascii=False) if detail else ""
+    return f"\n[{name or 'tool'}{': ' + shown if shown else ''}]\n"
+
+
+def render_artifact(raw_input: str) -> str:
+    """An artifact claude.ai made, as markdown: its content in a code block, never raw JSON."""
+    try:
+        args = json.loads(raw_input) if raw_input.strip() else {}
+    except ValueError:
+        args = {}
     if not isinstance(args, dict):
-        args = {"input": args}
-    if name == "artifacts":
-        title = args.get("title") or args.get("id") or "artifact"
-        if "content" in args:
-            lang = args.get("language") or _artifact_language(str(args.get("type", "")))
-            return f"\n\n**{title}**\n\n```{lang}\n{str(args['content']).rstrip()}\n```\n\n"
-        if "new_str" in args:
-            return (
-                f"\n\n**{title}** (update)\n\n```diff\n"
-                + "".join(f"- {ln}\n" for ln in str(args.get("old_str", "")).splitlines())
-                + "".join(f"+ {ln}\n" for ln in str(args["new_str"]).splitlines())
-                + "```\n\n"
-            )
-    if name == "web_search" and "query" in args:
-        return f"\n\n_Searching the web: {args['query']}_\n\n"
-    return f"\n\n**{name or 'tool'}**\n\n```json\n{json.dumps(args, ensure_ascii=False, indent=2)}\n```\n\n"
+        args = {}
+    title = args.get("title") or args.get("id") or "artifact"
+    if "content" in args:
+        lang = args.get("language") or _artifact_language(str(args.get("type", "")))
+        return f"\n\n**{title}**\n\n```{lang}\n{str(args['content']).rstrip()}\n```\n\n"
+    if "new_str" in args:
+        return (
+            f"\n\n**{title}** (update)\n\n```diff\n"
+            + "".join(f"- {ln}\n" for ln in str(args.get("old_str", "")).splitlines())
+            + "".join(f"+ {ln}\n" for ln in str(args["new_str"]).splitlines())
+            + "```\n\n"
+        )
+    return f"\n\n**{title}**\n\n"  # an artifact command with nothing to show
 
 
 def _artifact_language(kind: str) -> str:
@@ -89,14 +107,15 @@ def _json(event: SSEEvent) -> Any:
 class EventReader:
     """Reads one completion stream's SSE events into reply events; raises UpstreamFailure on `error`."""
 
-    __slots__ = ("_blocks", "_stop_reason", "_tool_calls", "finished")
+    __slots__ = ("_blocks", "_stop_reason", "_tool_calls", "_activity", "finished")
 
-    def __init__(self, *, tool_calls: bool = False) -> None:
+    def __init__(self, *, tool_calls: bool = False, activity: ToolActivity = "compact") -> None:
         self._blocks: dict[int, _Block] = {}
         self._stop_reason = "end_turn"
-        # claude.ai's own tool blocks (artifacts, search) are shown as markdown; the Anthropic API's
-        # tool_use blocks, read from a fallback provider, are the client's function calls.
+        # claude.ai's own tool blocks (artifacts, search) are rendered for the reader; the Anthropic
+        # API's tool_use blocks, read from a fallback provider, are the client's function calls.
         self._tool_calls = tool_calls
+        self._activity = activity
         self.finished = False
 
     def read(self, region: bytes) -> list[ReplyEvent]:
@@ -218,37 +237,66 @@ class EventReader:
         return []
 
     def _start(self, data: dict[str, Any]) -> list[ReplyEvent]:
-        block = data.get("content_block") or {}
-        index = int(data.get("index", len(self._blocks)))
+        block = data.get("content_block")
+        block = block if isinstance(block, dict) else {}
         kind = str(block.get("type", ""))
-        self._blocks[index] = _Block(kind, str(block.get("name", "")), str(block.get("id", "")))
+        opened = self._blocks[_index(data, len(self._blocks))] = _Block(kind, str(block.get("name", "")), str(block.get("id", "")))
         if kind == "text" and block.get("text"):
             return [Text(str(block["text"]))]
-        if kind == "thinking" and block.get("thinking"):
-            return [Thinking(str(block["thinking"]))]
+        if kind == "thinking":
+            if block.get("thinking"):
+                opened.form = "full"
+                return [Thinking(str(block["thinking"]))]
+            summaries = [str(s.get("summary")) for s in block.get("summaries") or [] if isinstance(s, dict) and s.get("summary")]
+            if summaries:
+                opened.form = "summary"
+                return [Thinking("\n".join(summaries))]
         return []
 
     def _delta(self, data: dict[str, Any]) -> list[ReplyEvent]:
-        delta = data.get("delta") or {}
+        delta = data.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
         kind = delta.get("type")
         if kind == "text_delta":
-            return [Text(delta.get("text", ""))]
-        if kind == "thinking_delta":
-            return [Thinking(delta.get("thinking", ""))]
+            return [Text(str(delta.get("text", "")))]
+        if kind in ("thinking_delta", "thinking_summary_delta"):
+            return self._thinking(_index(data), kind, delta)
         if kind == "input_json_delta":
-            block = self._blocks.get(int(data.get("index", -1)))
+            block = self._blocks.get(_index(data))
             if block is not None:
                 block.parts.append(str(delta.get("partial_json", "")))
         return []
 
+    def _thinking(self, index: int, kind: str, delta: dict[str, Any]) -> list[ReplyEvent]:
+        """Full thinking, or its summaries where no full thinking comes; never both for a block.
+
+        A summary may arrive after its block was closed; it is still thinking and shown as such."""
+        form = "full" if kind == "thinking_delta" else "summary"
+        if form == "full":
+            text = delta.get("thinking")
+        else:
+            summary = delta.get("summary")
+            text = summary.get("summary") if isinstance(summary, dict) else summary
+        if not isinstance(text, str) or not text:
+            return []
+        block = self._blocks.get(index)
+        if block is not None:
+            if block.form and block.form != form:
+                return []
+            block.form = form
+        return [Thinking(text)]
+
     def _stop(self, data: dict[str, Any]) -> list[ReplyEvent]:
-        block = self._blocks.pop(int(data.get("index", -1)), None)
+        block = self._blocks.get(_index(data))
         if block is None or block.kind != "tool_use":
             return []
+        del self._blocks[_index(data)]
         raw = "".join(block.parts)
         if self._tool_calls:
             return [ToolCall(block.id.removeprefix("toolu_"), block.name, raw or "{}")]
-        return [Text(render_tool_block(block.name, raw))]
+        if block.name == "artifacts":
+            return [Text(render_artifact(raw))]
+        return [Text(activity_line(block.name, raw))] if self._activity == "compact" else []
 
     def _legacy(self, data: dict[str, Any]) -> list[ReplyEvent]:
         out: list[ReplyEvent] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,6 +18,8 @@ DEFAULT_RATE_LIMIT_SECONDS = 3600.0
 CLOUDFLARE_COOLDOWN_SECONDS = 300.0
 # A region/IP block rarely clears by itself; check again after a while rather than never.
 REGION_COOLDOWN_SECONDS = 1800.0
+# How claude.ai says a plan lacks a model ("This model isn't available on your plan", ...).
+_UNAVAILABLE = re.compile(r"(not|n't|un)[ _-]?available")
 # Upstream messages are shown to callers; keep them short.
 MAX_MESSAGE_CHARS = 300
 
@@ -31,6 +34,7 @@ class Failure(StrEnum):
     CLOUDFLARE = "cloudflare"
     TRANSIENT = "transient"
     TIMEOUT = "timeout"  # no answer within the connect or read limit
+    MODEL_UNAVAILABLE = "model_unavailable"  # the account's plan lacks the model; another may have it
     REJECTED = "rejected"  # the request itself was refused; not the account's fault
 
 
@@ -44,6 +48,7 @@ RETRYABLE = frozenset(
         Failure.CLOUDFLARE,
         Failure.TRANSIENT,
         Failure.TIMEOUT,
+        Failure.MODEL_UNAVAILABLE,
     }
 )
 
@@ -143,8 +148,8 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float
         return UpstreamFailure(Failure.DISABLED, "account organization has been disabled", status=status)
     if "unable to serve your request" in text:
         return UpstreamFailure(Failure.REGION, "claude.ai refused this region/IP", status=status)
-    if status == 403 and "not available" in text:
-        return UpstreamFailure(Failure.REJECTED, message or "model not available on this account", status=status)
+    if status in (400, 403, 404) and _UNAVAILABLE.search(text) and (status == 403 or "model" in text):
+        return UpstreamFailure(Failure.MODEL_UNAVAILABLE, message or "model not available on this account", status=status)
     if status == 403:
         return UpstreamFailure(Failure.INVALID, message or "permission denied for this sessionKey", status=status)
     if status >= 500 or "overloaded" in err_type:

@@ -6,6 +6,7 @@ Pure functions; the I/O lives in `client.py`, the stream's events are read in `e
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -118,17 +119,17 @@ def choose_org(status: int, headers: dict[str, str], body: bytes) -> str:
     return str(best["uuid"])
 
 
-def conversation_body(conv: str, model: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"uuid": conv, "name": "", "include_conversation_preferences": True}
+def conversation_body(conv: str, model: str | None, temporary: bool = False) -> dict[str, Any]:
+    """A new chat; a temporary one stays out of the account's history (relay still deletes it)."""
+    body: dict[str, Any] = {"uuid": conv, "name": "", "include_conversation_preferences": True, "is_temporary": temporary}
     if model:
         body["model"] = model
     return body
 
 
-def conversation_params(conv: str, model: str | None, thinking: bool) -> dict[str, Any]:
+def conversation_params(conv: str, model: str | None, thinking: bool, temporary: bool = False) -> dict[str, Any]:
     """`create_conversation_params`: the newer web app creates the chat with its first completion."""
-    params = conversation_body(conv, model)
-    params["is_temporary"] = False
+    params = conversation_body(conv, model, temporary)
     if thinking:
         params["paprika_mode"] = "extended"
     return params
@@ -169,10 +170,13 @@ def completion_body(
         "prompt": prompt,
         "parent_message_uuid": ROOT_PARENT_UUID,
         "timezone": "UTC",
+        "locale": "en-US",
         "attachments": [a.wire() for a in attachments],
         "files": files,
         "sync_sources": [],
         "rendering_mode": "messages",
+        # The current web app names the turn's two messages itself.
+        "turn_message_uuids": {"human_message_uuid": str(uuid.uuid4()), "assistant_message_uuid": str(uuid.uuid4())},
         "tools": [{"type": "artifacts_v0", "name": "artifacts"}] if artifacts else [],
     }
     if model:

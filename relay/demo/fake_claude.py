@@ -38,6 +38,10 @@ class Behavior:
     first_delay: float = 0.0  # silence before the first content event
     accept_delay: float = 0.0  # time the completion takes before it creates the chat and answers
     usage: dict[str, float] | None = None  # starting quota use per window ("5h", "7d"), 0..1
+    models: frozenset[str] | None = None  # the models the account's plan has (None: all)
+    thinking_form: str = "full"  # how thinking streams: full, summary (summaries only) or both
+    interleave: bool = False  # thinking, text, thinking, text instead of thinking then text
+    search: str | None = None  # a web search claude.ai runs (tool_use + tool_result blocks) before answering
     # What each answer adds to the 5-hour window (a fifth of that to the 7-day one); small, so that
     # benchmarks with thousands of answers do not use an account up.
     usage_step: float = 0.0001
@@ -313,6 +317,9 @@ class FakeClaude:
         if behavior.mode == "hang":
             await _silence(request)
             return web.Response(status=500)
+        requested = str(body.get("model") or "")
+        if behavior.models is not None and requested and requested not in behavior.models:
+            return _error(403, "permission_error", "This model isn't available on your plan. Upgrade to use it.")
         if behavior.accept_delay:
             # Like claude.ai, the chat is created even if the caller has gone meanwhile.
             await asyncio.sleep(behavior.accept_delay)
@@ -361,15 +368,15 @@ class FakeClaude:
             await resp.write(b"\x00\xff junk\ndata: {not json\n\nevent: what\ndata: [1, 2]\n\n: more\n")
             return
         index = 0
+        if behavior.search:
+            index = await self._search(resp, index, behavior.search)
         if thinking:
             thought = behavior.thinking or "Let me think about this step by step."
-            await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                                          "content_block": {"type": "thinking", "thinking": ""}}))
-            for piece in _pieces(thought, None):
-                await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                              "delta": {"type": "thinking_delta", "thinking": piece}}))
-            await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
-            index = 1
+            index = await self._thinking(resp, index, thought, behavior.thinking_form)
+            if behavior.interleave:
+                first, _, text = text.partition(" ")
+                await self._text_block(resp, index, first + " ")
+                index = await self._thinking(resp, index + 1, "And once more.", behavior.thinking_form)
         await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
                                                       "content_block": {"type": "text", "text": ""}}))
         frames = [_text_delta(index, piece) for piece in _pieces(text, self.chunks)]
@@ -401,6 +408,45 @@ class FakeClaude:
         await resp.write(_sse("message_limit", {"type": "message_limit", "message_limit": limit}))
         await resp.write(_sse("message_stop", {"type": "message_stop"}))
 
+
+    @staticmethod
+    async def _thinking(resp: web.StreamResponse, index: int, thought: str, form: str) -> int:
+        """A thinking block: full thinking deltas, summary deltas only, or both; returns the next index."""
+        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
+                                                      "content_block": {"type": "thinking", "thinking": "", "summaries": []}}))
+        for piece in _pieces(thought, None) if form in ("full", "both") else []:
+            await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                          "delta": {"type": "thinking_delta", "thinking": piece}}))
+        if form in ("summary", "both"):
+            delta = {"type": "thinking_summary_delta", "summary": {"summary": thought}}
+            await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+        return index + 1
+
+    @staticmethod
+    async def _text_block(resp: web.StreamResponse, index: int, text: str) -> None:
+        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
+                                                      "content_block": {"type": "text", "text": "", "citations": []}}))
+        await resp.write(_text_delta(index, text))
+        await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+
+    @staticmethod
+    async def _search(resp: web.StreamResponse, index: int, query: str) -> int:
+        """claude.ai's own web search: a tool_use block, then its (large) tool_result block."""
+        start = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:8], "name": "web_search", "input": {},
+                 "message": "Searching the web", "integration_name": None, "icon_name": "globe"}
+        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
+        raw = json.dumps({"query": query})
+        for i in range(0, len(raw), 7):
+            delta = {"type": "input_json_delta", "partial_json": raw[i : i + 7]}
+            await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+        results = [{"type": "knowledge", "title": f"Result {n}", "url": f"https://example.org/{n}", "text": "x" * 300,
+                    "metadata": {"type": "webpage_metadata", "site_domain": "example.org", "site_name": "Example"}} for n in range(3)]
+        block = {"type": "tool_result", "tool_use_id": start["id"], "name": "web_search", "content": results, "is_error": False}
+        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index + 1, "content_block": block}))
+        await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index + 1}))
+        return index + 2
 
     @staticmethod
     async def _tool_block(resp: web.StreamResponse, index: int, name: str, args: dict[str, Any]) -> None:

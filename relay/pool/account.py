@@ -64,6 +64,8 @@ class Account:
     # Transient failures (timeouts, resets, 5xx) in a row, and until when the account is avoided for them.
     streak: int = 0
     backoff_until: float | None = None
+    # Models claude.ai said this account's plan lacks; requests for them go to other accounts.
+    models_unavailable: set[str] = field(default_factory=set)
     # Quota windows as claude.ai last reported them (stream ends, /usage), and when.
     usage: dict[str, Window] | None = None
     usage_at: float | None = None
@@ -117,6 +119,7 @@ class Account:
             "consecutive_failures": self.streak,
             "backoff_until": self.backoff_until,
             "usage": self.usage_view(),
+            "models_unavailable": sorted(self.models_unavailable),
         }
 
     def usage_view(self) -> dict[str, Any] | None:

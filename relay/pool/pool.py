@@ -12,7 +12,7 @@ from loguru import logger
 from ..claude.failures import Failure, UpstreamFailure
 from ..reply import Window
 from ..config import SessionSpec
-from ..errors import NoAccountAvailable, RateLimited, RelayError
+from ..errors import InvalidRequest, NoAccountAvailable, RateLimited, RelayError
 from .account import STATE_OF, Account, State, clock_text
 from .state import Lease, MemoryStore, StateStore
 
@@ -100,12 +100,16 @@ class AccountPool:
         self._accounts = list(fresh.values())
         return added, len(old)
 
-    async def acquire(self, exclude: set[Account] | None = None) -> Lease:
-        """A lease on the usable account with the fewest in-flight requests, then the least recently
-        used; accounts backing off after transient failures only when no other can serve."""
+    async def acquire(self, exclude: set[Account] | None = None, model: str | None = None) -> Lease:
+        """A lease on the usable account with the most quota headroom (in-flight requests counted),
+        then the least recently used; accounts backing off after transient failures only when no
+        other can serve, and never one whose plan lacks `model`."""
         now = self._clock()
         self.revive(now)
         usable = [a for a in self._accounts if a.usable(now) and not (exclude and a in exclude)]
+        if model is not None and usable and all(model in a.models_unavailable for a in usable):
+            raise InvalidRequest(f"model {model!r} is not available on any account's plan", param="model", code="model_not_available")
+        usable = [a for a in usable if model not in a.models_unavailable]
         candidates = [a for a in usable if a.healthy(now)] or usable
         lease = await self.store.acquire(candidates, now) if candidates else None
         if lease is None:
@@ -136,6 +140,13 @@ class AccountPool:
             logger.warning("account {} is now {}{}: {}", account.alias, state.value, when, failure.message)
         if state is not None or counted:
             await self.store.save(account, failed=counted, changed=state is not None)
+
+    @staticmethod
+    def record_missing_model(account: Account, model: str) -> None:
+        """The account's plan lacks the model: the account stays, requests for it go elsewhere."""
+        if model not in account.models_unavailable:
+            logger.info("account {} has no {}; requests for it go to other accounts", account.alias, model)
+            account.models_unavailable.add(model)
 
     @staticmethod
     def record_success(account: Account) -> None:

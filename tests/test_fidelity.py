@@ -1,0 +1,96 @@
+"""claude.ai's 2025-2026 stream shapes reach every client API in its own form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import API_KEY, AUTH, HI, MODEL, Relay, RelayFactory, session_key
+
+
+def script_all(fake: Any, **kw: Any) -> None:
+    for n in (1, 2, 3):
+        fake.script(session_key(n), **kw)
+
+
+def _anthropic(relay: Relay) -> anthropic.AsyncAnthropic:
+    client = anthropic.AsyncAnthropic(base_url=relay.url, api_key=API_KEY, max_retries=0)
+    relay.clients.append(client)  # type: ignore[arg-type]
+    return client
+
+
+@pytest.mark.parametrize("form", ["summary", "both"])
+async def test_thinking_that_comes_as_summaries_reaches_every_api_once(relay: Relay, fake, form: str) -> None:
+    script_all(fake, text="Four.", thinking="Two and two make four.", thinking_form=form)
+    chat = await relay.openai().chat.completions.create(model=MODEL + "-think", messages=HI)
+    assert chat.choices[0].message.content == "<think>\nTwo and two make four.\n</think>\n\nFour."
+    message = await _anthropic(relay).messages.create(
+        model=MODEL, max_tokens=100, messages=HI, thinking={"type": "enabled", "budget_tokens": 1024}
+    )
+    assert [(b.type, getattr(b, "thinking", getattr(b, "text", ""))) for b in message.content] == [
+        ("thinking", "Two and two make four."), ("text", "Four.")
+    ]
+    response = await relay.openai().responses.create(model=MODEL, input="2+2?", reasoning={"effort": "high"})
+    assert response.output[0].summary[0].text == "Two and two make four."  # type: ignore[union-attr]
+
+
+async def test_interleaved_thinking_stays_where_it_happened(relay: Relay, fake) -> None:
+    script_all(fake, text="First then the rest.", thinking="Plan.", interleave=True)
+    stream = await relay.openai().chat.completions.create(model=MODEL + "-think", messages=HI, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "<think>\nPlan.\n</think>\n\nFirst \n\n<think>\nAnd once more.\n</think>\n\nthen the rest."
+    async with _anthropic(relay).messages.stream(
+        model=MODEL, max_tokens=100, messages=HI, thinking={"type": "enabled", "budget_tokens": 1024}
+    ) as events:
+        message = await events.get_final_message()
+    assert [b.type for b in message.content] == ["thinking", "text", "thinking", "text"]
+
+
+@pytest.mark.parametrize(("setting", "line"), [("compact", '[web_search: "relay news"]'), ("none", None)])
+async def test_claude_tool_activity_is_one_line_or_nothing_never_json(make_relay: RelayFactory, fake, setting: str, line: str | None) -> None:
+    script_all(fake, text="Here is the news.", search="relay news")
+    relay = await make_relay(show_tool_activity=setting)
+    content = (await relay.openai().chat.completions.create(model=MODEL, messages=HI)).choices[0].message.content or ""
+    assert content.endswith("Here is the news.")
+    assert "knowledge" not in content and "{" not in content
+    assert (line in content) if line else content == "Here is the news."
+
+
+async def test_a_model_the_plan_lacks_moves_to_another_account_and_is_remembered(make_relay: RelayFactory, fake) -> None:
+    fake.script(session_key(1), models=frozenset({MODEL}))
+    relay = await make_relay(sessions=f"{session_key(1)},{session_key(2)}")
+    client = relay.openai()
+    for _ in range(2):
+        done = await client.chat.completions.create(model="claude-opus-4-6", messages=HI)
+        assert done.choices[0].message.content
+    asked = [c.session_key for c in fake.calls_named("completion")]
+    assert asked.count(session_key(1)) == 1  # asked once, then remembered
+    first = relay.pool.accounts[0]
+    assert first.state.value == "active" and first.view()["models_unavailable"] == ["claude-opus-4-6"]
+    await client.chat.completions.create(model=MODEL, messages=HI)  # the account still serves its own models
+
+
+async def test_no_account_with_the_model_is_a_clear_400(make_relay: RelayFactory, fake) -> None:
+    fake.script(session_key(1), models=frozenset({MODEL}))
+    relay = await make_relay(sessions=session_key(1))
+    for _ in range(2):
+        with pytest.raises(openai.BadRequestError) as info:
+            await relay.openai().chat.completions.create(model="claude-opus-4-6", messages=HI)
+        assert info.value.code == "model_not_available"
+    assert len(fake.calls_named("completion")) == 1
+
+
+async def test_completion_body_carries_the_current_web_app_fields(make_relay: RelayFactory, fake) -> None:
+    relay = await make_relay(temporary_chats=True)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(relay.url + "/v1/chat/completions", json={"model": MODEL, "messages": HI}, headers=AUTH) as r:
+            assert r.status == 200
+    body = fake.calls_named("completion")[0].body
+    uuids = body["turn_message_uuids"]
+    assert set(uuids) == {"human_message_uuid", "assistant_message_uuid"} and len(set(uuids.values())) == 2
+    assert body["locale"] == "en-US" and body["timezone"] == "UTC" and body["rendering_mode"] == "messages"
+    assert body["create_conversation_params"]["is_temporary"] is True
