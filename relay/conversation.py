@@ -115,6 +115,7 @@ class Chat:
     max_tokens: int | None = None
     thinking: bool = False
     effort: Effort | None = None
+    web_search: bool = False  # claude.ai's web search, for this conversation only
 
 
 # No real request nests deeper; a limit keeps every later step (validation, prompt building,

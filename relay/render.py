@@ -8,37 +8,78 @@ own frames, and `result()` for its final object.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import RelayError
-from .reply import Finish, ReplyEvent, StopCutter, Text, Thinking, ToolCall, estimate_tokens
+from .reply import Cite, Finish, ReplyEvent, StopCutter, Text, Thinking, ToolActivity, ToolCall, ToolOutcome, estimate_tokens
 
-BlockKind = Literal["text", "thinking", "tool_call"]
+BlockKind = Literal["text", "thinking", "tool_call", "server_tool_use", "server_tool_result"]
+Activity = Literal["compact", "none"]
 # claude.ai's stop reasons that clients understand; anything else is a plain end of turn.
 KNOWN_STOPS = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"})
 
 
 @dataclass(slots=True)
+class Citation:
+    """A span of the answer's text and the source it cites; `start`/`end` as the API counts."""
+
+    url: str
+    title: str
+    cited_text: str
+    start: int
+    end: int
+
+
+@dataclass(slots=True)
 class Block:
-    """One block of the answer, in order: text, thinking, or a tool call."""
+    """One block of the answer, in order: text, thinking, a tool call, or claude.ai's own tool use."""
 
     kind: BlockKind
     index: int
     parts: list[str] = field(default_factory=list)
     call: ToolCall | None = None
+    length: int = 0  # characters written to the block
+    citations: list[Citation] = field(default_factory=list)
+    payload: dict[str, Any] = field(default_factory=dict)  # claude.ai's tool use or its results
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
 
 
+@dataclass(slots=True)
+class _OpenCite:
+    url: str
+    title: str
+    start: int
+    parts: list[str] = field(default_factory=list)
+
+
+def activity_line(name: str, raw_input: str) -> str:
+    """claude.ai's own tool use (web search, fetches, integrations) as one line of the answer."""
+    try:
+        args = json.loads(raw_input) if raw_input.strip() else {}
+    except ValueError:
+        args = {}
+    detail = next((args[k] for k in ("query", "url", "location", "q") if isinstance(args, dict) and isinstance(args.get(k), str)), None)
+    shown = json.dumps(detail[:200], ensure_ascii=False) if detail else ""
+    return f"\n[{name or 'tool'}{': ' + shown if shown else ''}]\n"
+
+
 class Renderer(ABC):
     """Reply events in, one client API's frames out; the whole answer kept for `result()`."""
 
-    def __init__(self, model: str, stops: list[str], prompt_tokens: int, *, keep: bool = True) -> None:
+    def __init__(
+        self, model: str, stops: list[str], prompt_tokens: int, *, keep: bool = True, activity: Activity = "compact", web_search: bool = False
+    ) -> None:
         self.model = model
+        self.activity = activity  # SHOW_TOOL_ACTIVITY
+        self.web_search = web_search  # the client asked for web search (its API may show it natively)
+        self.citations: list[Citation] = []
+        self._cites: dict[str, _OpenCite] = {}
         # Whether the answer's text is kept for `result()`; a stream whose API never needs the
         # whole text again saves holding it (a thousand open streams would each keep theirs).
         self.keep = keep
@@ -84,7 +125,51 @@ class Renderer(ABC):
             self._calls += 1
             self._chars += len(event.arguments)
             return out + self.on_tool_call(block)
+        if type(event) is Cite:
+            return self._cite(event)
+        if type(event) is ToolActivity:
+            return self.on_tool_activity(event)
+        if type(event) is ToolOutcome:
+            return self.on_tool_outcome(event)
         return b""
+
+    def _cite(self, cite: Cite) -> bytes:
+        if cite.url is not None:
+            self._cites[cite.id] = _OpenCite(cite.url, cite.title, self.position())
+            return b""
+        opened = self._cites.pop(cite.id, None)
+        block = self._open
+        if opened is None or block is None or block.kind != "text":
+            return b""  # unknown or unmatched citation shapes are ignored
+        citation = Citation(opened.url, opened.title, "".join(opened.parts), opened.start, self.position())
+        block.citations.append(citation)
+        self.citations.append(citation)
+        return self.on_citation(block, citation)
+
+    def position(self) -> int:
+        """Where the text written so far ends, as this API counts citation offsets: within the
+        current text block by default."""
+        block = self._open
+        return block.length if block is not None and block.kind == "text" else 0
+
+    def on_tool_activity(self, event: ToolActivity) -> bytes:
+        """claude.ai used one of its tools: one line of the answer (SHOW_TOOL_ACTIVITY) or nothing."""
+        return self._append("text", activity_line(event.name, event.input)) if self.activity == "compact" else b""
+
+    def on_tool_outcome(self, event: ToolOutcome) -> bytes:
+        """What the tool found; shown only by APIs that have a shape for it."""
+        return b""
+
+    def on_citation(self, block: Block, citation: Citation) -> bytes:
+        """A cited span has ended; shown only by APIs that have a shape for it."""
+        return b""
+
+    def _raw_block(self, kind: BlockKind, payload: dict[str, Any]) -> tuple[bytes, Block]:
+        """A block the API shows as it is (claude.ai's own tool use), after closing the open one."""
+        out = self._close()
+        block = Block(kind, len(self.blocks), payload=payload)
+        self.blocks.append(block)
+        return out, block
 
     def closing(self, reason: str) -> bytes:
         """The end of the answer: held-back text, the last block's end, the finish frames."""
@@ -154,7 +239,11 @@ class Renderer(ABC):
             out += self.on_block_start(block)
         if self.keep:
             block.parts.append(text)
+        block.length += len(text)
         self._chars += len(text)
+        if self._cites and kind == "text":
+            for cite in self._cites.values():
+                cite.parts.append(text)
         return out + self.on_delta(block, text)
 
     def _close(self) -> bytes:

@@ -63,7 +63,34 @@ class QuotaSeen:
     windows: dict[str, Window]
 
 
-ReplyEvent = Text | Thinking | ToolCall | Finish | LimitReached | QuotaSeen
+@dataclass(slots=True)
+class ToolActivity:
+    """claude.ai ran one of its own tools (web search, web fetch, an integration); `input` is JSON."""
+
+    id: str
+    name: str
+    input: str
+
+
+@dataclass(slots=True)
+class ToolOutcome:
+    """What such a tool found: for web search, results with `url`, `title` and `page_age`."""
+
+    tool_id: str
+    name: str
+    results: list[dict[str, str]]
+
+
+@dataclass(slots=True)
+class Cite:
+    """A cited span of the answer text begins here (with its source) or, without `url`, ends."""
+
+    id: str
+    url: str | None = None
+    title: str = ""
+
+
+ReplyEvent = Text | Thinking | ToolCall | Finish | LimitReached | QuotaSeen | ToolActivity | ToolOutcome | Cite
 
 
 def estimate_tokens(chars: int) -> int:

@@ -53,6 +53,7 @@ class ChatJob:
     prompt: Prompt
     artifacts: bool = True
     tools: ToolPlan | None = None
+    web_search: bool = False
 
     @property
     def prompt_tokens(self) -> int:
@@ -348,7 +349,9 @@ class ChatService:
             tools=tools,
         )
         artifacts = not s.prompt_disable_artifacts and tools is None
-        return ChatJob(model=model, thinking=chat.thinking or think_model, prompt=prompt, artifacts=artifacts, tools=tools)
+        return ChatJob(
+            model=model, thinking=chat.thinking or think_model, prompt=prompt, artifacts=artifacts, tools=tools, web_search=chat.web_search
+        )
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -429,6 +432,7 @@ class ChatService:
                 attachments=job.prompt.attachments,
                 files=files,
                 artifacts=job.artifacts,
+                web_search=job.web_search,
                 create=webapi.conversation_params(conv, job.model, job.thinking, self.settings.temporary_chats) if inline else None,
             )
 

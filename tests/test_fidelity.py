@@ -54,7 +54,8 @@ async def test_interleaved_thinking_stays_where_it_happened(relay: Relay, fake) 
 async def test_claude_tool_activity_is_one_line_or_nothing_never_json(make_relay: RelayFactory, fake, setting: str, line: str | None) -> None:
     script_all(fake, text="Here is the news.", search="relay news")
     relay = await make_relay(show_tool_activity=setting)
-    content = (await relay.openai().chat.completions.create(model=MODEL, messages=HI)).choices[0].message.content or ""
+    done = await relay.openai().chat.completions.create(model=MODEL, messages=HI, web_search_options={})
+    content = done.choices[0].message.content or ""
     assert content.endswith("Here is the news.")
     assert "knowledge" not in content and "{" not in content
     assert (line in content) if line else content == "Here is the news."
@@ -94,3 +95,62 @@ async def test_completion_body_carries_the_current_web_app_fields(make_relay: Re
     assert set(uuids) == {"human_message_uuid", "assistant_message_uuid"} and len(set(uuids.values())) == 2
     assert body["locale"] == "en-US" and body["timezone"] == "UTC" and body["rendering_mode"] == "messages"
     assert body["create_conversation_params"]["is_temporary"] is True
+
+
+async def test_web_search_is_off_unless_asked(relay: Relay, fake) -> None:
+    script_all(fake, text="Plain answer.", search="relay news")
+    done = await relay.openai().chat.completions.create(model=MODEL, messages=HI)
+    assert done.choices[0].message.content == "Plain answer."
+    assert {"type": "web_search_v0", "name": "web_search"} not in fake.calls_named("completion")[0].body["tools"]
+    await relay.openai().chat.completions.create(model=MODEL, messages=HI, web_search_options={})
+    assert {"type": "web_search_v0", "name": "web_search"} in fake.calls_named("completion")[1].body["tools"]
+
+
+async def test_openai_chat_gets_url_citations_streamed_and_whole(relay: Relay, fake) -> None:
+    script_all(fake, text="Relays are fast today.", search="relay news")
+    done = await relay.openai().chat.completions.create(model=MODEL, messages=HI, web_search_options={})
+    message = done.choices[0].message
+    (note,) = message.annotations or []
+    cited = note.url_citation
+    assert note.type == "url_citation" and cited.url == "https://example.org/0" and cited.title == "Result 0"
+    assert (message.content or "")[cited.start_index : cited.end_index] == "Relays "
+    stream = await relay.openai().chat.completions.create(model=MODEL, messages=HI, web_search_options={}, stream=True)
+    chunks = [c async for c in stream if c.choices]
+    streamed = [a for c in chunks for a in (c.choices[0].delta.model_extra or {}).get("annotations", [])]
+    content = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert streamed == [note.model_dump()] and content == message.content
+
+
+async def test_anthropic_web_search_gets_server_tool_blocks_and_cited_text(relay: Relay, fake) -> None:
+    script_all(fake, text="Relays are fast today.", search="relay news")
+    tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}]
+    whole = await _anthropic(relay).messages.create(model=MODEL, max_tokens=100, messages=HI, tools=tools)  # type: ignore[arg-type]
+    async with _anthropic(relay).messages.stream(model=MODEL, max_tokens=100, messages=HI, tools=tools) as events:  # type: ignore[arg-type]
+        streamed = await events.get_final_message()
+    for message in (whole, streamed):
+        kinds = [b.type for b in message.content]
+        assert kinds == ["server_tool_use", "web_search_tool_result", "text"], kinds
+        use, result, text = message.content
+        assert use.input == {"query": "relay news"} and result.tool_use_id == use.id  # type: ignore[union-attr]
+        assert [r.url for r in result.content] == [f"https://example.org/{n}" for n in range(3)]  # type: ignore[union-attr]
+        assert text.citations[0].cited_text == "Relays " and text.citations[0].url == "https://example.org/0"  # type: ignore[union-attr]
+        assert message.usage.server_tool_use.web_search_requests == 1  # type: ignore[union-attr]
+        assert "[web_search" not in text.text  # type: ignore[union-attr]
+    with pytest.raises(anthropic.BadRequestError):
+        await _anthropic(relay).messages.create(
+            model=MODEL, max_tokens=100, messages=HI, tools=[{**tools[0], "allowed_domains": ["example.org"]}]  # type: ignore[list-item]
+        )
+
+
+async def test_responses_web_search_gets_annotations_and_codex_default_stays_off(relay: Relay, fake) -> None:
+    script_all(fake, text="Relays are fast today.", search="relay news")
+    client = relay.openai()
+    done = await client.responses.create(model=MODEL, input="news?", tools=[{"type": "web_search"}])
+    part = done.output[-1].content[0]  # type: ignore[union-attr]
+    (note,) = part.annotations  # type: ignore[union-attr]
+    assert note.type == "url_citation" and part.text[note.start_index : note.end_index] == "Relays "  # type: ignore[union-attr]
+    async with client.responses.stream(model=MODEL, input="news?", tools=[{"type": "web_search"}]) as stream:
+        kinds = [e.type async for e in stream]
+    assert "response.output_text.annotation.added" in kinds
+    plain = await client.responses.create(model=MODEL, input="news?", tools=[{"type": "web_search", "external_web_access": False}])  # type: ignore[list-item]
+    assert plain.output_text == "Relays are fast today."

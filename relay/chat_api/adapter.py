@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..client_api import ApiRequest, ClientApi, validate
 from ..conversation import Chat, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, media_part, require_content
 from ..errors import InvalidRequest
+from ..render import Activity
 from .models import AudioPart, ChatRequest, ContentPart, Message, NamedToolChoice
 from .models import FilePart as WireFile
 from .models import ImagePart as WireImage
@@ -24,8 +25,9 @@ class ChatCompletions(ClientApi[CompletionRequest]):
     name = "chat.completions"
     wire = "openai"
 
-    def __init__(self, thinking: ThinkingFormat) -> None:
+    def __init__(self, thinking: ThinkingFormat, activity: Activity = "compact") -> None:
         self.thinking = thinking
+        self.activity = activity
 
     def parse(self, body: object) -> CompletionRequest:
         req = validate(ChatRequest, body)
@@ -39,13 +41,20 @@ class ChatCompletions(ClientApi[CompletionRequest]):
             tools=tool_plan(req),
             stops=req.stop_sequences,
             max_tokens=req.max_completion_tokens or req.max_tokens,
+            web_search=req.web_search_options is not None,
         )
         return CompletionRequest(chat, body, bool(req.stream_options and req.stream_options.include_usage))
 
     def renderer(self, request: CompletionRequest, prompt_tokens: int) -> ChatRenderer:
         chat = request.chat
         return ChatRenderer(
-            chat.model, chat.stops, prompt_tokens, thinking=self.thinking, include_usage=request.include_usage, keep=not chat.stream
+            chat.model,
+            chat.stops,
+            prompt_tokens,
+            thinking=self.thinking,
+            include_usage=request.include_usage,
+            keep=not chat.stream,
+            activity=self.activity,
         )
 
 

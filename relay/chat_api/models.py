@@ -100,6 +100,7 @@ class ChatRequest(_Wire):
     stop: str | list[str] | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    web_search_options: dict[str, Any] | None = None
 
     @property
     def stop_sequences(self) -> list[str]:

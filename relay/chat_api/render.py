@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 
 from ..errors import RelayError
-from ..render import Block, Renderer
+from ..render import Activity, Block, Citation, Renderer
 from ..sse import DONE, encode_data
 
 ThinkingFormat = Literal["think_tags", "reasoning_content"]
@@ -86,9 +86,12 @@ def completion_object(
     prompt_tokens: int,
     completion_tokens: int,
     tool_calls: list[dict[str, Any]] | None = None,
+    annotations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A non-stream `chat.completion`."""
     message: dict[str, Any] = {"role": "assistant", "content": content or (None if tool_calls else ""), "refusal": None}
+    if annotations:
+        message["annotations"] = annotations
     if reasoning:
         message["reasoning_content"] = reasoning
     if tool_calls:
@@ -114,9 +117,19 @@ class ChatRenderer(Renderer):
     """
 
     def __init__(
-        self, model: str, stops: list[str], prompt_tokens: int, *, thinking: ThinkingFormat, include_usage: bool, keep: bool = True
+        self,
+        model: str,
+        stops: list[str],
+        prompt_tokens: int,
+        *,
+        thinking: ThinkingFormat,
+        include_usage: bool,
+        keep: bool = True,
+        activity: Activity = "compact",
     ) -> None:
-        super().__init__(model, stops, prompt_tokens, keep=keep)
+        super().__init__(model, stops, prompt_tokens, keep=keep, activity=activity)
+        self._offset = 0  # characters of content written, for citation offsets
+        self._annotations: list[dict[str, Any]] = []
         self._enc = ChunkEncoder(model)
         self._tags = thinking == "think_tags"
         self._include_usage = include_usage
@@ -129,7 +142,20 @@ class ChatRenderer(Renderer):
         if self.keep:
             self._content.append(text)
         self._last = text
+        self._offset += len(text)
         return self._enc.delta(text)
+
+    def position(self) -> int:
+        return self._offset
+
+    def on_citation(self, block: Block, citation: Citation) -> bytes:
+        """A `url_citation` annotation, on the chunk that closes the cited span."""
+        annotation = {
+            "type": "url_citation",
+            "url_citation": {"url": citation.url, "title": citation.title, "start_index": citation.start, "end_index": citation.end},
+        }
+        self._annotations.append(annotation)
+        return self._enc.delta_object({"annotations": [annotation]})
 
     def on_start(self) -> bytes:
         return self._enc.role()
@@ -183,4 +209,5 @@ class ChatRenderer(Renderer):
             self.prompt_tokens,
             self.output_tokens,
             self._tool_calls or None,
+            self._annotations,
         )

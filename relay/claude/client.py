@@ -19,7 +19,7 @@ from ..reply import ReplyEvent, Window
 from ..sse import SSEDecoder
 from . import webapi
 from .curl import CurlStream
-from .events import EventReader, ToolActivity
+from .events import EventReader
 from .failures import Failure, UpstreamFailure, classify
 
 # Impersonate the newest Chrome profile curl_cffi ships; claude.ai sits behind Cloudflare.
@@ -37,8 +37,6 @@ class UpstreamConfig:
     connect_timeout: float
     read_timeout: float
     max_connections: int
-    # How claude.ai's own tool use (web search, integrations) shows in answers.
-    tool_activity: ToolActivity = "compact"
     # Sessions for callers' own keys (mirror mode) are kept in a bounded LRU.
     max_guest_sessions: int = 32
 
@@ -235,9 +233,9 @@ async def _read_capped(rsp: Response) -> bytes:
 
 
 @asynccontextmanager
-async def _events(rsp: Response, idle: float, activity: ToolActivity) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
+async def _events(rsp: Response, idle: float) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
     """The reply events of a completion response, or its classified failure; closes it after."""
-    stream = _EventStream(rsp, idle, activity)
+    stream = _EventStream(rsp, idle)
     batches = stream.batches()
     try:
         if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
@@ -258,9 +256,9 @@ class _EventStream:
 
     __slots__ = ("curl", "reader", "idle")
 
-    def __init__(self, rsp: Response, idle: float, activity: ToolActivity) -> None:
+    def __init__(self, rsp: Response, idle: float) -> None:
         self.curl = CurlStream(rsp)
-        self.reader = EventReader(activity=activity)
+        self.reader = EventReader()
         self.idle = idle
 
     async def batches(self) -> AsyncGenerator[list[ReplyEvent], None]:
@@ -358,5 +356,5 @@ class AccountApi:
                 raise _network_failure(exc) from exc
             except TimeoutError:
                 raise UpstreamFailure(Failure.TIMEOUT, "claude.ai did not start answering in time (READ_TIMEOUT)") from None
-            async with _events(rsp, config.read_timeout, config.tool_activity) as batches:
+            async with _events(rsp, config.read_timeout) as batches:
                 yield batches

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from loguru import logger
 
-from ..reply import Finish, LimitReached, QuotaSeen, ReplyEvent, Text, Thinking, ToolCall
+from ..reply import Cite, Finish, LimitReached, QuotaSeen, ReplyEvent, Text, Thinking, ToolActivity, ToolCall, ToolOutcome
 from ..sse import SSEEvent, blocks
 from .failures import classify_stream_error
 from .webapi import parse_windows
@@ -30,23 +30,20 @@ class _Block:
     form: str = ""
 
 
-ToolActivity = Literal["compact", "none"]
-
-
 def _index(data: dict[str, Any], default: int = -1) -> int:
     value = data.get("index", default)
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def activity_line(name: str, raw_input: str) -> str:
-    """claude.ai's own tool use (web search, fetches, integrations) as one line of the answer."""
-    try:
-        args = json.loads(raw_input) if raw_input.strip() else {}
-    except ValueError:
-        args = {}
-    detail = next((args[k] for k in ("query", "url", "location", "q") if isinstance(args, dict) and isinstance(args.get(k), str)), None)
-    shown = json.dumps(detail[:200], ensure_ascii=False) if detail else ""
-    return f"\n[{name or 'tool'}{': ' + shown if shown else ''}]\n"
+def _results(content: Any) -> list[dict[str, str]]:
+    """Search results from a tool_result block's content: those with a URL, as url/title/page age."""
+    out = []
+    for item in content if isinstance(content, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("url"), str):
+            meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+            age = item.get("page_age") or meta.get("page_age") or ""  # type: ignore[union-attr]
+            out.append({"url": item["url"], "title": str(item.get("title") or ""), "page_age": str(age)})
+    return out
 
 
 def render_artifact(raw_input: str) -> str:
@@ -107,15 +104,14 @@ def _json(event: SSEEvent) -> Any:
 class EventReader:
     """Reads one completion stream's SSE events into reply events; raises UpstreamFailure on `error`."""
 
-    __slots__ = ("_blocks", "_stop_reason", "_tool_calls", "_activity", "finished")
+    __slots__ = ("_blocks", "_stop_reason", "_tool_calls", "finished")
 
-    def __init__(self, *, tool_calls: bool = False, activity: ToolActivity = "compact") -> None:
+    def __init__(self, *, tool_calls: bool = False) -> None:
         self._blocks: dict[int, _Block] = {}
         self._stop_reason = "end_turn"
-        # claude.ai's own tool blocks (artifacts, search) are rendered for the reader; the Anthropic
-        # API's tool_use blocks, read from a fallback provider, are the client's function calls.
+        # claude.ai's own tool blocks (artifacts, search) are its activity; the Anthropic API's
+        # tool_use blocks, read from a fallback provider, are the client's function calls.
         self._tool_calls = tool_calls
-        self._activity = activity
         self.finished = False
 
     def read(self, region: bytes) -> list[ReplyEvent]:
@@ -243,6 +239,8 @@ class EventReader:
         opened = self._blocks[_index(data, len(self._blocks))] = _Block(kind, str(block.get("name", "")), str(block.get("id", "")))
         if kind == "text" and block.get("text"):
             return [Text(str(block["text"]))]
+        if kind == "tool_result":
+            return [ToolOutcome(str(block.get("tool_use_id", "")), str(block.get("name", "")), _results(block.get("content")))]
         if kind == "thinking":
             if block.get("thinking"):
                 opened.form = "full"
@@ -265,6 +263,12 @@ class EventReader:
             block = self._blocks.get(_index(data))
             if block is not None:
                 block.parts.append(str(delta.get("partial_json", "")))
+        if kind == "citation_start_delta":
+            cite = delta.get("citation")
+            if isinstance(cite, dict) and isinstance(cite.get("url"), str) and cite.get("uuid"):
+                return [Cite(str(cite["uuid"]), cite["url"], str(cite.get("title") or ""))]
+        if kind == "citation_end_delta" and delta.get("citation_uuid"):
+            return [Cite(str(delta["citation_uuid"]))]
         return []
 
     def _thinking(self, index: int, kind: str, delta: dict[str, Any]) -> list[ReplyEvent]:
@@ -296,7 +300,7 @@ class EventReader:
             return [ToolCall(block.id.removeprefix("toolu_"), block.name, raw or "{}")]
         if block.name == "artifacts":
             return [Text(render_artifact(raw))]
-        return [Text(activity_line(block.name, raw))] if self._activity == "compact" else []
+        return [ToolActivity(block.id, block.name, raw)]
 
     def _legacy(self, data: dict[str, Any]) -> list[ReplyEvent]:
         out: list[ReplyEvent] = []

@@ -163,6 +163,7 @@ def completion_body(
     attachments: list[TextAttachment],
     files: list[str],
     artifacts: bool,
+    web_search: bool = False,
     create: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The completion request of a fresh single-turn conversation (created on the way with `create`)."""
@@ -177,7 +178,11 @@ def completion_body(
         "rendering_mode": "messages",
         # The current web app names the turn's two messages itself.
         "turn_message_uuids": {"human_message_uuid": str(uuid.uuid4()), "assistant_message_uuid": str(uuid.uuid4())},
-        "tools": [{"type": "artifacts_v0", "name": "artifacts"}] if artifacts else [],
+        # claude.ai's own tools for this conversation only; web search only when the client asked.
+        "tools": [
+            *([{"type": "artifacts_v0", "name": "artifacts"}] if artifacts else []),
+            *([{"type": "web_search_v0", "name": "web_search"}] if web_search else []),
+        ],
     }
     if model:
         body["model"] = model

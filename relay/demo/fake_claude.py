@@ -41,7 +41,7 @@ class Behavior:
     models: frozenset[str] | None = None  # the models the account's plan has (None: all)
     thinking_form: str = "full"  # how thinking streams: full, summary (summaries only) or both
     interleave: bool = False  # thinking, text, thinking, text instead of thinking then text
-    search: str | None = None  # a web search claude.ai runs (tool_use + tool_result blocks) before answering
+    search: str | None = None  # a web search claude.ai runs when asked (tool_use + tool_result blocks, a citation)
     # What each answer adds to the 5-hour window (a fifth of that to the 7-day one); small, so that
     # benchmarks with thousands of answers do not use an account up.
     usage_step: float = 0.0001
@@ -343,7 +343,9 @@ class FakeClaude:
         await resp.prepare(request)
         self.open_streams += 1
         try:
-            await self._answer(resp, behavior, model, text, thinking, self._key(request))
+            # Like claude.ai, it searches only where the conversation has web search switched on.
+            asked = any(isinstance(t, dict) and t.get("type") == "web_search_v0" for t in body.get("tools") or [])
+            await self._answer(resp, behavior, model, text, thinking, self._key(request), behavior.search if asked else None)
         except ConnectionResetError:
             self.disconnects += 1
         except asyncio.CancelledError:
@@ -354,7 +356,9 @@ class FakeClaude:
             self.stream_closed.set()
         return resp
 
-    async def _answer(self, resp: web.StreamResponse, behavior: Behavior, model: str, text: str, thinking: bool, key: str) -> None:
+    async def _answer(
+        self, resp: web.StreamResponse, behavior: Behavior, model: str, text: str, thinking: bool, key: str, search: str | None
+    ) -> None:
         delay = self.chunk_delay if behavior.chunk_delay is None else behavior.chunk_delay
         msg = {"id": "chatcompl_" + uuid.uuid4().hex[:12], "type": "message", "role": "assistant", "model": model,
                "content": [], "stop_reason": None, "uuid": str(uuid.uuid4())}
@@ -368,8 +372,8 @@ class FakeClaude:
             await resp.write(b"\x00\xff junk\ndata: {not json\n\nevent: what\ndata: [1, 2]\n\n: more\n")
             return
         index = 0
-        if behavior.search:
-            index = await self._search(resp, index, behavior.search)
+        if search:
+            index = await self._search(resp, index, search)
         if thinking:
             thought = behavior.thinking or "Let me think about this step by step."
             index = await self._thinking(resp, index, thought, behavior.thinking_form)
@@ -380,6 +384,18 @@ class FakeClaude:
         await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
                                                       "content_block": {"type": "text", "text": ""}}))
         frames = [_text_delta(index, piece) for piece in _pieces(text, self.chunks)]
+        if search and frames:
+            # The first words cite the first search result, as claude.ai marks cited spans.
+            cite = {"uuid": str(uuid.uuid4()), "title": "Result 0", "url": "https://example.org/0", "sources": [],
+                    "metadata": {"type": "webpage_metadata", "site_domain": "example.org", "site_name": "Example"},
+                    "origin_tool_name": "web_search"}
+            opening = {"type": "citation_start_delta", "citation": cite}
+            closing = {"type": "citation_end_delta", "citation_uuid": cite["uuid"]}
+            frames[0:1] = [
+                _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": opening}),
+                frames[0],
+                _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": closing}),
+            ]
         if not delay and behavior.mode not in ("drop", "stall"):
             # As fast as a socket takes it: batches of frames, so the fake is never the bottleneck.
             for i in range(0, len(frames), FAST_BATCH):

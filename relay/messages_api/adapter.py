@@ -20,6 +20,7 @@ from ..conversation import (
     require_content,
 )
 from ..errors import InvalidRequest, RelayError
+from ..render import Activity
 from .models import AnthropicTool, Block, CountTokensRequest, MessagesRequest, ToolChoice
 from .render import MessageRenderer, error_body
 
@@ -27,6 +28,9 @@ from .render import MessageRenderer, error_body
 class Messages(ClientApi[ApiRequest]):
     name = "messages"
     wire = "anthropic"
+
+    def __init__(self, activity: Activity = "compact") -> None:
+        self.activity = activity
 
     def parse(self, body: object) -> ApiRequest:
         req = validate(MessagesRequest, body)
@@ -39,11 +43,13 @@ class Messages(ClientApi[ApiRequest]):
             stops=[s for s in req.stop_sequences or [] if s],
             max_tokens=req.max_tokens,
             thinking=req.thinking is not None and req.thinking.type != "disabled",
+            web_search=web_search(req.tools),
         )
         return ApiRequest(chat, body)
 
     def renderer(self, request: ApiRequest, prompt_tokens: int) -> MessageRenderer:
-        return MessageRenderer(request.chat.model, request.chat.stops, prompt_tokens, keep=not request.chat.stream)
+        chat = request.chat
+        return MessageRenderer(chat.model, chat.stops, prompt_tokens, keep=not chat.stream, activity=self.activity, web_search=chat.web_search)
 
     def error_body(self, exc: RelayError) -> dict[str, Any]:
         return error_body(exc)
@@ -52,6 +58,20 @@ class Messages(ClientApi[ApiRequest]):
         """A `count_tokens` request: the chat whose prompt would be counted."""
         req = validate(CountTokensRequest, body)
         return Chat(model=req.model, turns=to_turns(req), tools=tool_plan(req.tools, None))
+
+
+def web_search(tools: list[AnthropicTool] | None) -> bool:
+    """Whether the client offered Anthropic's web search server tool (as Claude Code's WebSearch
+    does). claude.ai searches as it sees fit, so `max_uses` is accepted as an upper bound it does
+    not exceed in practice; domain lists cannot be passed on and are refused rather than ignored."""
+    found = False
+    for i, tool in enumerate(tools or []):
+        if tool.type and tool.type.startswith("web_search"):
+            for limit in ("allowed_domains", "blocked_domains"):
+                if getattr(tool, limit):
+                    raise InvalidRequest(f"tools.{i}.{limit}: claude.ai's web search cannot be limited to or from domains", param=f"tools.{i}.{limit}")
+            found = True
+    return found
 
 
 def tool_plan(tools: list[AnthropicTool] | None, choice: ToolChoice | None) -> ToolPlan | None:

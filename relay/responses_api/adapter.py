@@ -23,7 +23,7 @@ from ..conversation import (
     require_content,
 )
 from ..errors import InvalidRequest, NotFound
-from ..render import Renderer
+from ..render import Activity, Renderer
 from .models import Item, NamedChoice, ResponsesRequest, Tool
 from .models import Part as WirePart
 from .render import ResponseRenderer
@@ -44,6 +44,9 @@ class ResponsesCall(ApiRequest):
 class Responses(ClientApi[ResponsesCall]):
     name = "responses"
     turns_field = "input"
+
+    def __init__(self, activity: Activity = "compact") -> None:
+        self.activity = activity
 
     def parse(self, body: object) -> ResponsesCall:
         req = validate(ResponsesRequest, body)
@@ -72,6 +75,7 @@ class Responses(ClientApi[ResponsesCall]):
             max_tokens=req.max_output_tokens,
             thinking=effort is not None and effort not in NO_THINKING,
             effort=None if effort is None or effort in NO_THINKING else ("high" if effort == "xhigh" else effort),
+            web_search=web_search(req.tools),
         )
         return ResponsesCall(chat, body, req, items, names)
 
@@ -93,7 +97,7 @@ class Responses(ClientApi[ResponsesCall]):
             "truncation": "disabled",
             "user": None,
         }
-        return ResponseRenderer(request.chat.model, prompt_tokens, echo=echo, names=request.names)
+        return ResponseRenderer(request.chat.model, prompt_tokens, echo=echo, names=request.names, activity=self.activity)
 
     async def recall(self, request: ResponsesCall, memory: Memory) -> None:
         """`previous_response_id`: that conversation's items go before this request's input."""
@@ -116,6 +120,17 @@ class Responses(ClientApi[ResponsesCall]):
     async def remember(self, request: ResponsesCall, renderer: Renderer, memory: Memory) -> None:
         if request.req.store and isinstance(renderer, ResponseRenderer):
             await memory.keep_answer(renderer.id, orjson.dumps(request.items + renderer.output_items))
+
+
+def web_search(tools: list[Tool] | None) -> bool:
+    """A `web_search` tool asks for claude.ai's web search, unless it says no external access
+    (as Codex CLI does by default); domain filters cannot be passed on and are refused."""
+    for i, tool in enumerate(tools or []):
+        if tool.type in ("web_search", "web_search_preview") and tool.external_web_access is not False:
+            if tool.filters:
+                raise InvalidRequest(f"tools.{i}.filters: claude.ai's web search cannot be limited to domains", param=f"tools.{i}.filters")
+            return True
+    return False
 
 
 def tool_plan(req: ResponsesRequest) -> tuple[ToolPlan | None, dict[str, tuple[str | None, str]]]:

@@ -53,6 +53,8 @@ class Tool(_Wire):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     tools: list[FunctionTool | Tool] | None = None
+    external_web_access: bool | None = None  # web_search
+    filters: dict[str, Any] | None = None  # web_search
 
 
 class NamedChoice(_Wire):

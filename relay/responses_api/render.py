@@ -15,11 +15,15 @@ from typing import Any
 import orjson
 
 from ..errors import RelayError
-from ..render import Block, Renderer
+from ..render import Activity, Block, Citation, Renderer
 from ..sse import encode_event
 
 # claude.ai stop reasons that leave an answer unfinished, as Responses' incomplete reasons.
 _INCOMPLETE = {"max_tokens": "max_output_tokens", "refusal": "content_filter"}
+
+
+def _annotation(citation: Citation) -> dict[str, Any]:
+    return {"type": "url_citation", "url": citation.url, "title": citation.title, "start_index": citation.start, "end_index": citation.end}
 
 
 def new_id(prefix: str) -> str:
@@ -29,8 +33,10 @@ def new_id(prefix: str) -> str:
 class ResponseRenderer(Renderer):
     """Blocks in, Responses items out; `echo` holds the request fields a response repeats."""
 
-    def __init__(self, model: str, prompt_tokens: int, *, echo: dict[str, Any], names: dict[str, tuple[str | None, str]]) -> None:
-        super().__init__(model, [], prompt_tokens)
+    def __init__(
+        self, model: str, prompt_tokens: int, *, echo: dict[str, Any], names: dict[str, tuple[str | None, str]], activity: Activity = "compact"
+    ) -> None:
+        super().__init__(model, [], prompt_tokens, activity=activity)
         self.id = new_id("resp")
         self._created = int(time.time())
         self._echo = echo
@@ -81,7 +87,7 @@ class ResponseRenderer(Renderer):
             out = self._event("response.reasoning_summary_text.done", **self._at(block), summary_index=0, text=text)
             out += self._event("response.reasoning_summary_part.done", **self._at(block), summary_index=0, part=part)
         else:
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            part = {"type": "output_text", "text": text, "annotations": [_annotation(c) for c in block.citations], "logprobs": []}
             item["content"] = [part]
             out = self._event("response.output_text.done", **self._at(block), content_index=0, text=text, logprobs=[])
             out += self._event("response.content_part.done", **self._at(block), content_index=0, part=part)
@@ -100,6 +106,15 @@ class ResponseRenderer(Renderer):
         out += self._event("response.function_call_arguments.done", **self._at(block), name=name, arguments=call.arguments)
         self._items[block.index] = {**item, "arguments": call.arguments, "status": "completed"}
         return out + self._item_event("response.output_item.done", block)
+
+    def on_citation(self, block: Block, citation: Citation) -> bytes:
+        return self._event(
+            "response.output_text.annotation.added",
+            **self._at(block),
+            content_index=0,
+            annotation_index=len(block.citations) - 1,
+            annotation=_annotation(citation),
+        )
 
     def on_finish(self, stop: str) -> bytes:
         final = self.result()

@@ -37,7 +37,6 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             connect_timeout=s.connect_timeout,
             read_timeout=s.read_timeout,
             max_connections=s.upstream_max_connections,
-            tool_activity=s.show_tool_activity,
         )
     )
     app[upstream_key] = client
