@@ -35,3 +35,42 @@ async def test_claude_code_answers_through_the_relay(relay: Relay, fake, tmp_pat
     assert "Four, as always." in out.decode()
     body = fake.calls_named("completion")[-1].body
     assert "What is 2+2?" in body["prompt"] + "".join(a["extracted_content"] for a in body["attachments"])
+
+
+@pytest.mark.skipif(not BINARY and not os.environ.get("CI"), reason="set RELAY_CLAUDE_CODE to a claude binary to run")
+async def test_claude_code_web_search_returns_results_through_the_relay(relay: Relay, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Claude Code's WebSearch asks for Anthropic's web search server tool; relay switches claude.ai's
+    search on for that conversation and answers with server_tool_use and web_search_tool_result blocks."""
+    assert BINARY and os.path.exists(BINARY), "CI must provide Claude Code (RELAY_CLAUDE_CODE)"
+
+    def reply(model: str, prompt: str) -> str:
+        if "[tool result (" in prompt:
+            return "The search says relays are fast today."
+        if "<tool_call>" not in prompt:  # WebSearch's own request offers no functions
+            return "Relays are fast today."
+        return '<tool_call>{"name": "WebSearch", "arguments": {"query": "relay news"}}</tool_call>'
+
+    fake.reply = reply
+    for n in (1, 2, 3):
+        fake.script(session_key(n), search="relay news")
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "ANTHROPIC_BASE_URL": relay.url,
+        "ANTHROPIC_API_KEY": API_KEY,
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        BINARY, "-p", "Search the web for relay news", "--allowedTools", "WebSearch",
+        env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "The search says relays are fast today." in out.decode()
+    bodies = [c.body for c in fake.calls_named("completion")]
+    searched = [b for b in bodies if {"type": "web_search_v0", "name": "web_search"} in b["tools"]]
+    assert len(searched) == 1 and "relay news" in searched[0]["prompt"]
+    # What WebSearch made of the web_search_tool_result blocks went back into the conversation.
+    assert "https://example.org/1" in bodies[-1]["prompt"] + "".join(a["extracted_content"] for a in bodies[-1]["attachments"])
