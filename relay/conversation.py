@@ -146,6 +146,11 @@ def parse_arguments(text: str) -> Any | None:
     return None if too_deep(doc) else doc
 
 
+def effort_of(name: str | None) -> Effort | None:
+    """A client's reasoning effort as claude.ai's: none and minimal ask for no extended thinking."""
+    return {"low": "low", "medium": "medium", "high": "high", "xhigh": "max", "max": "max"}.get(name or "")  # type: ignore[return-value]
+
+
 def require_content(turns: list[Turn], field: str) -> None:
     """A conversation with nothing in it is the client's mistake, not a question for claude.ai."""
     if not any(t.calls or t.role == "tool" or any(not isinstance(p, TextPart) or p.text.strip() for p in t.parts) for t in turns):

@@ -23,7 +23,7 @@ from .claude.failures import Failure, UpstreamFailure
 from .claude.prompt import Prompt, RemoteImage, Upload, build_prompt
 from .claude.tools import ToolCallParser
 from .config import THINK_SUFFIX, SessionSpec, Settings
-from .conversation import Chat, ToolPlan
+from .conversation import Chat, Effort, ToolPlan
 from .errors import AuthError, InvalidRequest, ModelNotFound, RateLimited, RelayError, UpstreamError, UpstreamTimeout
 from .metrics import Metrics
 from .pool.account import Account
@@ -54,6 +54,7 @@ class ChatJob:
     artifacts: bool = True
     tools: ToolPlan | None = None
     web_search: bool = False
+    effort: Effort | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -350,7 +351,13 @@ class ChatService:
         )
         artifacts = not s.prompt_disable_artifacts and tools is None
         return ChatJob(
-            model=model, thinking=chat.thinking or think_model, prompt=prompt, artifacts=artifacts, tools=tools, web_search=chat.web_search
+            model=model,
+            thinking=chat.thinking or think_model,
+            prompt=prompt,
+            artifacts=artifacts,
+            tools=tools,
+            web_search=chat.web_search,
+            effort=chat.effort,
         )
 
     # -- the request path ----------------------------------------------------------------------
@@ -425,7 +432,7 @@ class ChatService:
         """One round trip when the account takes `create_conversation_params`; else create, then complete."""
         account, api, conv = seat.account, seat.api, chat.uuid
 
-        def body(inline: bool) -> dict[str, Any]:
+        def body(inline: bool, effort: bool) -> dict[str, Any]:
             return webapi.completion_body(
                 job.prompt.text,
                 model=job.model,
@@ -433,13 +440,15 @@ class ChatService:
                 files=files,
                 artifacts=job.artifacts,
                 web_search=job.web_search,
+                effort=job.effort if effort else None,
+                thinking=job.thinking,
                 create=webapi.conversation_params(conv, job.model, job.thinking, self.settings.temporary_chats) if inline else None,
             )
 
         inline_refused = False
         if account.inline_create is not False:
             try:
-                events = await stack.enter_async_context(api.completion(org, conv, body(True)))
+                events = await self._complete(stack, seat, org, conv, job, lambda effort: body(True, effort))
                 chat.settled = True
                 account.inline_create = True
                 return events
@@ -457,9 +466,32 @@ class ChatService:
         chat.settled = True
         if job.thinking:
             await api.enable_thinking(org, conv)
-        events = await stack.enter_async_context(api.completion(org, conv, body(False)))
+        events = await self._complete(stack, seat, org, conv, job, lambda effort: body(False, effort))
         if inline_refused:
             account.inline_create = False
+        return events
+
+    @staticmethod
+    async def _complete(
+        stack: AsyncExitStack, seat: Seat, org: str, conv: str, job: ChatJob, body: Callable[[bool], dict[str, Any]]
+    ) -> AsyncIterator[list[ReplyEvent]]:
+        """The completion call, with the effort fields while the account is not known to refuse
+        them: a refusal (a 4xx other than 404) is tried again without them, and remembered for the
+        account once that worked."""
+        account, api = seat.account, seat.api
+        with_effort = job.effort is not None and account.effort_fields is not False
+        try:
+            events = await stack.enter_async_context(api.completion(org, conv, body(with_effort)))
+        except UpstreamFailure as failure:
+            if not with_effort or account.effort_fields or failure.kind is not Failure.REJECTED or failure.status == 404:
+                raise
+        else:
+            if with_effort:
+                account.effort_fields = True
+            return events
+        events = await stack.enter_async_context(api.completion(org, conv, body(False)))
+        account.effort_fields = False
+        logger.info("{} does not take the effort fields; asking without them", account.alias)
         return events
 
     @staticmethod

@@ -14,7 +14,6 @@ import aiohttp
 from loguru import logger
 
 from relay.server.app import create_app
-
 from tests.conftest import AUTH, MODEL, Relay, eventually, fake_url, make_settings, session_key
 
 # One account per fault, and two healthy ones.

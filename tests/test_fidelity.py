@@ -154,3 +154,26 @@ async def test_responses_web_search_gets_annotations_and_codex_default_stays_off
     assert "response.output_text.annotation.added" in kinds
     plain = await client.responses.create(model=MODEL, input="news?", tools=[{"type": "web_search", "external_web_access": False}])  # type: ignore[list-item]
     assert plain.output_text == "Relays are fast today."
+
+
+async def test_effort_reaches_claude_from_every_api(relay: Relay, fake) -> None:
+    await relay.openai().responses.create(model=MODEL, input="hi", reasoning={"effort": "high"})
+    await relay.openai().chat.completions.create(model=MODEL, messages=HI, reasoning_effort="medium")
+    await _anthropic(relay).messages.create(model=MODEL, max_tokens=100, messages=HI, thinking={"type": "enabled", "budget_tokens": 2048})
+    await _anthropic(relay).messages.create(model=MODEL, max_tokens=100, messages=HI, extra_body={"output_config": {"effort": "max"}})
+    await relay.openai().chat.completions.create(model=MODEL + "-think", messages=HI)
+    bodies = [c.body for c in fake.calls_named("completion")]
+    assert [(b.get("effort"), b.get("thinking_mode")) for b in bodies] == [
+        ("high", "extended"), ("medium", "extended"), ("low", "extended"), ("max", "off"), (None, None)
+    ]
+    assert all(b["create_conversation_params"].get("paprika_mode") == "extended" for b in (bodies[0], bodies[1], bodies[2], bodies[4]))
+
+
+async def test_an_account_that_refuses_the_effort_fields_is_asked_without_them(make_relay: RelayFactory, fake) -> None:
+    fake.script(session_key(1), refuse_fields=frozenset({"effort"}))
+    relay = await make_relay(sessions=session_key(1))
+    for _ in range(2):
+        done = await relay.openai().responses.create(model=MODEL, input="hi", reasoning={"effort": "low"})
+        assert done.status == "completed"
+    assert ["effort" in c.body for c in fake.calls_named("completion")] == [True, False, False]
+    assert relay.pool.accounts[0].effort_fields is False and relay.pool.accounts[0].state.value == "active"

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from relay.demo import FakeClaude
 from relay.server.app import create_app
 from relay.server.serve import start_serving
-
 from tests.conftest import API_KEY, MODEL, make_settings
 from tests.test_inputs import tiny_png
 

@@ -16,7 +16,6 @@ from loguru import logger
 from relay.claude.images import fetch_image
 from relay.claude.prompt import RemoteImage
 from relay.server.keys import upstream_key
-
 from tests.conftest import API_KEY, AUTH, HI, MODEL, Relay, RelayFactory, eventually, session_key
 from tests.test_cli import _relay
 from tests.test_inputs import tiny_png

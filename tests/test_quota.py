@@ -11,7 +11,6 @@ import aiohttp
 
 from relay.claude.webapi import parse_windows
 from relay.pool.account import State
-
 from tests.conftest import AUTH, HI, MODEL, Relay, RelayFactory, eventually, needs_redis, session_key
 from tests.test_monitoring import CHROMIUM, _samples, _value
 

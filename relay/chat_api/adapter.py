@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..client_api import ApiRequest, ClientApi, validate
-from ..conversation import Chat, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, media_part, require_content
+from ..conversation import Chat, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, effort_of, media_part, require_content
 from ..errors import InvalidRequest
 from ..render import Activity
 from .models import AudioPart, ChatRequest, ContentPart, Message, NamedToolChoice
@@ -42,6 +42,8 @@ class ChatCompletions(ClientApi[CompletionRequest]):
             stops=req.stop_sequences,
             max_tokens=req.max_completion_tokens or req.max_tokens,
             web_search=req.web_search_options is not None,
+            thinking=effort_of(req.reasoning_effort) is not None,
+            effort=effort_of(req.reasoning_effort),
         )
         return CompletionRequest(chat, body, bool(req.stream_options and req.stream_options.include_usage))
 

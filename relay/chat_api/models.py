@@ -101,6 +101,7 @@ class ChatRequest(_Wire):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     web_search_options: dict[str, Any] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
 
     @property
     def stop_sequences(self) -> list[str]:

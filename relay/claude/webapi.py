@@ -164,6 +164,8 @@ def completion_body(
     files: list[str],
     artifacts: bool,
     web_search: bool = False,
+    effort: str | None = None,
+    thinking: bool = False,
     create: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The completion request of a fresh single-turn conversation (created on the way with `create`)."""
@@ -186,6 +188,10 @@ def completion_body(
     }
     if model:
         body["model"] = model
+    if effort:
+        # How hard to think, as the current web app asks; sent only when the client chose an effort.
+        body["effort"] = effort
+        body["thinking_mode"] = "extended" if thinking else "off"
     if create:
         body["create_conversation_params"] = create
     return body

@@ -14,8 +14,8 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +39,7 @@ class Behavior:
     accept_delay: float = 0.0  # time the completion takes before it creates the chat and answers
     usage: dict[str, float] | None = None  # starting quota use per window ("5h", "7d"), 0..1
     models: frozenset[str] | None = None  # the models the account's plan has (None: all)
+    refuse_fields: frozenset[str] = frozenset()  # completion fields this account's claude.ai does not take
     thinking_form: str = "full"  # how thinking streams: full, summary (summaries only) or both
     interleave: bool = False  # thinking, text, thinking, text instead of thinking then text
     search: str | None = None  # a web search claude.ai runs when asked (tool_use + tool_result blocks, a citation)
@@ -317,6 +318,8 @@ class FakeClaude:
         if behavior.mode == "hang":
             await _silence(request)
             return web.Response(status=500)
+        if refused := sorted(f for f in behavior.refuse_fields if f in body):
+            return _error(400, "invalid_request_error", f"{refused[0]}: Extra inputs are not permitted")
         requested = str(body.get("model") or "")
         if behavior.models is not None and requested and requested not in behavior.models:
             return _error(403, "permission_error", "This model isn't available on your plan. Upgrade to use it.")

@@ -8,6 +8,7 @@ from typing import Any
 from ..client_api import ApiRequest, ClientApi, validate
 from ..conversation import (
     Chat,
+    Effort,
     FilePart,
     ImagePart,
     Part,
@@ -43,6 +44,7 @@ class Messages(ClientApi[ApiRequest]):
             stops=[s for s in req.stop_sequences or [] if s],
             max_tokens=req.max_tokens,
             thinking=req.thinking is not None and req.thinking.type != "disabled",
+            effort=effort(req),
             web_search=web_search(req.tools),
         )
         return ApiRequest(chat, body)
@@ -58,6 +60,17 @@ class Messages(ClientApi[ApiRequest]):
         """A `count_tokens` request: the chat whose prompt would be counted."""
         req = validate(CountTokensRequest, body)
         return Chat(model=req.model, turns=to_turns(req), tools=tool_plan(req.tools, None))
+
+
+def effort(req: MessagesRequest) -> Effort | None:
+    """`output_config.effort` as it is, else the thinking budget read as an effort (Claude Code
+    asks for budgets of a few thousand tokens up to 31,999)."""
+    if req.output_config and req.output_config.effort:
+        return req.output_config.effort
+    budget = req.thinking.budget_tokens if req.thinking and req.thinking.type == "enabled" else None
+    if budget is None:
+        return None
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
 
 
 def web_search(tools: list[AnthropicTool] | None) -> bool:

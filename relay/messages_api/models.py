@@ -54,6 +54,10 @@ class ThinkingConfig(_Wire):
     budget_tokens: int | None = None
 
 
+class OutputConfig(_Wire):
+    effort: Literal["low", "medium", "high", "max"] | None = None
+
+
 class CountTokensRequest(_Wire):
     model: str = Field(min_length=1, max_length=128)
     messages: list[AnthropicMessage] = Field(min_length=1)
@@ -67,3 +71,4 @@ class MessagesRequest(CountTokensRequest):
     stop_sequences: list[str] | None = None
     thinking: ThinkingConfig | None = None
     tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None

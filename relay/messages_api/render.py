@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import RelayError
 from ..conversation import parse_arguments
+from ..errors import RelayError
 from ..render import Activity, Block, Citation, Renderer
 from ..reply import ToolActivity, ToolOutcome
 from ..sse import encode_event

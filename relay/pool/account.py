@@ -61,6 +61,8 @@ class Account:
     last_used: float = 0.0
     # Whether claude.ai creates chats from `create_conversation_params` for this account (None: not known yet).
     inline_create: bool | None = None
+    # Whether claude.ai takes the `effort` / `thinking_mode` completion fields for this account.
+    effort_fields: bool | None = None
     # Transient failures (timeouts, resets, 5xx) in a row, and until when the account is avoided for them.
     streak: int = 0
     backoff_until: float | None = None

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from loguru import logger
 
 from ..claude.failures import Failure, UpstreamFailure
-from ..reply import Window
 from ..config import SessionSpec
 from ..errors import InvalidRequest, NoAccountAvailable, RateLimited, RelayError
+from ..reply import Window
 from .account import STATE_OF, Account, State, clock_text
 from .state import Lease, MemoryStore, StateStore
 

@@ -19,6 +19,7 @@ from ..conversation import (
     ToolSpec,
     Turn,
     decode_base64,
+    effort_of,
     media_part,
     require_content,
 )
@@ -29,8 +30,6 @@ from .models import Part as WirePart
 from .render import ResponseRenderer
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
-# Reasoning efforts that ask for no extended thinking.
-NO_THINKING = frozenset({"none", "minimal"})
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text"})
 
 
@@ -66,15 +65,15 @@ class Responses(ClientApi[ResponsesCall]):
         if req.instructions:
             turns.insert(0, Turn("system", [TextPart(req.instructions)]))
         plan, names = tool_plan(req)
-        effort = req.reasoning.effort if req.reasoning else None
+        effort = effort_of(req.reasoning.effort if req.reasoning else None)
         chat = Chat(
             model=req.model,
             turns=turns,
             stream=req.stream,
             tools=plan,
             max_tokens=req.max_output_tokens,
-            thinking=effort is not None and effort not in NO_THINKING,
-            effort=None if effort is None or effort in NO_THINKING else ("high" if effort == "xhigh" else effort),
+            thinking=effort is not None,
+            effort=effort,
             web_search=web_search(req.tools),
         )
         return ResponsesCall(chat, body, req, items, names)
