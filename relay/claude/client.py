@@ -91,7 +91,7 @@ class UpstreamClient:
             # Each limit is set where it means what its setting says: connecting here, the rest per
             # call (`_call`, `completion`). curl_cffi's (connect, read) pair would turn READ_TIMEOUT
             # into curl's low-speed check, which averages over seconds and notices silence late.
-            timeout=None,
+            timeout=None,  # type: ignore[arg-type]  # curl_cffi takes None for "no limit of its own"
             max_clients=self.config.max_connections,
             trust_env=False,
             curl_options={

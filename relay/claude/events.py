@@ -147,8 +147,10 @@ class EventReader:
         """Append, joining text to text (and thinking to thinking) at the seam."""
         for item in items:
             last = out[-1] if out else None
-            if last is not None and type(item) is type(last) and type(item) in (Text, Thinking):
-                out[-1] = type(item)(last.text + item.text)  # type: ignore[union-attr]
+            if isinstance(last, Text) and type(item) is Text:
+                out[-1] = Text(last.text + item.text)
+            elif isinstance(last, Thinking) and type(item) is Thinking:
+                out[-1] = Thinking(last.text + item.text)
             else:
                 out.append(item)
 
@@ -159,34 +161,34 @@ class EventReader:
         here without the general dispatch."""
         out: list[ReplyEvent] = []
         run: list[str] = []  # texts of the same kind, waiting to be joined
-        kind: type | None = None
+        kind: type[Text] | type[Thinking] | None = None
         for event in events:
             data = _json(event)
             if type(data) is dict and data.get("type") == "content_block_delta":
                 delta = data.get("delta")
                 if type(delta) is dict and delta.get("type") == "text_delta" and type(text := delta.get("text")) is str:
                     if kind is not Text:
-                        if run:
-                            out.append(kind("".join(run)))  # type: ignore[misc]
+                        if run and kind is not None:
+                            out.append(kind("".join(run)))
                             run = []
                         kind = Text
                     run.append(text)
                     continue
             for item in self._dispatch(data, event):
-                if type(item) is kind:
-                    run.append(item.text)  # type: ignore[union-attr]
+                if isinstance(item, (Text, Thinking)) and type(item) is kind:
+                    run.append(item.text)
                     continue
-                if run:
-                    out.append(kind("".join(run)))  # type: ignore[misc]
+                if run and kind is not None:
+                    out.append(kind("".join(run)))
                     run = []
-                if type(item) in (Text, Thinking):
-                    kind = type(item)
-                    run.append(item.text)  # type: ignore[union-attr]
+                if isinstance(item, (Text, Thinking)):
+                    kind = Text if isinstance(item, Text) else Thinking
+                    run.append(item.text)
                 else:
                     kind = None
                     out.append(item)
-        if run:
-            out.append(kind("".join(run)))  # type: ignore[misc]
+        if run and kind is not None:
+            out.append(kind("".join(run)))
         return out
 
     def feed(self, event: SSEEvent) -> list[ReplyEvent]:

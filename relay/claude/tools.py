@@ -143,7 +143,7 @@ class ToolCallParser:
         if not isinstance(doc, dict):
             return None
         tool = self._tools.get(str(doc.get("name", "")))
-        args = next((doc[k] for k in ("arguments", "input", "parameters") if k in doc), {})
+        args: Any = next((doc[k] for k in ("arguments", "input", "parameters") if k in doc), {})
         if tool is None or not isinstance(args, dict) or any(k not in args for k in tool.required):
             return None
         self.calls += 1

@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from loguru import logger
 from redis.asyncio import Redis
@@ -129,7 +129,7 @@ class RedisStore(StateStore):
     async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
         token = uuid.uuid4().hex
         pairs = [v for a in candidates for v in (a.id, repr(a.headroom(now)))]
-        args = [self.prefix, now, now + self.lease_seconds, token, IN_FLIGHT_SHARE, *pairs]
+        args: list[Any] = [self.prefix, now, now + self.lease_seconds, token, IN_FLIGHT_SHARE, *pairs]
         chosen = await self._try(lambda: self._acquire(args=args))
         if chosen is _FAILED:
             return await self.local.acquire(candidates, now)

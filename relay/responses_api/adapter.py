@@ -59,7 +59,7 @@ class Responses(ClientApi[ResponsesCall]):
             )
         raw = body["input"]
         items = [{"role": "user", "content": raw}] if isinstance(raw, str) else list(raw)
-        wire_items = [Item(role="user", content=raw)] if isinstance(raw, str) else list(req.input)  # type: ignore[arg-type]
+        wire_items: list[Item] = [Item(role="user", content=raw)] if isinstance(req.input, str) else list(req.input)
         turns = to_turns(wire_items, "input")
         require_content(turns, "input")
         if req.instructions:

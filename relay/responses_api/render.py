@@ -61,15 +61,17 @@ class ResponseRenderer(Renderer):
 
     def on_block_start(self, block: Block) -> bytes:
         if block.kind == "thinking":
-            self._items.append({"type": "reasoning", "id": new_id("rs"), "summary": [], "status": "in_progress"})
+            reasoning: dict[str, Any] = {"type": "reasoning", "id": new_id("rs"), "summary": [], "status": "in_progress"}
+            self._items.append(reasoning)
             part = {"type": "summary_text", "text": ""}
             return self._item_event("response.output_item.added", block) + self._event(
                 "response.reasoning_summary_part.added", **self._at(block), summary_index=0, part=part
             )
-        self._items.append({"type": "message", "id": new_id("msg"), "status": "in_progress", "role": "assistant", "content": []})
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        message: dict[str, Any] = {"type": "message", "id": new_id("msg"), "status": "in_progress", "role": "assistant", "content": []}
+        self._items.append(message)
+        empty: dict[str, Any] = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         return self._item_event("response.output_item.added", block) + self._event(
-            "response.content_part.added", **self._at(block), content_index=0, part=part
+            "response.content_part.added", **self._at(block), content_index=0, part=empty
         )
 
     def on_delta(self, block: Block, text: str) -> bytes:
@@ -82,7 +84,7 @@ class ResponseRenderer(Renderer):
         item = self._items[block.index]
         item["status"] = "completed"
         if block.kind == "thinking":
-            part = {"type": "summary_text", "text": text}
+            part: dict[str, Any] = {"type": "summary_text", "text": text}
             item["summary"] = [part]
             out = self._event("response.reasoning_summary_text.done", **self._at(block), summary_index=0, text=text)
             out += self._event("response.reasoning_summary_part.done", **self._at(block), summary_index=0, part=part)

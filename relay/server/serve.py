@@ -128,7 +128,7 @@ async def start_serving(app: web.Application, host: str, port: int, *, header_ti
     loop = asyncio.get_running_loop()
 
     def protocol() -> RequestHandler:
-        return JsonErrorsHandler(server, loop=loop, access_log=None)
+        return JsonErrorsHandler(server, loop=loop, access_log=None)  # type: ignore[arg-type]  # None: no access log
 
     # "::" means every address on both stacks (asyncio would otherwise bind IPv6 only).
     listener = await loop.create_server(protocol, None if host in ("", "::") else host, port, reuse_address=True)

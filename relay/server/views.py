@@ -37,7 +37,8 @@ async def health(request: web.Request) -> web.Response:
 def _display_name(model: str) -> str:
     """`claude-sonnet-4-6-think` -> `Claude Sonnet 4.6 (thinking)`."""
     base = model.removesuffix(THINK_SUFFIX)
-    words, version = [], []
+    words: list[str] = []
+    version: list[str] = []
     for part in base.split("-"):
         (version if part.isdigit() and len(part) < 3 else words).append(part)
     name = " ".join(w.capitalize() for w in words if not (w.isdigit() and len(w) == 8))
