@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from .conversation import Chat
 from .errors import InvalidRequest, RelayError
-from .render import Renderer
+from .render import Activity, Renderer
 
 Wire = Literal["openai", "anthropic"]
 
@@ -45,6 +45,9 @@ class ClientApi(ABC, Generic[R]):
     wire: Wire | None = None
     #: The body field that holds the conversation, for error messages.
     turns_field: str = "messages"
+
+    def __init__(self, activity: Activity = "compact") -> None:
+        self.activity = activity  # SHOW_TOOL_ACTIVITY, for the renderers
 
     @abstractmethod
     def parse(self, body: object) -> R:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,26 +14,30 @@ from tests.conftest import API_KEY, Relay, session_key
 BINARY = os.environ.get("RELAY_CLAUDE_CODE", "")
 
 
-@pytest.mark.skipif(not BINARY and not os.environ.get("CI"), reason="set RELAY_CLAUDE_CODE to a claude binary to run")
-async def test_claude_code_answers_through_the_relay(relay: Relay, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert BINARY and os.path.exists(BINARY), "CI must provide Claude Code (RELAY_CLAUDE_CODE)"
-    for n in (1, 2, 3):
-        fake.script(session_key(n), text="Four, as always.")
+async def _claude(relay: Relay, home: Path, *args: str) -> str:
+    """Claude Code run once against the relay, in a home of its own; its output."""
     env = {
         **os.environ,
-        "HOME": str(tmp_path),
+        "HOME": str(home),
         "ANTHROPIC_BASE_URL": relay.url,
         "ANTHROPIC_API_KEY": API_KEY,
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
-    proc = await asyncio.create_subprocess_exec(
-        BINARY, "-p", "What is 2+2?", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
+    proc = await asyncio.create_subprocess_exec(BINARY, *args, env=env, cwd=home, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode == 0, err.decode()[-2000:]
-    assert "Four, as always." in out.decode()
+    return out.decode()
+
+
+@pytest.mark.skipif(not BINARY and not os.environ.get("CI"), reason="set RELAY_CLAUDE_CODE to a claude binary to run")
+async def test_claude_code_answers_through_the_relay(relay: Relay, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert BINARY and os.path.exists(BINARY), "CI must provide Claude Code (RELAY_CLAUDE_CODE)"
+    for n in (1, 2, 3):
+        fake.script(session_key(n), text="Four, as always.")
+    out = await _claude(relay, tmp_path, "-p", "What is 2+2?")
+    assert "Four, as always." in out
     body = fake.calls_named("completion")[-1].body
     assert "What is 2+2?" in body["prompt"] + "".join(a["extracted_content"] for a in body["attachments"])
 
@@ -53,22 +58,8 @@ async def test_claude_code_web_search_returns_results_through_the_relay(relay: R
     fake.reply = reply
     for n in (1, 2, 3):
         fake.script(session_key(n), search="relay news")
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),
-        "ANTHROPIC_BASE_URL": relay.url,
-        "ANTHROPIC_API_KEY": API_KEY,
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        BINARY, "-p", "Search the web for relay news", "--allowedTools", "WebSearch",
-        env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    assert "The search says relays are fast today." in out.decode()
+    out = await _claude(relay, tmp_path, "-p", "Search the web for relay news", "--allowedTools", "WebSearch")
+    assert "The search says relays are fast today." in out
     bodies = [c.body for c in fake.calls_named("completion")]
     searched = [b for b in bodies if {"type": "web_search_v0", "name": "web_search"} in b["tools"]]
     assert len(searched) == 1 and "relay news" in searched[0]["prompt"]

@@ -26,8 +26,8 @@ class ChatCompletions(ClientApi[CompletionRequest]):
     wire = "openai"
 
     def __init__(self, thinking: ThinkingFormat, activity: Activity = "compact") -> None:
+        super().__init__(activity)
         self.thinking = thinking
-        self.activity = activity
 
     def parse(self, body: object) -> CompletionRequest:
         req = validate(ChatRequest, body)

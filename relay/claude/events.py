@@ -80,7 +80,7 @@ def _artifact_language(kind: str) -> str:
 # field order takes the general path and gives the same result.
 _TEXT_DELTA = re.compile(
     rb'event: content_block_delta\ndata: \{"type": ?"content_block_delta", ?"index": ?\d+, ?'
-    rb'"delta": ?\{"type": ?"text_delta", ?"text": ?"((?:[^"\\\n]|\\.)*)"\}\} *(?=\n\n|\Z)'
+    rb'"delta": ?\{"type": ?"text_delta", ?"text": ?"([^"\\\n]*(?:\\.[^"\\\n]*)*)"\}\} *(?=\n\n|\Z)'
 )
 
 

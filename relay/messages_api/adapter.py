@@ -21,7 +21,6 @@ from ..conversation import (
     require_content,
 )
 from ..errors import InvalidRequest, RelayError
-from ..render import Activity
 from .models import AnthropicTool, Block, CountTokensRequest, MessagesRequest, ToolChoice
 from .render import MessageRenderer, error_body
 
@@ -29,9 +28,6 @@ from .render import MessageRenderer, error_body
 class Messages(ClientApi[ApiRequest]):
     name = "messages"
     wire = "anthropic"
-
-    def __init__(self, activity: Activity = "compact") -> None:
-        self.activity = activity
 
     def parse(self, body: object) -> ApiRequest:
         req = validate(MessagesRequest, body)

@@ -24,7 +24,7 @@ from ..conversation import (
     require_content,
 )
 from ..errors import InvalidRequest, NotFound
-from ..render import Activity, Renderer
+from ..render import Renderer
 from .models import Item, NamedChoice, ResponsesRequest, Tool
 from .models import Part as WirePart
 from .render import ResponseRenderer
@@ -43,9 +43,6 @@ class ResponsesCall(ApiRequest):
 class Responses(ClientApi[ResponsesCall]):
     name = "responses"
     turns_field = "input"
-
-    def __init__(self, activity: Activity = "compact") -> None:
-        self.activity = activity
 
     def parse(self, body: object) -> ResponsesCall:
         req = validate(ResponsesRequest, body)
