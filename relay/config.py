@@ -28,22 +28,36 @@ THINK_SUFFIX = "-think"
 
 
 class SessionSpec(BaseModel):
-    """One account: its sessionKey cookie and, optionally, a known organization id."""
+    """One account: its sessionKey cookie and, optionally, a known organization id and a proxy of
+    its own (so that accounts do not all leave from one address)."""
 
     model_config = ConfigDict(frozen=True)
 
     key: SecretStr
     org_id: str | None = None
+    proxy: SecretStr | None = None  # may hold a password
 
     @classmethod
     def parse(cls, raw: str) -> SessionSpec:
-        """Parse `key` or `key:orgid`; raises ValueError on anything else."""
-        key, _, org = raw.strip().partition(":")
+        """Parse `key`, `key:orgid`, and either with `@proxy-url`; raises ValueError on anything else."""
+        head, at, proxy = raw.strip().partition("@")
+        key, _, org = head.partition(":")
         if not SESSION_KEY_RE.match(key):
-            raise ValueError("each entry must be sk-ant-sid01-... or sk-ant-sid02-..., optionally :orgId")
+            raise ValueError("each entry must be sk-ant-sid01-... or sk-ant-sid02-..., optionally :orgId and @proxy")
         if org and not re.fullmatch(r"[0-9A-Za-z\-]{4,64}", org):
             raise ValueError("the organization id after ':' must be a uuid")
-        return cls(key=SecretStr(key), org_id=org or None)
+        if at and not PROXY_URL.match(proxy):
+            raise ValueError("the proxy after '@' must be a URL such as socks5://host:1080 or http://host:8080")
+        return cls(key=SecretStr(key), org_id=org or None, proxy=SecretStr(proxy) if at else None)
+
+
+PROXY_URL = re.compile(r"^(https?|socks4a?|socks5h?)://[^\s/]+(:\d+)?/?$")
+
+
+def shown_proxy(url: str) -> str:
+    """A proxy URL without its credentials, for views and logs."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else "***"
 
 
 def http_url(value: str, example: str) -> str:

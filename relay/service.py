@@ -165,7 +165,7 @@ class _PoolSource(_Source):
             raise
         except RelayError:
             raise self.exhausted(failures) from None
-        return Seat(lease.account, self.service.upstream.for_key(lease.account.key), lease)
+        return Seat(lease.account, self.service.api(lease.account), lease)
 
     async def give_back(self, seat: Seat) -> None:
         if seat.lease is not None:
@@ -275,7 +275,11 @@ class ChatService:
         source = _PoolSource(self)
         for account in self.pool.accounts:
             if account.org_id is None and account.usable(self.pool.now()):
-                self._spawn(self._warm(source, Seat(account, self.upstream.for_key(account.key))))
+                self._spawn(self._warm(source, Seat(account, self.api(account))))
+
+    def api(self, account: Account) -> AccountApi:
+        """claude.ai calls as a pooled account, through its own proxy when it has one."""
+        return self.upstream.for_key(account.key, proxy=account.proxy)
 
     def watch_usage(self) -> None:
         """Ask /usage for every account now and then, in the background (never on a request's
@@ -291,7 +295,7 @@ class ChatService:
                 if not account.org_id or not account.usable(now) or (account.usage_at and now - account.usage_at < every):
                     continue
                 try:
-                    windows = await self.upstream.for_key(account.key).usage(account.org_id)
+                    windows = await self.api(account).usage(account.org_id)
                 except UpstreamFailure as failure:
                     # Quota is information; failing to read it says nothing about the account.
                     logger.debug("usage of {} not read: {}", account.alias, failure.message)

@@ -83,10 +83,10 @@ class UpstreamClient:
         self._headers = webapi.base_headers(config.base_url)
         self._public: AsyncSession[Response] | None = None
 
-    def _new_session(self, extra: dict[CurlOpt, Any] | None = None) -> AsyncSession[Response]:
+    def _new_session(self, extra: dict[CurlOpt, Any] | None = None, proxy: str | None = None) -> AsyncSession[Response]:
         return AsyncSession(
             impersonate=IMPERSONATE,
-            proxy=self.config.proxy,
+            proxy=proxy or self.config.proxy,
             allow_redirects=False,
             # Each limit is set where it means what its setting says: connecting here, the rest per
             # call (`_call`, `completion`). curl_cffi's (connect, read) pair would turn READ_TIMEOUT
@@ -103,13 +103,15 @@ class UpstreamClient:
         )
 
     @asynccontextmanager
-    async def _session(self, key: str, guest: bool) -> AsyncIterator[AsyncSession[Response]]:
-        """The pooled session for a key, held for one call. Guest (mirror) keys live in a bounded
-        LRU whose idle entries are closed when it overflows; a session in use is never closed."""
+    async def _session(self, key: str, guest: bool, proxy: str | None = None) -> AsyncIterator[AsyncSession[Response]]:
+        """The pooled session for a key (and its own proxy), held for one call. Guest (mirror) keys
+        live in a bounded LRU whose idle entries are closed when it overflows; a session in use is
+        never closed."""
         if not guest:
-            if key not in self._sessions:
-                self._sessions[key] = self._new_session()
-            yield self._sessions[key]
+            pooled = f"{key}@{proxy}" if proxy else key
+            if pooled not in self._sessions:
+                self._sessions[pooled] = self._new_session(proxy=proxy)
+            yield self._sessions[pooled]
             return
         entry = self._guests.get(key)
         if entry is None:
@@ -141,13 +143,14 @@ class UpstreamClient:
         path: str,
         *,
         guest: bool = False,
+        proxy: str | None = None,
         json: Any = None,
         multipart: CurlMime | None = None,
         referer: str | None = None,
     ) -> Answer:
         headers = self._request_headers(key, referer)
         try:
-            async with self._session(key, guest) as session:
+            async with self._session(key, guest, proxy) as session:
                 rsp = await session.request(
                     method,  # type: ignore[arg-type]
                     self.config.base_url + path,
@@ -160,9 +163,10 @@ class UpstreamClient:
             raise _network_failure(exc) from exc
         return Answer(rsp.status_code, _headers(rsp), rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
 
-    def for_key(self, key: str, *, guest: bool = False) -> AccountApi:
-        """claude.ai calls with one cookie: a pooled account's, or a caller's own (mirror mode)."""
-        return AccountApi(self, key, guest)
+    def for_key(self, key: str, *, guest: bool = False, proxy: str | None = None) -> AccountApi:
+        """claude.ai calls with one cookie: a pooled account's (through its own proxy, if it has
+        one), or a caller's own (mirror mode)."""
+        return AccountApi(self, key, guest, proxy)
 
     async def fetch_public(self, url: str, max_bytes: int, *, address: str | None = None) -> tuple[str, bytes]:
         """GET a URL a caller linked (an image), through PROXY, refusing more than `max_bytes`.
@@ -289,15 +293,16 @@ class _EventStream:
 class AccountApi:
     """The claude.ai calls relay makes, bound to one cookie and its pooled session."""
 
-    __slots__ = ("_client", "_key", "_guest")
+    __slots__ = ("_client", "_key", "_guest", "_proxy")
 
-    def __init__(self, client: UpstreamClient, key: str, guest: bool) -> None:
+    def __init__(self, client: UpstreamClient, key: str, guest: bool, proxy: str | None) -> None:
         self._client = client
         self._key = key
         self._guest = guest
+        self._proxy = proxy
 
     async def _call(self, method: str, path: str, **kw: Any) -> Answer:
-        return await self._client._call(self._key, method, path, guest=self._guest, **kw)
+        return await self._client._call(self._key, method, path, guest=self._guest, proxy=self._proxy, **kw)
 
     @staticmethod
     def _expect(answer: Answer, *ok: int) -> Answer:
@@ -347,7 +352,7 @@ class AccountApi:
         headers = client._request_headers(self._key, f"/chat/{conv}")
         headers["Accept"] = "text/event-stream"
         config = client.config
-        async with client._session(self._key, self._guest) as session:
+        async with client._session(self._key, self._guest, self._proxy) as session:
             try:
                 # Until the answer starts: the connection, then READ_TIMEOUT of silence at most.
                 async with asyncio.timeout(config.connect_timeout + config.read_timeout):

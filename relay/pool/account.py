@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..claude.failures import Failure
+from ..config import shown_proxy
 from ..reply import Window
 
 
@@ -50,6 +51,7 @@ class Account:
     key: str
     alias: str
     org_id: str | None = None
+    proxy: str | None = None  # the account's own proxy (PROXY when unset)
     state: State = State.ACTIVE
     failure: Failure | None = None
     reason: str = ""
@@ -110,6 +112,7 @@ class Account:
             "alias": self.alias,
             "key": self.masked,
             "org_id": self.org_id,
+            "proxy": shown_proxy(self.proxy) if self.proxy else None,
             "state": self.state.value,
             "reason": self.reason or None,
             "cooldown_until": self.until,

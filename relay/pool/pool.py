@@ -94,6 +94,7 @@ class AccountPool:
                 account, added = Account(key=key, alias=""), added + 1
             if spec.org_id:
                 account.org_id = spec.org_id
+            account.proxy = spec.proxy.get_secret_value() if spec.proxy else None
             fresh[key] = account
         for i, account in enumerate(fresh.values(), 1):
             account.alias = f"acct-{i}"

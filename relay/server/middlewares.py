@@ -50,7 +50,10 @@ def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: b
         path = request.path
         if mirror_prefix and _is_api(path, mirror_prefix):
             try:
-                request[guest_key] = SessionSpec.parse(_bearer(request))
+                spec = SessionSpec.parse(_bearer(request))
+                if spec.proxy is not None:  # a caller must not choose where the relay connects
+                    raise ValueError("no proxy in mirror keys")
+                request[guest_key] = spec
             except ValueError:
                 raise AuthError(
                     "mirror routes take your own claude.ai sessionKey (sk-ant-sid01-...) as the bearer token",
