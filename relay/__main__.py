@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc))
     # The demo key is printed on purpose; real keys are scrubbed from every log line.
     secrets = [] if args.demo else [settings.apikey.get_secret_value()]
+    secrets.append(settings.admin_key.get_secret_value())
     secrets += [s.key.get_secret_value() for s in settings.sessions]
     secrets += [p for s in settings.sessions if s.proxy and (p := urlsplit(s.proxy.get_secret_value()).password)]
     secrets += [f.key.get_secret_value() for f in settings.fallbacks]

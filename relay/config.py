@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     address: str = "0.0.0.0:8080"
     port: int | None = Field(default=None, ge=1, le=65535)
     apikey: SecretStr = SecretStr("")
+    admin_key: SecretStr = SecretStr("")
     proxy: str | None = None
     chat_delete: bool = True
     max_chat_history_length: int = Field(default=10000, ge=0)
@@ -218,11 +219,6 @@ class Settings(BaseSettings):
     def listen_port(self) -> int:
         """PORT (set by Hugging Face Spaces) wins over the port part of ADDRESS."""
         return self.port or int(self.address.rpartition(":")[2])
-
-    @property
-    def retries(self) -> int:
-        """Attempts per request: MAX_RETRIES, else every account but at most five."""
-        return self.max_retries or max(1, min(len(self.sessions), 5))
 
     @cached_property
     def served_models(self) -> tuple[str, ...]:

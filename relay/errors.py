@@ -66,6 +66,18 @@ class RequestTimeout(RelayError):
     default_code = "request_timeout"
 
 
+class Conflict(RelayError):
+    status = 409
+    type = "invalid_request_error"
+    default_code = "conflict"
+
+
+class Unprocessable(RelayError):
+    status = 422
+    type = "invalid_request_error"
+    default_code = "unprocessable"
+
+
 class PayloadTooLarge(RelayError):
     status = 413
     type = "invalid_request_error"

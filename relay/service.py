@@ -155,7 +155,8 @@ class _PoolSource(_Source):
     def __init__(self, service: ChatService, model: str | None = None) -> None:
         self.service = service
         self.pool = service.pool
-        self.attempts = service.attempts
+        # MAX_RETRIES, else every account but at most five (accounts come and go while running).
+        self.attempts = service.settings.max_retries or max(1, min(len(service.pool), 5))
         self.model = model
 
     async def take(self, tried: set[Account], failures: list[tuple[Account, UpstreamFailure]]) -> Seat:
@@ -261,7 +262,6 @@ class ChatService:
         self.pool = pool
         self.settings = settings
         self.metrics = metrics
-        self.attempts = settings.retries
         self.orgs = _Orgs()
         self.guest_orgs: OrderedDict[str, str] = OrderedDict()
         self._fetch_image = fetch_image
@@ -321,6 +321,10 @@ class ChatService:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run housekeeping in the background; shutdown gives it a moment to finish."""
+        self._spawn(coro)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

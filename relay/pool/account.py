@@ -52,6 +52,7 @@ class Account:
     alias: str
     org_id: str | None = None
     proxy: str | None = None  # the account's own proxy (PROXY when unset)
+    retiring: bool = False  # being removed: gets no new request
     state: State = State.ACTIVE
     failure: Failure | None = None
     reason: str = ""

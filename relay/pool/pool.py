@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -24,6 +26,23 @@ TRANSIENT = frozenset({Failure.TRANSIENT, Failure.TIMEOUT})
 # is left, the backing-off ones still serve.
 BACKOFF_FIRST = 15.0
 BACKOFF_MAX = 300.0
+# How often a retiring account is looked at until its last request has finished.
+RETIRE_POLL = 0.2
+
+
+class OrgLookup(Protocol):
+    """What a check asks of claude.ai for one account."""
+
+    async def discover_org(self) -> str: ...
+
+
+def _record(spec: SessionSpec) -> dict[str, Any]:
+    """An added account as the state store keeps it (the cookie itself: it must survive restarts)."""
+    return {"key": spec.key.get_secret_value(), "org_id": spec.org_id, "proxy": spec.proxy.get_secret_value() if spec.proxy else None}
+
+
+def _entry(rec: dict[str, Any]) -> str:
+    return str(rec["key"]) + (f":{rec['org_id']}" if rec.get("org_id") else "") + (f"@{rec['proxy']}" if rec.get("proxy") else "")
 
 
 class AccountPool:
@@ -38,7 +57,9 @@ class AccountPool:
         self._clock = clock
         self.store = store or MemoryStore()
         self._accounts: list[Account] = []
-        self._replace(sessions)
+        self._sessions = tuple(sessions)  # from SESSIONS
+        self._added: list[SessionSpec] = []  # through the admin API, kept in the state store
+        self._replace(self._sessions)
 
     def __len__(self) -> int:
         return len(self._accounts)
@@ -64,16 +85,72 @@ class AccountPool:
                 self._set(account, State.ACTIVE, None, "", None)
 
     async def start(self) -> None:
+        await self._take_added(await self.store.load_added())
         await self.store.start(lambda: self._accounts)
 
     async def refresh(self) -> None:
         """Take in what other replicas learned (no-op for a single process)."""
+        if (added := await self.store.load_added()) != [_record(s) for s in self._added]:
+            await self._take_added(added)
         await self.store.refresh(self._accounts)
 
+    async def _take_added(self, records: list[dict[str, Any]]) -> None:
+        specs = []
+        for rec in records:
+            try:
+                specs.append(SessionSpec.parse(_entry(rec)))
+            except (ValueError, KeyError, TypeError):
+                logger.warning("an added account in the state store is malformed; skipped")
+        self._added = specs
+        self._replace((*self._sessions, *self._added))
+
+    def find(self, alias: str) -> Account | None:
+        return next((a for a in self._accounts if a.alias == alias), None)
+
+    def has_key(self, key: str) -> bool:
+        return any(a.key == key for a in self._accounts)
+
+    async def add(self, spec: SessionSpec) -> Account:
+        """An account added while running (checked by the caller); kept in the state store."""
+        self._added.append(spec)
+        self._replace((*self._sessions, *self._added))
+        await self.store.save_added([_record(s) for s in self._added])
+        account = self._accounts[-1]
+        logger.info("account {} added ({})", account.alias, account.masked)
+        return account
+
+    async def check(self, account: Account, api: OrgLookup) -> None:
+        """Ask claude.ai about the account now (its organization lookup): a refusal is learned
+        like any failure; an answer brings an invalid or disabled account back."""
+        try:
+            account.org_id = await api.discover_org()
+        except UpstreamFailure as failure:
+            await self.record_failure(account, failure)
+            return
+        if account.state is not State.ACTIVE:
+            self._set(account, State.ACTIVE, None, "", None)
+            await self.store.save(account, failed=False, changed=True)
+        await self.store.save_org(account)
+
+    async def retire(self, account: Account) -> None:
+        """Take an account out: no new request gets it, and it leaves once its requests are done.
+        An account from SESSIONS comes back with the next reload or restart unless removed there."""
+        account.retiring = True
+        while account.in_flight > 0:
+            await asyncio.sleep(RETIRE_POLL)
+        key = account.key
+        self._added = [s for s in self._added if s.key.get_secret_value() != key]
+        self._sessions = tuple(s for s in self._sessions if s.key.get_secret_value() != key)
+        self._replace((*self._sessions, *self._added))
+        await self.store.save_added([_record(s) for s in self._added])
+        logger.info("account {} removed", account.masked)
+
     async def reload(self, sessions: Iterable[SessionSpec]) -> tuple[int, int]:
-        """Replace the account list, keeping what is known of keys that stay; invalid and disabled
-        accounts get another chance. Returns (added, removed)."""
-        added, removed = self._replace(sessions)
+        """Replace the SESSIONS accounts, keeping what is known of keys that stay and the accounts
+        added through the admin API; invalid and disabled accounts get another chance. Returns
+        (added, removed)."""
+        self._sessions = tuple(sessions)
+        added, removed = self._replace((*self._sessions, *self._added))
         for account in self._accounts:
             if account.state in (State.INVALID, State.DISABLED):
                 self._set(account, State.ACTIVE, None, "", None)
@@ -107,7 +184,7 @@ class AccountPool:
         other can serve, and never one whose plan lacks `model`."""
         now = self._clock()
         self.revive(now)
-        usable = [a for a in self._accounts if a.usable(now) and not (exclude and a in exclude)]
+        usable = [a for a in self._accounts if a.usable(now) and not a.retiring and not (exclude and a in exclude)]
         if model is not None and usable and all(model in a.models_unavailable for a in usable):
             raise InvalidRequest(f"model {model!r} is not available on any account's plan", param="model", code="model_not_available")
         usable = [a for a in usable if model not in a.models_unavailable]

@@ -26,6 +26,8 @@ from .account import Account, State
 MAX_KEPT_ANSWERS = 1000
 # Where kept answers sit in STATE_FILE, beside the accounts (keyed by hashes, never this name).
 ANSWERS_KEY = "_answers"
+# Accounts added through the admin API, with their cookies (the file must stay private).
+ADDED_KEY = "_added"
 
 
 @dataclass(eq=False, slots=True)
@@ -71,6 +73,13 @@ class StateStore(ABC):
         """Update the accounts from shared state (no-op when this process is the only one)."""
 
     @abstractmethod
+    async def load_added(self) -> list[dict[str, Any]]:
+        """The accounts added through the admin API."""
+
+    @abstractmethod
+    async def save_added(self, records: list[dict[str, Any]]) -> None: ...
+
+    @abstractmethod
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
         """Keep a finished answer (Responses API) for `answer_ttl` seconds."""
 
@@ -93,6 +102,7 @@ class MemoryStore(StateStore):
         self._clock = clock
         self._accounts: Callable[[], list[Account]] = list
         self._answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (expiry, JSON text)
+        self._added: list[dict[str, Any]] | None = None  # read from the file once
 
     async def start(self, accounts: Callable[[], list[Account]]) -> None:
         self._accounts = accounts
@@ -114,6 +124,22 @@ class MemoryStore(StateStore):
         for answer_id, (expires, text) in (saved.get(ANSWERS_KEY) or {}).items():
             if expires > now:
                 self._answers[answer_id] = (expires, text)
+
+    async def load_added(self) -> list[dict[str, Any]]:
+        if self._added is None:
+            self._added = []
+            if self.path is not None and self.path.is_file():
+                try:
+                    saved = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    saved = {}
+                added = saved.get(ADDED_KEY) if isinstance(saved, dict) else None
+                self._added = [a for a in added if isinstance(a, dict)] if isinstance(added, list) else []
+        return list(self._added)
+
+    async def save_added(self, records: list[dict[str, Any]]) -> None:
+        self._added = list(records)
+        self._write()
 
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
         self._answers[answer_id] = (self._clock() + self.answer_ttl, data.decode())
@@ -158,6 +184,8 @@ class MemoryStore(StateStore):
         data: dict[str, Any] = {a.id: record(a) for a in self._accounts()}
         now = self._clock()
         data[ANSWERS_KEY] = {k: v for k, v in self._answers.items() if v[0] > now}
+        if self._added:
+            data[ADDED_KEY] = self._added
         try:
             write_atomically(self.path, json.dumps(data, indent=1))
         except OSError as exc:

@@ -103,7 +103,12 @@ def create_app(
     app = web.Application(
         middlewares=[
             error_middleware,
-            auth_middleware(settings.apikey.get_secret_value(), mirror, metrics_public=settings.metrics_public),
+            auth_middleware(
+                settings.apikey.get_secret_value(),
+                mirror,
+                metrics_public=settings.metrics_public,
+                admin_key=settings.admin_key.get_secret_value(),
+            ),
         ],
         client_max_size=settings.max_body_size,
     )

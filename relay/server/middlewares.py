@@ -17,6 +17,7 @@ from ..errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, Payl
 from ..logs import printable
 from .keys import AccessLog, access_key, apis_key, guest_key, metrics_key, settings_key
 
+ADMIN_PATH = re.compile(r"^(/hf)?/v1/admin(/|$)")
 # A client's own request id is kept when it is a plain token; anything else (spaces, control
 # characters, quotes) could forge log lines or break the response header, so it is replaced.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -40,15 +41,23 @@ def _is_api(path: str, prefix: str = "") -> bool:
     return path.startswith((f"{prefix}/v1/", f"{prefix}/hf/v1/"))
 
 
-def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: bool) -> Middleware:
-    """APIKEY on /v1, /hf/v1, /stats and /metrics; in mirror mode the caller's own sessionKey on the mirror prefix."""
+def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: bool, admin_key: str = "") -> Middleware:
+    """APIKEY on /v1, /hf/v1, /stats and /metrics; ADMIN_KEY (else APIKEY) on the admin routes; in
+    mirror mode the caller's own sessionKey on the mirror prefix."""
     expected = apikey.encode()
+    admin = (admin_key or apikey).encode()
     private = ("/stats",) if metrics_public else ("/stats", "/metrics")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if mirror_prefix and _is_api(path, mirror_prefix):
+        if ADMIN_PATH.match(path):
+            if not admin:  # never open, not even with --insecure-no-auth
+                raise AuthError("admin routes need ADMIN_KEY (or APIKEY) to be set", code="admin_disabled")
+            given = _bearer(request).encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, admin):
+                raise AuthError("admin routes take ADMIN_KEY" if admin_key else "incorrect API key", code="invalid_admin_key")
+        elif mirror_prefix and _is_api(path, mirror_prefix):
             try:
                 spec = SessionSpec.parse(_bearer(request))
                 if spec.proxy is not None:  # a caller must not choose where the relay connects

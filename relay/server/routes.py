@@ -2,51 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from ..chat_api.adapter import ChatCompletions
 from ..client_api import ClientApi
 from ..config import Settings
-from ..conversation import MAX_JSON_DEPTH, too_deep
-from ..errors import InvalidRequest, RequestTimeout
 from ..fallback import Ask
 from ..messages_api.adapter import Messages
 from ..responses_api.adapter import Responses
 from . import views
+from .body import read_json
 from .delivery import Delivery, complete, stream
-from .keys import access_key, apis_key, guest_key, pool_key, service_key, settings_key
+from .keys import access_key, apis_key, guest_key, pool_key, service_key
 from .middlewares import Handler
-
-
-async def read_json(request: web.Request) -> Any:
-    """The decoded body; oversize bodies are refused by aiohttp (client_max_size) before this parses.
-
-    orjson refuses what must never reach claude.ai: invalid UTF-8 and lone surrogates (`\\ud800`).
-    """
-    try:
-        async with asyncio.timeout(request.app[settings_key].request_body_timeout):
-            raw = await request.read()
-    except TimeoutError:
-        raise RequestTimeout(f"request body not received within {request.app[settings_key].request_body_timeout:g} s") from None
-    except web.RequestPayloadError as exc:
-        detail = getattr(exc.__cause__, "message", "") or "malformed body"  # e.g. a gzip header on a plain body
-        raise InvalidRequest(f"request body could not be read: {detail}") from None
-    if not raw:
-        raise InvalidRequest("request body is empty; send a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if too_deep(body):
-        raise InvalidRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
-    return body
 
 
 def _api(request: web.Request) -> ClientApi[Any]:
@@ -110,5 +83,8 @@ def api_routes(prefix: str, apis: Apis, served: dict[str, ClientApi[Any]], *, po
         routes += [
             web.get(f"{prefix}/accounts", views.list_accounts),
             web.post(f"{prefix}/accounts/reload", views.reload_accounts),
+            web.post(f"{prefix}/admin/accounts", views.add_account),
+            web.delete(f"{prefix}/admin/accounts/{{alias}}", views.remove_account),
+            web.post(f"{prefix}/admin/accounts/{{alias}}/check", views.check_account),
         ]
     return routes

@@ -9,8 +9,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..config import THINK_SUFFIX, ConfigError
-from ..errors import InvalidRequest
-from .keys import metrics_key, pool_key, reload_key, service_key, settings_key
+from ..claude.failures import UpstreamFailure
+from ..config import SessionSpec
+from ..errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from .body import read_json
+from .keys import metrics_key, pool_key, reload_key, service_key, settings_key, upstream_key
 
 # Anthropic model objects carry a release time; relay does not know one, so it says the epoch.
 MODELS_CREATED = "1970-01-01T00:00:00Z"
@@ -131,3 +134,52 @@ async def stats(request: web.Request) -> web.Response:
 async def status_page(_: web.Request) -> web.Response:
     """The status page: static HTML that asks for the API key, then reads /stats."""
     return web.Response(text=STATUS_PAGE, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+async def add_account(request: web.Request) -> web.Response:
+    """POST /v1/admin/accounts: check a cookie against claude.ai, then add it to the pool."""
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("session_key"), str):
+        raise InvalidRequest("session_key: a claude.ai sessionKey cookie (sk-ant-sid01-...) is required", param="session_key")
+    org, proxy = body.get("org_id"), body.get("proxy")
+    if org is not None and not isinstance(org, str) or proxy is not None and not isinstance(proxy, str):
+        raise InvalidRequest("org_id and proxy must be strings", param="org_id" if not isinstance(org, str) else "proxy")
+    entry = body["session_key"].strip() + (f":{org}" if org else "") + (f"@{proxy}" if proxy else "")
+    try:
+        spec = SessionSpec.parse(entry)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), param="proxy" if "proxy" in str(exc) else "session_key") from None
+    pool, service = request.app[pool_key], request.app[service_key]
+    key = spec.key.get_secret_value()
+    if pool.has_key(key):
+        raise Conflict("this sessionKey is already in the pool", param="session_key")
+    probe = request.app[upstream_key].for_key(key, proxy=spec.proxy.get_secret_value() if spec.proxy else None)
+    try:
+        found = await probe.discover_org()
+    except UpstreamFailure as failure:
+        raise Unprocessable(f"claude.ai refused this sessionKey: {failure.message}", param="session_key", code="session_key_refused") from None
+    if pool.has_key(key):  # added meanwhile by a concurrent request
+        raise Conflict("this sessionKey is already in the pool", param="session_key")
+    account = await pool.add(spec.model_copy(update={"org_id": spec.org_id or found}))
+    service.warm_up()
+    return web.json_response(account.view(), status=201)
+
+
+async def remove_account(request: web.Request) -> web.Response:
+    """DELETE /v1/admin/accounts/{alias}: no new request gets it; it leaves once its streams end."""
+    pool = request.app[pool_key]
+    account = pool.find(request.match_info["alias"])
+    if account is None or account.retiring:
+        raise NotFound(f"no account {request.match_info['alias']!r}; GET /v1/accounts lists them", code="account_not_found")
+    request.app[service_key].spawn(pool.retire(account))
+    return web.json_response({"alias": account.alias, "key": account.masked, "removing": True, "in_flight": account.in_flight}, status=202)
+
+
+async def check_account(request: web.Request) -> web.Response:
+    """POST /v1/admin/accounts/{alias}/check: ask claude.ai about the account now."""
+    pool = request.app[pool_key]
+    account = pool.find(request.match_info["alias"])
+    if account is None:
+        raise NotFound(f"no account {request.match_info['alias']!r}; GET /v1/accounts lists them", code="account_not_found")
+    await pool.check(account, request.app[service_key].api(account))
+    return web.json_response(account.view())
