@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     port: int | None = Field(default=None, ge=1, le=65535)
     apikey: SecretStr = SecretStr("")
     admin_key: SecretStr = SecretStr("")
+    client_keys: str | None = None
     proxy: str | None = None
     chat_delete: bool = True
     max_chat_history_length: int = Field(default=10000, ge=0)
@@ -170,7 +171,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("proxy", "state_url", "state_file", mode="before")
+    @field_validator("proxy", "state_url", "state_file", "client_keys", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -44,6 +44,12 @@ class AuthError(RelayError):
     default_code = "invalid_api_key"
 
 
+class PermissionDenied(RelayError):
+    status = 403
+    type = "permission_error"
+    default_code = "permission_denied"
+
+
 class NotFound(RelayError):
     status = 404
     type = "invalid_request_error"

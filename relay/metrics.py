@@ -7,10 +7,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .pool.account import State
+from .pool.client_keys import ClientKey
 from .pool.pool import AccountPool
 
 # Seconds; time to first byte is mostly one upstream round trip, whole answers run for minutes.
@@ -21,9 +22,10 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 class _Live(Collector):
     """Gauges read at scrape time from the pool and the live streams, so they are never stale."""
 
-    def __init__(self, pool: AccountPool, streams: Callable[[], int]) -> None:
+    def __init__(self, pool: AccountPool, streams: Callable[[], int], keys: Callable[[], list[ClientKey]]) -> None:
         self._pool = pool
         self._streams = streams
+        self._keys = keys
 
     def collect(self) -> Iterable[Metric]:
         states = GaugeMetricFamily("relay_accounts", "Accounts by state", labels=["state"])
@@ -45,6 +47,14 @@ class _Live(Collector):
                     resets.add_metric([account.alias, name], window.resets_at)
         yield used
         yield resets
+        requests = CounterMetricFamily("relay_client_requests", "Requests by client key name", labels=["key"])
+        tokens = CounterMetricFamily("relay_client_tokens", "Estimated tokens by client key name", labels=["key", "direction"])
+        for key in self._keys():
+            requests.add_metric([key.name], key.requests)
+            tokens.add_metric([key.name, "in"], key.tokens_in)
+            tokens.add_metric([key.name, "out"], key.tokens_out)
+        yield requests
+        yield tokens
         streams = GaugeMetricFamily("relay_streams_open", "Client streams open")
         streams.add_metric([], self._streams())
         yield streams
@@ -53,7 +63,7 @@ class _Live(Collector):
 class Metrics:
     """One registry per app (tests run several apps in one process)."""
 
-    def __init__(self, pool: AccountPool, streams: Callable[[], int]) -> None:
+    def __init__(self, pool: AccountPool, streams: Callable[[], int], keys: Callable[[], list[ClientKey]] = list) -> None:
         self.started = time.time()
         self.registry = CollectorRegistry()
         r = self.registry
@@ -66,7 +76,7 @@ class Metrics:
         self.chats_deleted = Counter("relay_chats_deleted", "Chats deleted after use", registry=r)
         self.chat_delete_failures = Counter("relay_chat_delete_failures", "Chats that could not be deleted", registry=r)
         self.fallbacks = Counter("relay_fallbacks", "Requests answered by a fallback provider", ["provider", "outcome"], registry=r)
-        r.register(_Live(pool, streams))
+        r.register(_Live(pool, streams, keys))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

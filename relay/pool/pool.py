@@ -85,12 +85,12 @@ class AccountPool:
                 self._set(account, State.ACTIVE, None, "", None)
 
     async def start(self) -> None:
-        await self._take_added(await self.store.load_added())
+        await self._take_added(await self.store.load_records("added"))
         await self.store.start(lambda: self._accounts)
 
     async def refresh(self) -> None:
         """Take in what other replicas learned (no-op for a single process)."""
-        if (added := await self.store.load_added()) != [_record(s) for s in self._added]:
+        if (added := await self.store.load_records("added")) != [_record(s) for s in self._added]:
             await self._take_added(added)
         await self.store.refresh(self._accounts)
 
@@ -114,7 +114,7 @@ class AccountPool:
         """An account added while running (checked by the caller); kept in the state store."""
         self._added.append(spec)
         self._replace((*self._sessions, *self._added))
-        await self.store.save_added([_record(s) for s in self._added])
+        await self.store.save_records("added", [_record(s) for s in self._added])
         account = self._accounts[-1]
         logger.info("account {} added ({})", account.alias, account.masked)
         return account
@@ -142,7 +142,7 @@ class AccountPool:
         self._added = [s for s in self._added if s.key.get_secret_value() != key]
         self._sessions = tuple(s for s in self._sessions if s.key.get_secret_value() != key)
         self._replace((*self._sessions, *self._added))
-        await self.store.save_added([_record(s) for s in self._added])
+        await self.store.save_records("added", [_record(s) for s in self._added])
         logger.info("account {} removed", account.masked)
 
     async def reload(self, sessions: Iterable[SessionSpec]) -> tuple[int, int]:

@@ -6,6 +6,7 @@ Keys (under STATE_PREFIX, accounts named by a hash of their key, never the key i
   {p}:inflight:{id}  sorted set of leases scored by expiry: a replica that dies leaks nothing for long
   {p}:lru            sorted set of last use, the rotation order
   {p}:added          JSON list of the accounts added through the admin API (with their cookies)
+  {p}:keys           JSON list of the client keys made through the admin API (hashed)
   {p}:answer:{id}    a kept Responses answer (input and output items), expiring after RESPONSE_TTL
 """
 
@@ -24,7 +25,7 @@ from redis.exceptions import RedisError
 
 from ..reply import Window
 from .account import IN_FLIGHT_SHARE, Account, State
-from .state import Lease, MemoryStore, StateStore, apply, record
+from .state import Lease, MemoryStore, RecordKind, StateStore, apply, record
 
 T = TypeVar("T")
 
@@ -180,19 +181,19 @@ class RedisStore(StateStore):
         if account.org_id:
             await self._try(lambda: self.client.hset(self._key("acct", account.id), "org_id", account.org_id or ""))
 
-    async def load_added(self) -> list[dict[str, Any]]:
-        found = await self._try(lambda: self.client.get(f"{self.prefix}:added"))
+    async def load_records(self, kind: RecordKind) -> list[dict[str, Any]]:
+        found = await self._try(lambda: self.client.get(f"{self.prefix}:{kind}"))
         if isinstance(found, str):
             try:
                 doc = json.loads(found)
             except ValueError:
                 doc = []
             return [a for a in doc if isinstance(a, dict)] if isinstance(doc, list) else []
-        return await self.local.load_added()
+        return await self.local.load_records(kind)
 
-    async def save_added(self, records: list[dict[str, Any]]) -> None:
-        await self.local.save_added(records)
-        await self._try(lambda: self.client.set(f"{self.prefix}:added", json.dumps(records)))
+    async def save_records(self, kind: RecordKind, records: list[dict[str, Any]]) -> None:
+        await self.local.save_records(kind, records)
+        await self._try(lambda: self.client.set(f"{self.prefix}:{kind}", json.dumps(records)))
 
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
         ttl = max(1, int(self.local.answer_ttl))

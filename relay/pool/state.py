@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 
@@ -26,8 +26,9 @@ from .account import Account, State
 MAX_KEPT_ANSWERS = 1000
 # Where kept answers sit in STATE_FILE, beside the accounts (keyed by hashes, never this name).
 ANSWERS_KEY = "_answers"
-# Accounts added through the admin API, with their cookies (the file must stay private).
-ADDED_KEY = "_added"
+# What the admin API made, kept beside the accounts as `_added` (accounts, with their cookies:
+# the file must stay private) and `_keys` (client keys, hashed).
+RecordKind = Literal["added", "keys"]
 
 
 @dataclass(eq=False, slots=True)
@@ -73,11 +74,11 @@ class StateStore(ABC):
         """Update the accounts from shared state (no-op when this process is the only one)."""
 
     @abstractmethod
-    async def load_added(self) -> list[dict[str, Any]]:
-        """The accounts added through the admin API."""
+    async def load_records(self, kind: RecordKind) -> list[dict[str, Any]]:
+        """What the admin API made: `added` accounts (with their cookies) or client `keys` (hashed)."""
 
     @abstractmethod
-    async def save_added(self, records: list[dict[str, Any]]) -> None: ...
+    async def save_records(self, kind: RecordKind, records: list[dict[str, Any]]) -> None: ...
 
     @abstractmethod
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
@@ -102,7 +103,7 @@ class MemoryStore(StateStore):
         self._clock = clock
         self._accounts: Callable[[], list[Account]] = list
         self._answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (expiry, JSON text)
-        self._added: list[dict[str, Any]] | None = None  # read from the file once
+        self._records: dict[str, list[dict[str, Any]]] | None = None  # read from the file once
 
     async def start(self, accounts: Callable[[], list[Account]]) -> None:
         self._accounts = accounts
@@ -125,21 +126,25 @@ class MemoryStore(StateStore):
             if expires > now:
                 self._answers[answer_id] = (expires, text)
 
-    async def load_added(self) -> list[dict[str, Any]]:
-        if self._added is None:
-            self._added = []
+    async def load_records(self, kind: RecordKind) -> list[dict[str, Any]]:
+        return list(self._saved_records().get(kind, []))
+
+    async def save_records(self, kind: RecordKind, records: list[dict[str, Any]]) -> None:
+        self._saved_records()[kind] = list(records)
+        self._write()
+
+    def _saved_records(self) -> dict[str, list[dict[str, Any]]]:
+        if self._records is None:
+            self._records = {}
             if self.path is not None and self.path.is_file():
                 try:
                     saved = json.loads(self.path.read_text())
                 except (OSError, ValueError):
                     saved = {}
-                added = saved.get(ADDED_KEY) if isinstance(saved, dict) else None
-                self._added = [a for a in added if isinstance(a, dict)] if isinstance(added, list) else []
-        return list(self._added)
-
-    async def save_added(self, records: list[dict[str, Any]]) -> None:
-        self._added = list(records)
-        self._write()
+                for kind in ("added", "keys"):
+                    found = saved.get("_" + kind) if isinstance(saved, dict) else None
+                    self._records[kind] = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+        return self._records
 
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
         self._answers[answer_id] = (self._clock() + self.answer_ttl, data.decode())
@@ -184,8 +189,9 @@ class MemoryStore(StateStore):
         data: dict[str, Any] = {a.id: record(a) for a in self._accounts()}
         now = self._clock()
         data[ANSWERS_KEY] = {k: v for k, v in self._answers.items() if v[0] > now}
-        if self._added:
-            data[ADDED_KEY] = self._added
+        for kind, records in (self._records or {}).items():
+            if records:
+                data["_" + kind] = records
         try:
             write_atomically(self.path, json.dumps(data, indent=1))
         except OSError as exc:

@@ -16,12 +16,13 @@ from ..claude.images import fetch_image
 from ..config import SessionSpec, Settings, load_settings
 from ..fallback import Fallbacks
 from ..metrics import Metrics
+from ..pool.client_keys import ClientKeys
 from ..pool.pool import AccountPool
 from ..pool.redis_store import RedisStore
 from ..pool.state import MemoryStore, StateStore
 from ..service import ChatService
 from . import views
-from .keys import apis_key, fallbacks_key, metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
+from .keys import apis_key, client_keys_key, fallbacks_key, metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
 from .live_stream import LiveStream
 from .middlewares import add_request_id, auth_middleware, error_middleware
 from .routes import Apis, api_routes
@@ -55,6 +56,10 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[service_key] = service
     await app[pool_key].start()
+    keys = app[client_keys_key]
+    keys.load(await app[pool_key].store.load_records("keys"))
+    if s.client_keys:
+        keys.load_file(s.client_keys)
     service.warm_up()
     service.watch_usage()
     yield
@@ -114,8 +119,9 @@ def create_app(
     )
     app[settings_key] = settings
     app[pool_key] = AccountPool(settings.sessions, _state_store(settings), clock)
+    app[client_keys_key] = ClientKeys()
     app[streams_key] = weakref.WeakSet[LiveStream]()
-    app[metrics_key] = Metrics(app[pool_key], lambda: len(app[streams_key]))
+    app[metrics_key] = Metrics(app[pool_key], lambda: len(app[streams_key]), lambda: app[client_keys_key].keys)
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)
     app.cleanup_ctx.extend([_upstream_ctx, _service_ctx, _fallbacks_ctx])
     app.on_response_prepare.append(add_request_id)

@@ -15,6 +15,7 @@ from ..config import SessionSpec, Settings
 from ..fallback import Fallbacks
 from ..logs import printable
 from ..metrics import Metrics
+from ..pool.client_keys import ClientKey, ClientKeys
 from ..pool.pool import AccountPool
 from ..service import ChatService
 from .live_stream import LiveStream
@@ -56,5 +57,8 @@ class AccessLog:
         return " ".join(p for p in parts if p)
 
 
+client_keys_key = web.AppKey("client_keys", ClientKeys)
 access_key = web.RequestKey("access", AccessLog)
+# The named client key a request came with (absent for APIKEY).
+client_key = web.RequestKey("client_key", ClientKey)
 guest_key = web.RequestKey("guest", SessionSpec)

@@ -15,7 +15,8 @@ from loguru import logger
 from ..config import SessionSpec
 from ..errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
 from ..logs import printable
-from .keys import AccessLog, access_key, apis_key, guest_key, metrics_key, settings_key
+from ..pool.client_keys import ClientKey
+from .keys import AccessLog, access_key, apis_key, client_key, client_keys_key, guest_key, metrics_key, pool_key, settings_key
 
 ADMIN_PATH = re.compile(r"^(/hf)?/v1/admin(/|$)")
 # A client's own request id is kept when it is a plain token; anything else (spaces, control
@@ -70,14 +71,28 @@ def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: b
                 ) from None
         elif expected and (_is_api(path) or path in private):
             # Headers are decoded with surrogateescape: bytes that are not UTF-8 still compare (and fail).
-            given = _bearer(request).encode("utf-8", "surrogateescape")
+            token = _bearer(request)
+            given = token.encode("utf-8", "surrogateescape")
             if not given:
                 raise AuthError("missing API key: send Authorization: Bearer <APIKEY>")
             if not hmac.compare_digest(given, expected):
-                raise AuthError("incorrect API key")
+                named = await _client_key(request, token) if _is_api(path) else None
+                if named is None:
+                    raise AuthError("incorrect API key")
+                request[client_key] = named
         return await handler(request)
 
     return middleware
+
+
+async def _client_key(request: web.Request, token: str) -> ClientKey | None:
+    """A named client key; one made on another replica is found after a look at the store."""
+    keys = request.app[client_keys_key]
+    found = keys.find(token)
+    if found is None:
+        keys.load(await request.app[pool_key].store.load_records("keys"))
+        found = keys.find(token)
+    return found
 
 
 @web.middleware

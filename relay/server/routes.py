@@ -18,7 +18,7 @@ from ..responses_api.adapter import Responses
 from . import views
 from .body import read_json
 from .delivery import Delivery, complete, stream
-from .keys import access_key, apis_key, guest_key, pool_key, service_key
+from .keys import access_key, apis_key, client_key, client_keys_key, guest_key, pool_key, service_key
 from .middlewares import Handler
 
 
@@ -32,17 +32,26 @@ async def chat(request: web.Request) -> web.StreamResponse:
     parsed = api.parse(await read_json(request))
     access = request[access_key]
     access.model = parsed.chat.model
-    memory = request.app[pool_key].store
-    await api.recall(parsed, memory)
-    job = request.app[service_key].job(parsed.chat)
-    access.tokens_in = job.prompt_tokens
-    renderer = api.renderer(parsed, job.prompt_tokens)
-    ask = Ask(api.wire, parsed.body, dataclasses.replace(parsed.chat, thinking=job.thinking))
-    keep = functools.partial(api.remember, parsed, renderer, memory)
-    delivery = Delivery(request, job, ask, request.get(guest_key), keep)
-    if parsed.chat.stream:
-        return await stream(delivery, renderer)
-    return await complete(delivery, renderer)
+    named = request.get(client_key)
+    if named is not None:
+        request.app[client_keys_key].admit(named, parsed.chat.model)
+    try:
+        memory = request.app[pool_key].store
+        await api.recall(parsed, memory)
+        job = request.app[service_key].job(parsed.chat)
+        access.tokens_in = job.prompt_tokens
+        renderer = api.renderer(parsed, job.prompt_tokens)
+        ask = Ask(api.wire, parsed.body, dataclasses.replace(parsed.chat, thinking=job.thinking))
+        keep = functools.partial(api.remember, parsed, renderer, memory)
+        delivery = Delivery(request, job, ask, request.get(guest_key), keep)
+        if parsed.chat.stream:
+            return await stream(delivery, renderer)
+        return await complete(delivery, renderer)
+    finally:
+        if named is not None:
+            named.in_flight -= 1
+            named.tokens_in += access.tokens_in
+            named.tokens_out += access.tokens_out
 
 
 async def count_tokens(request: web.Request) -> web.Response:
@@ -86,5 +95,8 @@ def api_routes(prefix: str, apis: Apis, served: dict[str, ClientApi[Any]], *, po
             web.post(f"{prefix}/admin/accounts", views.add_account),
             web.delete(f"{prefix}/admin/accounts/{{alias}}", views.remove_account),
             web.post(f"{prefix}/admin/accounts/{{alias}}/check", views.check_account),
+            web.post(f"{prefix}/admin/keys", views.add_key),
+            web.get(f"{prefix}/admin/keys", views.list_keys),
+            web.delete(f"{prefix}/admin/keys/{{name}}", views.remove_key),
         ]
     return routes

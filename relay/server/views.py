@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from typing import Any
 from importlib import resources
 
 from aiohttp import web
@@ -13,8 +15,9 @@ from ..claude.failures import UpstreamFailure
 from ..config import SessionSpec
 from ..errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from .body import read_json
-from .keys import metrics_key, pool_key, reload_key, service_key, settings_key, upstream_key
+from .keys import client_keys_key, metrics_key, pool_key, reload_key, service_key, settings_key, upstream_key
 
+NAME = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 # Anthropic model objects carry a release time; relay does not know one, so it says the epoch.
 MODELS_CREATED = "1970-01-01T00:00:00Z"
 STATUS_PAGE = (resources.files("relay") / "static" / "status.html").read_text(encoding="utf-8")
@@ -127,6 +130,7 @@ async def stats(request: web.Request) -> web.Response:
             "now": now,
             "metrics": m.snapshot(),
             "accounts": [a.view() for a in accounts],
+            "keys": [k.view() for k in request.app[client_keys_key].keys],
         }
     )
 
@@ -183,3 +187,42 @@ async def check_account(request: web.Request) -> web.Response:
         raise NotFound(f"no account {request.match_info['alias']!r}; GET /v1/accounts lists them", code="account_not_found")
     await pool.check(account, request.app[service_key].api(account))
     return web.json_response(account.view())
+
+
+async def add_key(request: web.Request) -> web.Response:
+    """POST /v1/admin/keys: a named client key with optional limits; the key is shown only here."""
+    body = await read_json(request)
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise InvalidRequest("name: 1-64 letters, digits, '.', '_' or '-'", param="name")
+    limits: dict[str, Any] = {}
+    for field in ("rpm", "concurrency"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InvalidRequest(f"{field}: a whole number of at least 1", param=field)
+        limits[field] = value
+    models = body.get("models")
+    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
+        raise InvalidRequest("models: a list of model names", param="models")
+    keys = request.app[client_keys_key]
+    keys.load(await request.app[pool_key].store.load_records("keys"))
+    if keys.named(name) is not None:
+        raise Conflict(f"a key named {name!r} exists", param="name")
+    secret = keys.create(name, limits["rpm"], limits["concurrency"], models)
+    await request.app[pool_key].store.save_records("keys", keys.records())
+    return web.json_response({**keys.named(name).view(), "key": secret}, status=201)  # type: ignore[union-attr]
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    keys = request.app[client_keys_key]
+    keys.load(await request.app[pool_key].store.load_records("keys"))
+    return web.json_response({"object": "list", "data": [k.view() for k in keys.keys]})
+
+
+async def remove_key(request: web.Request) -> web.Response:
+    keys = request.app[client_keys_key]
+    keys.load(await request.app[pool_key].store.load_records("keys"))
+    if not keys.delete(request.match_info["name"]):
+        raise NotFound(f"no key named {request.match_info['name']!r}", code="key_not_found")
+    await request.app[pool_key].store.save_records("keys", keys.records())
+    return web.json_response({"name": request.match_info["name"], "deleted": True})
