@@ -86,3 +86,42 @@ async def test_a_second_replica_takes_in_added_accounts(make_relay: RelayFactory
     assert status == 201
     await two.pool.refresh()
     assert [a.key for a in two.pool.accounts] == [session_key(1), session_key(3)]
+
+
+async def test_the_operator_page_adds_checks_and_removes_with_real_clicks(make_relay: RelayFactory, fake) -> None:
+    from playwright.async_api import async_playwright
+
+    from tests.test_monitoring import CHROMIUM
+
+    relay = await make_relay(sessions=session_key(1), admin_key="admin-key-0123456789")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = await browser.new_page(viewport={"width": 390, "height": 844})
+            await page.goto(relay.url + "/")
+            await page.fill("#key", AUTH["Authorization"].removeprefix("Bearer "))
+            await page.click("button[type=submit]")
+            await page.wait_for_selector("tr[data-alias=acct-1]")
+            await page.fill("#admin-key", ADMIN["Authorization"].removeprefix("Bearer "))
+            await page.press("#admin-key", "Enter")
+            await page.fill("#new-session", session_key(2))
+            await page.click("#add-account button[type=submit]")
+            await page.wait_for_selector("tr[data-alias=acct-2]")
+            assert session_key(2) not in await page.content()
+            await page.click("tr[data-alias=acct-1] [data-action=check]")
+            await page.wait_for_function("document.getElementById('admin-message').textContent.includes('Check acct-1: done')")
+            await page.fill("#key-name", "alice")
+            await page.fill("#key-rpm", "5")
+            await page.click("#add-key button[type=submit]")
+            await page.wait_for_selector("tr[data-key=alice]")
+            made = await page.inner_text("#new-key-value")
+            assert made.startswith("rk-") and "5/min" in await page.inner_text("tr[data-key=alice]")
+            await page.click("tr[data-key=alice] [data-action=remove-key]")
+            await page.wait_for_selector("tr[data-key=alice]", state="detached")
+            await page.click("tr[data-alias=acct-2] [data-action=remove]")
+            await page.wait_for_selector("tr[data-alias=acct-2]", state="detached")
+            await page.screenshot(path="/tmp/relay-operator.png", full_page=True)
+        finally:
+            await browser.close()
+    assert [a.key for a in relay.pool.accounts] == [session_key(1)]
+    assert [c.session_key for c in fake.calls_named("orgs")].count(session_key(2)) == 1  # checked once, when added
