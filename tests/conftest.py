@@ -27,6 +27,8 @@ from relay.server.keys import pool_key
 
 API_KEY = "test-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+ADMIN_KEY = "admin-key-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 MODEL = "claude-sonnet-4-6"
 HI = [{"role": "user", "content": "hi"}]
 
@@ -194,3 +196,10 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.start()
     yield server.url
     server.stop()
+
+
+async def admin_call(relay: Relay, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """One call to the relay's JSON routes, with the admin key unless told otherwise."""
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, relay.url + path, json=body, headers=headers or ADMIN) as r:
+            return r.status, await r.json()

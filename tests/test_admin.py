@@ -3,48 +3,37 @@
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import aiohttp
-
-from tests.conftest import AUTH, HI, MODEL, Relay, RelayFactory, eventually, needs_redis, session_key
-
-ADMIN = {"Authorization": "Bearer admin-key-0123456789"}
 
 
-async def _call(relay: Relay, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, relay.url + path, json=body, headers=headers or ADMIN) as r:
-            return r.status, await r.json()
-
+from tests.conftest import ADMIN, AUTH, HI, MODEL, RelayFactory, admin_call, eventually, needs_redis, session_key
 
 async def test_an_added_account_is_checked_serves_and_survives_a_restart(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = str(tmp_path / "state.json")
     relay = await make_relay(sessions=session_key(1), admin_key="admin-key-0123456789", state_file=state)
-    status, account = await _call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(2)})
+    status, account = await admin_call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(2)})
     assert status == 201 and account["alias"] == "acct-2" and account["key"].startswith("sk-ant-sid01-...")
     assert session_key(2) not in str(account) and account["org_id"]
     assert [c.name for c in fake.calls if c.session_key == session_key(2)] == ["orgs"]  # checked first
     fake.script(session_key(1), "invalid")
     done = await relay.openai().chat.completions.create(model=MODEL, messages=HI)
     assert done.choices[0].message.content and fake.calls_named("completion")[-1].session_key == session_key(2)
-    status, _ = await _call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(2)})
+    status, _ = await admin_call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(2)})
     assert status == 409
     again = await make_relay(sessions=session_key(1), admin_key="admin-key-0123456789", state_file=state)
-    status, listed = await _call(again, "GET", "/v1/accounts", headers=AUTH)
+    status, listed = await admin_call(again, "GET", "/v1/accounts", headers=AUTH)
     assert [a["key"][-4:] for a in listed["data"]] == [session_key(1)[-4:], session_key(2)[-4:]]
 
 
 async def test_refused_cookies_and_proxies_are_422_and_keys_are_kept_apart(make_relay: RelayFactory, fake) -> None:
     relay = await make_relay(admin_key="admin-key-0123456789")
     fake.script(session_key(5), "invalid")
-    status, body = await _call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(5)})
+    status, body = await admin_call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(5)})
     assert status == 422 and body["error"]["code"] == "session_key_refused"
-    status, body = await _call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(6), "proxy": "ftp://x"})
+    status, body = await admin_call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(6), "proxy": "ftp://x"})
     assert status == 422 and body["error"]["param"] == "proxy"
-    status, _ = await _call(relay, "POST", "/v1/admin/accounts", {"session_key": "not-a-cookie"})
+    status, _ = await admin_call(relay, "POST", "/v1/admin/accounts", {"session_key": "not-a-cookie"})
     assert status == 422
-    status, _ = await _call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(7)}, headers=AUTH)
+    status, _ = await admin_call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(7)}, headers=AUTH)
     assert status == 401  # the API key is not the admin key
     assert len(relay.pool) == 3
 
@@ -58,13 +47,13 @@ async def test_removing_an_account_never_cuts_its_stream(make_relay: RelayFactor
     async for chunk in stream:
         chunks.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
         if len(chunks) == 3:
-            status, body = await _call(relay, "DELETE", "/v1/admin/accounts/acct-1")
+            status, body = await admin_call(relay, "DELETE", "/v1/admin/accounts/acct-1")
             assert status == 202 and body["removing"] and body["in_flight"] == 1
             await relay.openai().chat.completions.create(model=MODEL, messages=HI)  # goes to acct-2
     assert "".join(chunks) == " ".join(["w"] * 30)
     await eventually(lambda: len(relay.pool) == 1)
     assert relay.pool.accounts[0].key == session_key(2)
-    status, _ = await _call(relay, "DELETE", "/v1/admin/accounts/acct-9")
+    status, _ = await admin_call(relay, "DELETE", "/v1/admin/accounts/acct-9")
     assert status == 404
 
 
@@ -73,7 +62,7 @@ async def test_check_brings_a_fixed_account_back(make_relay: RelayFactory, fake)
     relay = await make_relay(sessions=session_key(1))  # no ADMIN_KEY: APIKEY is the admin key
     await eventually(lambda: relay.pool.accounts[0].state.value == "invalid")
     behavior.mode = "ok"
-    status, account = await _call(relay, "POST", "/v1/admin/accounts/acct-1/check", headers=AUTH)
+    status, account = await admin_call(relay, "POST", "/v1/admin/accounts/acct-1/check", headers=AUTH)
     assert status == 200 and account["state"] == "active"
 
 
@@ -82,7 +71,7 @@ async def test_a_second_replica_takes_in_added_accounts(make_relay: RelayFactory
     prefix = f"a{time.monotonic_ns()}"
     one = await make_relay(sessions=session_key(1), state_url=shared_redis, state_prefix=prefix, admin_key="admin-key-0123456789")
     two = await make_relay(sessions=session_key(1), state_url=shared_redis, state_prefix=prefix)
-    status, _ = await _call(one, "POST", "/v1/admin/accounts", {"session_key": session_key(3)})
+    status, _ = await admin_call(one, "POST", "/v1/admin/accounts", {"session_key": session_key(3)})
     assert status == 201
     await two.pool.refresh()
     assert [a.key for a in two.pool.accounts] == [session_key(1), session_key(3)]

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import aiohttp
 import anthropic
 import openai
 import pytest
 
-from tests.conftest import AUTH, HI, MODEL, Relay, RelayFactory, session_key
-
-ADMIN = {"Authorization": "Bearer admin-key-0123456789"}
-
-
-async def _call(relay: Relay, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, relay.url + path, json=body, headers=headers or ADMIN) as r:
-            return r.status, await r.json()
-
+from tests.conftest import AUTH, HI, MODEL, RelayFactory, admin_call, session_key
 
 async def test_a_key_over_its_limit_gets_429_while_another_is_served(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "state.json"
     relay = await make_relay(admin_key="admin-key-0123456789", state_file=str(state))
-    status, alice = await _call(relay, "POST", "/v1/admin/keys", {"name": "alice", "rpm": 2})
+    status, alice = await admin_call(relay, "POST", "/v1/admin/keys", {"name": "alice", "rpm": 2})
     assert status == 201 and alice["key"].startswith("rk-") and alice["limits"]["rpm"] == 2
-    status, bob = await _call(relay, "POST", "/v1/admin/keys", {"name": "bob", "models": [MODEL]})
+    status, bob = await admin_call(relay, "POST", "/v1/admin/keys", {"name": "bob", "models": [MODEL]})
     assert status == 201
-    assert (await _call(relay, "POST", "/v1/admin/keys", {"name": "bob"}))[0] == 409
+    assert (await admin_call(relay, "POST", "/v1/admin/keys", {"name": "bob"}))[0] == 409
     as_alice = relay.openai(api_key=alice["key"])
     for _ in range(2):
         await as_alice.chat.completions.create(model=MODEL, messages=HI)
@@ -45,7 +35,7 @@ async def test_a_key_over_its_limit_gets_429_while_another_is_served(make_relay:
         await as_bob.chat.completions.create(model="claude-opus-4-6", messages=HI)
     assert denied.value.code == "model_not_allowed"
     # Counted by name, never shown by key; stored only as a hash; no way into the admin routes.
-    status, listed = await _call(relay, "GET", "/v1/admin/keys")
+    status, listed = await admin_call(relay, "GET", "/v1/admin/keys")
     usage = {k["name"]: k["usage"] for k in listed["data"]}
     assert usage["alice"]["requests"] == 2 and usage["bob"]["requests"] == 1 and usage["alice"]["tokens_in"] > 0
     async with aiohttp.ClientSession() as http:
@@ -57,8 +47,8 @@ async def test_a_key_over_its_limit_gets_429_while_another_is_served(make_relay:
     saved = state.read_text()
     for text in (metrics, stats, json.dumps(listed), saved):
         assert alice["key"] not in text and bob["key"] not in text
-    assert (await _call(relay, "GET", "/v1/admin/keys", headers={"Authorization": f"Bearer {alice['key']}"}))[0] == 401
-    assert (await _call(relay, "DELETE", "/v1/admin/keys/bob"))[0] == 200
+    assert (await admin_call(relay, "GET", "/v1/admin/keys", headers={"Authorization": f"Bearer {alice['key']}"}))[0] == 401
+    assert (await admin_call(relay, "DELETE", "/v1/admin/keys/bob"))[0] == 200
     with pytest.raises(openai.AuthenticationError):
         await as_bob.chat.completions.create(model=MODEL, messages=HI)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PermissionDenied, RateLimited
+from .state import StateStore
 
 # Seconds of the requests-per-minute window.
 MINUTE = 60.0
@@ -113,6 +114,14 @@ class ClientKeys:
 
     def records(self) -> list[dict[str, Any]]:
         return [k.record() for k in self.keys]
+
+    async def sync(self, store: StateStore) -> ClientKeys:
+        """Take in the keys as the store has them now (another replica may have changed them)."""
+        self.load(await store.load_records("keys"))
+        return self
+
+    async def save(self, store: StateStore) -> None:
+        await store.save_records("keys", self.records())
 
     def admit(self, key: ClientKey, model: str) -> None:
         """Count a request against the key's limits, or refuse it (429 with Retry-After, or 403)."""

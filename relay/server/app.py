@@ -56,8 +56,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[service_key] = service
     await app[pool_key].start()
-    keys = app[client_keys_key]
-    keys.load(await app[pool_key].store.load_records("keys"))
+    keys = await app[client_keys_key].sync(app[pool_key].store)
     if s.client_keys:
         keys.load_file(s.client_keys)
     service.warm_up()

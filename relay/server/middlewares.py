@@ -88,11 +88,7 @@ def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: b
 async def _client_key(request: web.Request, token: str) -> ClientKey | None:
     """A named client key; one made on another replica is found after a look at the store."""
     keys = request.app[client_keys_key]
-    found = keys.find(token)
-    if found is None:
-        keys.load(await request.app[pool_key].store.load_records("keys"))
-        found = keys.find(token)
-    return found
+    return keys.find(token) or (await keys.sync(request.app[pool_key].store)).find(token)
 
 
 @web.middleware

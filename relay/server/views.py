@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..config import THINK_SUFFIX, ConfigError
 from ..claude.failures import UpstreamFailure
 from ..config import SessionSpec
+from ..pool.account import Account
 from ..errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from .body import read_json
 from .keys import client_keys_key, metrics_key, pool_key, reload_key, service_key, settings_key, upstream_key
@@ -169,23 +170,26 @@ async def add_account(request: web.Request) -> web.Response:
     return web.json_response(account.view(), status=201)
 
 
+def _account(request: web.Request, *, retiring_ok: bool = True) -> Account:
+    """The account a route's {alias} names, or a 404."""
+    account = request.app[pool_key].find(request.match_info["alias"])
+    if account is None or (account.retiring and not retiring_ok):
+        raise NotFound(f"no account {request.match_info['alias']!r}; GET /v1/accounts lists them", code="account_not_found")
+    return account
+
+
 async def remove_account(request: web.Request) -> web.Response:
     """DELETE /v1/admin/accounts/{alias}: no new request gets it; it leaves once its streams end."""
     pool = request.app[pool_key]
-    account = pool.find(request.match_info["alias"])
-    if account is None or account.retiring:
-        raise NotFound(f"no account {request.match_info['alias']!r}; GET /v1/accounts lists them", code="account_not_found")
+    account = _account(request, retiring_ok=False)
     request.app[service_key].spawn(pool.retire(account))
     return web.json_response({"alias": account.alias, "key": account.masked, "removing": True, "in_flight": account.in_flight}, status=202)
 
 
 async def check_account(request: web.Request) -> web.Response:
     """POST /v1/admin/accounts/{alias}/check: ask claude.ai about the account now."""
-    pool = request.app[pool_key]
-    account = pool.find(request.match_info["alias"])
-    if account is None:
-        raise NotFound(f"no account {request.match_info['alias']!r}; GET /v1/accounts lists them", code="account_not_found")
-    await pool.check(account, request.app[service_key].api(account))
+    account = _account(request)
+    await request.app[pool_key].check(account, request.app[service_key].api(account))
     return web.json_response(account.view())
 
 
@@ -204,25 +208,24 @@ async def add_key(request: web.Request) -> web.Response:
     models = body.get("models")
     if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
         raise InvalidRequest("models: a list of model names", param="models")
-    keys = request.app[client_keys_key]
-    keys.load(await request.app[pool_key].store.load_records("keys"))
+    store = request.app[pool_key].store
+    keys = await request.app[client_keys_key].sync(store)
     if keys.named(name) is not None:
         raise Conflict(f"a key named {name!r} exists", param="name")
     secret = keys.create(name, limits["rpm"], limits["concurrency"], models)
-    await request.app[pool_key].store.save_records("keys", keys.records())
+    await keys.save(store)
     return web.json_response({**keys.named(name).view(), "key": secret}, status=201)  # type: ignore[union-attr]
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    keys = request.app[client_keys_key]
-    keys.load(await request.app[pool_key].store.load_records("keys"))
+    keys = await request.app[client_keys_key].sync(request.app[pool_key].store)
     return web.json_response({"object": "list", "data": [k.view() for k in keys.keys]})
 
 
 async def remove_key(request: web.Request) -> web.Response:
-    keys = request.app[client_keys_key]
-    keys.load(await request.app[pool_key].store.load_records("keys"))
+    store = request.app[pool_key].store
+    keys = await request.app[client_keys_key].sync(store)
     if not keys.delete(request.match_info["name"]):
         raise NotFound(f"no key named {request.match_info['name']!r}", code="key_not_found")
-    await request.app[pool_key].store.save_records("keys", keys.records())
+    await keys.save(store)
     return web.json_response({"name": request.match_info["name"], "deleted": True})
