@@ -54,7 +54,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 @dataclass
@@ -87,7 +87,9 @@ class Bench:
     async def relay_stream(self, sample: Sample, model: str = MODEL) -> None:
         body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "benchmark"}]}
         headers = {"Authorization": f"Bearer {API_KEY}"}
-        await self._stream(f"{self.relay_url}/v1/chat/completions", body, headers, b'"delta":{"content":', b"data: [DONE]", sample)
+        await self._stream(
+            f"{self.relay_url}/v1/chat/completions", body, headers, b'"delta":{"content":', b"data: [DONE]", sample
+        )
 
     async def direct_stream(self, sample: Sample) -> None:
         """The same answer straight from the fake, one call, as the relay makes it."""
@@ -104,7 +106,9 @@ class Bench:
         headers = {"Cookie": f"sessionKey={key}", "Accept": "text/event-stream"}
         await self._stream(url, body, headers, b'"text_delta"', b"message_stop", sample)
 
-    async def _stream(self, url: str, body: dict[str, Any], headers: dict[str, str], first: bytes, last: bytes, sample: Sample) -> None:
+    async def _stream(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], first: bytes, last: bytes, sample: Sample
+    ) -> None:
         started = time.perf_counter()
         ttfb = None
         tail = b""
@@ -175,7 +179,12 @@ async def latency(b: Bench, rows: list[str], checks: list[tuple[str, bool]], qui
         added = _pct(res["relay"].ttfb, 50) - _pct(res["direct"].ttfb, 50)
         rows.append(f"| {conc} | {label} | **added by relay** | **{_ms(added)}** | | | | | | |")
         if target is not None:
-            checks.append((f"added p50 time to first byte at {conc} {label} stream(s) = {_ms(added)} ms <= {target * 1000:.0f} ms", added <= target))
+            checks.append(
+                (
+                    f"added p50 time to first byte at {conc} {label} stream(s) = {_ms(added)} ms <= {target * 1000:.0f} ms",
+                    added <= target,
+                )
+            )
 
 
 async def throughput(b: Bench, rows: list[str], checks: list[tuple[str, bool]], quick: bool) -> None:
@@ -193,7 +202,9 @@ async def throughput(b: Bench, rows: list[str], checks: list[tuple[str, bool]], 
             sample, elapsed = await _run(conc, per, fn)
             out[name] = (len(sample.total) * chunks / elapsed, sample.errors)
         ratio = out["relay"][0] / out["direct"][0]
-        rows.append(f"| {conc} | {out['direct'][0]:,.0f} | {out['relay'][0]:,.0f} | {ratio:.2f} | {out['direct'][1] + out['relay'][1]} |")
+        rows.append(
+            f"| {conc} | {out['direct'][0]:,.0f} | {out['relay'][0]:,.0f} | {ratio:.2f} | {out['direct'][1] + out['relay'][1]} |"
+        )
         if conc == 50:
             checks.append((f"relay throughput at 50 streams = {ratio:.2f} x direct >= 0.8", ratio >= 0.8))
 
@@ -219,7 +230,9 @@ async def open_streams(b: Bench, pid: int, rows: list[str], checks: list[tuple[s
     rows.append("|---|---|---|---|---|")
     rows.append(f"| {n} | {len(sample.total)} | {sample.errors} | {peak:.0f} | {elapsed:.1f} |")
     rows.append(f"\nThe relay's RSS before these streams was {before:.0f} MB.")
-    checks.append((f"{n} concurrent streams: {sample.errors} errors, relay RSS {peak:.0f} MB <= 150 MB", sample.errors == 0 and peak <= 150))
+    checks.append(
+        (f"{n} concurrent streams: {sample.errors} errors, relay RSS {peak:.0f} MB <= 150 MB", sample.errors == 0 and peak <= 150)
+    )
 
 
 async def connections(b: Bench, rows: list[str], checks: list[tuple[str, bool]]) -> None:
@@ -238,7 +251,9 @@ async def connections(b: Bench, rows: list[str], checks: list[tuple[str, bool]])
         f"| {stats['connections']} | {per_account:.2f} | {total_calls / 100:.2f} | "
         f"{calls.get('completion', 0) / 100:.2f} | {json.dumps(calls, sort_keys=True)} |"
     )
-    checks.append((f"{per_account:.2f} new upstream connections per account per 100 requests <= 1", per_account <= 1 and sample.errors == 0))
+    checks.append(
+        (f"{per_account:.2f} new upstream connections per account per 100 requests <= 1", per_account <= 1 and sample.errors == 0)
+    )
 
 
 async def round_trips(b: Bench, rows: list[str], checks: list[tuple[str, bool]], quick: bool) -> None:
@@ -251,7 +266,9 @@ async def round_trips(b: Bench, rows: list[str], checks: list[tuple[str, bool]],
     for _ in range(n):
         await b.direct_stream(one)
     trip = statistics.median(one.ttfb)
-    rows.append(f"\n### 5. Time to first token in upstream round trips ({rtt * 1000:.0f} ms simulated latency per call, one stream)\n")
+    rows.append(
+        f"\n### 5. Time to first token in upstream round trips ({rtt * 1000:.0f} ms simulated latency per call, one stream)\n"
+    )
     rows.append(f"One round trip (a completion call straight to the fake) measured {trip * 1000:.1f} ms to its first token.\n")
     rows.append("| path | plain | thinking | plain (ms) | thinking (ms) |")
     rows.append("|---|---|---|---|---|")
@@ -266,7 +283,12 @@ async def round_trips(b: Bench, rows: list[str], checks: list[tuple[str, bool]],
         trips = [m / trip for m in medians]
         rows.append(f"| {label} | {trips[0]:.2f} | {trips[1]:.2f} | {medians[0] * 1000:.1f} | {medians[1] * 1000:.1f} |")
         if inline:
-            checks.append((f"median time to first token = {trips[0]:.2f} (plain), {trips[1]:.2f} (thinking) round trips <= 1.2", max(trips) <= 1.2))
+            checks.append(
+                (
+                    f"median time to first token = {trips[0]:.2f} (plain), {trips[1]:.2f} (thinking) round trips <= 1.2",
+                    max(trips) <= 1.2,
+                )
+            )
     await b.configure(latency=0, inline_create=True)
 
 
@@ -294,7 +316,9 @@ async def cpu(b: Bench, pids: tuple[int, int], rows: list[str], checks: list[tup
             fake_ms.append(spent[1] * 1e6 / events)
             ratios.append(spent[0] / spent[1] if spent[1] else float("inf"))
         ratio = statistics.median(ratios)
-        rows.append(f"| {conc} | {events:,} | {statistics.median(relay_ms):.1f} | {statistics.median(fake_ms):.1f} | {ratio:.2f} |")
+        rows.append(
+            f"| {conc} | {events:,} | {statistics.median(relay_ms):.1f} | {statistics.median(fake_ms):.1f} | {ratio:.2f} |"
+        )
         if conc == 40:
             checks.append((f"relay CPU at 40 streams = {ratio:.2f} x the fake's for the same events <= 0.7", ratio <= 0.7))
 
@@ -326,7 +350,9 @@ async def main(quick: bool, only: list[int]) -> int:
         "PORT": str(relay_port),
         "UPSTREAM_MAX_CONNECTIONS": "400",
     }
-    relay = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "relay", "--env-file", "/nonexistent"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
     rows: list[str] = []
     checks: list[tuple[str, bool]] = []
     try:
@@ -355,7 +381,8 @@ async def main(quick: bool, only: list[int]) -> int:
         for proc in (relay, fake):
             proc.terminate()
             proc.wait(timeout=30)
-    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}, {platform.system()}"
+    cpu = platform.processor() or platform.machine()
+    machine = f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()}"
     report = [
         "# Benchmark results",
         "",

@@ -74,9 +74,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log_level, secrets, settings.log_format)
     if args.demo:
         print(f"relay demo: fake claude.ai upstream, API key {settings.apikey.get_secret_value()!r}", file=sys.stderr)
-        print(f"relay demo: try  curl http://127.0.0.1:{settings.listen_port}/v1/chat/completions "
-              f"-H 'Authorization: Bearer {settings.apikey.get_secret_value()}' -H 'Content-Type: application/json' "
-              "-d '{\"model\":\"claude-sonnet-4-6\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'", file=sys.stderr)
+        print(
+            f"relay demo: try  curl http://127.0.0.1:{settings.listen_port}/v1/chat/completions "
+            f"-H 'Authorization: Bearer {settings.apikey.get_secret_value()}' -H 'Content-Type: application/json' "
+            '-d \'{"model":"claude-sonnet-4-6","messages":[{"role":"user","content":"hi"}]}\'',
+            file=sys.stderr,
+        )
     asyncio.run(_serve(settings, args))
 
 
@@ -86,7 +89,13 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> None:
     else:
         app = create_app(settings, reload_sessions=lambda: load_settings(args.env_file).sessions)
     logger.info("relay listening on {}:{} with {} account(s)", settings.host, settings.listen_port, len(settings.sessions))
-    await serve(app, settings.host, settings.listen_port, header_timeout=settings.request_header_timeout, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await serve(
+        app,
+        settings.host,
+        settings.listen_port,
+        header_timeout=settings.request_header_timeout,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
 
 
 if __name__ == "__main__":

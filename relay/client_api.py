@@ -89,9 +89,7 @@ def _client_path(data: object, loc: tuple[int | str, ...]) -> list[int | str]:
     path: list[int | str] = []
     node = data
     for step in loc:
-        if isinstance(node, dict) and step in node:
-            node = node[step]
-        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+        if isinstance(node, dict) and step in node or isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
             node = node[step]
         elif isinstance(node, dict) and isinstance(step, str) and not _branch_name(step):
             path.append(step)  # a missing required field: name it, then stop

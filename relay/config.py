@@ -191,7 +191,7 @@ class Settings(BaseSettings):
     @field_validator("address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be host:port, e.g. 0.0.0.0:8080")
         return value

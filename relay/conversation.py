@@ -20,7 +20,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 Choice = Literal["auto", "required", "none"]
 Effort = Literal["low", "medium", "high", "max"]
 
-_DATA_URL = re.compile(r"^data:([\w.+\-]+/[\w.+\-]+)?((?:;[\w\-]+=[^;,]*)*)(;base64)?,(.*)$", re.S)
+_DATA_URL = re.compile(r"^data:([\w.+\-]+/[\w.+\-]+)?((?:;[\w\-]+=[^;,]*)*)(;base64)?,(.*)$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,13 +152,19 @@ def _openai_message(turn: Turn) -> dict[str, Any]:
     only_text = all(isinstance(p, TextPart) for p in turn.parts)
     message: dict[str, Any] = {"role": turn.role, "content": turn.text if only_text else [_openai_part(p) for p in turn.parts]}
     if turn.calls:
-        message["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in turn.calls]
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in turn.calls
+        ]
     return message
 
 
 def _openai_body(chat: Chat) -> dict[str, Any]:
     """The chat as an OpenAI chat completion request."""
-    body: dict[str, Any] = {"messages": [_openai_message(t) for t in chat.turns], "stream": chat.stream, "max_tokens": chat.max_tokens}
+    body: dict[str, Any] = {
+        "messages": [_openai_message(t) for t in chat.turns],
+        "stream": chat.stream,
+        "max_tokens": chat.max_tokens,
+    }
     if chat.stops:
         body["stop"] = chat.stops
     if chat.tools and chat.tools.tools:
@@ -196,10 +202,15 @@ def _anthropic_body(chat: Chat) -> dict[str, Any]:
         if turn.role == "system":
             system.append(turn.text)
         elif turn.role == "tool":
-            add("user", [{"type": "tool_result", "tool_use_id": turn.call_id or "", "content": turn.text, "is_error": turn.is_error}])
+            add(
+                "user",
+                [{"type": "tool_result", "tool_use_id": turn.call_id or "", "content": turn.text, "is_error": turn.is_error}],
+            )
         else:
             blocks = [_anthropic_part(p) for p in turn.parts if not isinstance(p, TextPart) or p.text]
-            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": parse_arguments(c.arguments) or {}} for c in turn.calls]
+            blocks += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": parse_arguments(c.arguments) or {}} for c in turn.calls
+            ]
             if blocks:
                 add(turn.role, blocks)
     body: dict[str, Any] = {"messages": messages, "max_tokens": chat.max_tokens or DEFAULT_MAX_TOKENS, "stream": chat.stream}
@@ -210,7 +221,10 @@ def _anthropic_body(chat: Chat) -> dict[str, Any]:
     if chat.thinking:
         body["thinking"] = {"type": "enabled", "budget_tokens": max(1024, body["max_tokens"] // 2)}
     if chat.tools and chat.tools.tools:
-        body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters or {"type": "object"}} for t in chat.tools.tools]
+        body["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters or {"type": "object"}}
+            for t in chat.tools.tools
+        ]
         if chat.tools.forced:
             body["tool_choice"] = {"type": "tool", "name": chat.tools.forced}
         else:
@@ -244,7 +258,11 @@ def _anthropic_reply(doc: dict[str, Any]) -> list[ReplyEvent]:
         elif block.get("type") == "thinking":
             events.append(Thinking(block.get("thinking", "")))
         elif block.get("type") == "tool_use":
-            events.append(ToolCall(str(block.get("id", "")).removeprefix("toolu_"), block.get("name", ""), json.dumps(block.get("input") or {})))
+            events.append(
+                ToolCall(
+                    str(block.get("id", "")).removeprefix("toolu_"), block.get("name", ""), json.dumps(block.get("input") or {})
+                )
+            )
     events.append(Finish(str(doc.get("stop_reason") or "end_turn")))
     return events
 
@@ -288,5 +306,7 @@ async def _openai_events(response: aiohttp.ClientResponse) -> AsyncGenerator[lis
                     finish = _FINISH_FROM_OPENAI.get(choice["finish_reason"], "end_turn")
         if batch:
             yield batch
-    done: list[ReplyEvent] = [ToolCall(c["id"].removeprefix("call_"), c["name"], c["arguments"] or "{}") for _, c in sorted(calls.items())]
+    done: list[ReplyEvent] = [
+        ToolCall(c["id"].removeprefix("call_"), c["name"], c["arguments"] or "{}") for _, c in sorted(calls.items())
+    ]
     yield [*done, Finish(finish)]

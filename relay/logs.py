@@ -53,4 +53,10 @@ def configure_logging(level: str, secrets: list[str], fmt: str = "text") -> None
     if fmt == "json":
         logger.add(_json_sink, level=level, backtrace=False, diagnose=False)
     else:
-        logger.add(sys.stderr, level=level, format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}", backtrace=False, diagnose=False)
+        logger.add(
+            sys.stderr,
+            level=level,
+            format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}",
+            backtrace=False,
+            diagnose=False,
+        )

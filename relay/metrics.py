@@ -38,8 +38,12 @@ class _Live(Collector):
         in_flight = GaugeMetricFamily("relay_requests_in_flight", "Upstream requests in flight")
         in_flight.add_metric([], sum(a.in_flight for a in self._pool.accounts))
         yield in_flight
-        used = GaugeMetricFamily("relay_account_window_utilization", "Share of a quota window used (0..1)", labels=["account", "window"])
-        resets = GaugeMetricFamily("relay_account_window_resets_at", "When a quota window resets (unix seconds)", labels=["account", "window"])
+        used = GaugeMetricFamily(
+            "relay_account_window_utilization", "Share of a quota window used (0..1)", labels=["account", "window"]
+        )
+        resets = GaugeMetricFamily(
+            "relay_account_window_resets_at", "When a quota window resets (unix seconds)", labels=["account", "window"]
+        )
         for account in self._pool.accounts:
             for name, window in (account.usage or {}).items():
                 used.add_metric([account.alias, name], window.utilization)
@@ -69,13 +73,17 @@ class Metrics:
         r = self.registry
         self.requests = Counter("relay_requests", "Requests answered", ["route", "model", "status"], registry=r)
         self.ttfb = Histogram("relay_ttfb_seconds", "Time to first byte of answers", ["route"], buckets=TTFB_BUCKETS, registry=r)
-        self.duration = Histogram("relay_request_duration_seconds", "Request duration", ["route"], buckets=DURATION_BUCKETS, registry=r)
+        self.duration = Histogram(
+            "relay_request_duration_seconds", "Request duration", ["route"], buckets=DURATION_BUCKETS, registry=r
+        )
         self.failovers = Counter("relay_failovers", "Attempts moved to another account, by cause", ["cause"], registry=r)
         self.upstream_errors = Counter("relay_upstream_errors", "Upstream failures by class", ["kind"], registry=r)
         self.tokens = Counter("relay_tokens", "Estimated tokens", ["direction"], registry=r)
         self.chats_deleted = Counter("relay_chats_deleted", "Chats deleted after use", registry=r)
         self.chat_delete_failures = Counter("relay_chat_delete_failures", "Chats that could not be deleted", registry=r)
-        self.fallbacks = Counter("relay_fallbacks", "Requests answered by a fallback provider", ["provider", "outcome"], registry=r)
+        self.fallbacks = Counter(
+            "relay_fallbacks", "Requests answered by a fallback provider", ["provider", "outcome"], registry=r
+        )
         r.register(_Live(pool, streams, keys))
 
     def exposition(self) -> bytes:

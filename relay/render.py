@@ -64,7 +64,9 @@ def activity_line(name: str, raw_input: str) -> str:
         args = json.loads(raw_input) if raw_input.strip() else {}
     except ValueError:
         args = {}
-    detail = next((args[k] for k in ("query", "url", "location", "q") if isinstance(args, dict) and isinstance(args.get(k), str)), None)
+    detail = next(
+        (args[k] for k in ("query", "url", "location", "q") if isinstance(args, dict) and isinstance(args.get(k), str)), None
+    )
     shown = json.dumps(detail[:200], ensure_ascii=False) if detail else ""
     return f"\n[{name or 'tool'}{': ' + shown if shown else ''}]\n"
 
@@ -73,7 +75,14 @@ class Renderer(ABC):
     """Reply events in, one client API's frames out; the whole answer kept for `result()`."""
 
     def __init__(
-        self, model: str, stops: list[str], prompt_tokens: int, *, keep: bool = True, activity: Activity = "compact", web_search: bool = False
+        self,
+        model: str,
+        stops: list[str],
+        prompt_tokens: int,
+        *,
+        keep: bool = True,
+        activity: Activity = "compact",
+        web_search: bool = False,
     ) -> None:
         self.model = model
         self.activity = activity  # SHOW_TOOL_ACTIVITY

@@ -101,7 +101,7 @@ def estimate_tokens(chars: int) -> int:
 class StopCutter:
     """Cuts streamed text at the first stop sequence, holding back only what could start one."""
 
-    __slots__ = ("_stops", "_keep", "_pending", "stopped", "matched")
+    __slots__ = ("_keep", "_pending", "_stops", "matched", "stopped")
 
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]

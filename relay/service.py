@@ -202,7 +202,9 @@ class _PoolSource(_Source):
         if not failures or not any(a.usable(self.pool.now()) for a in self.pool.accounts):
             return self.pool.unavailable()
         if all(f.kind is Failure.MODEL_UNAVAILABLE for _, f in failures):
-            return InvalidRequest(f"model {self.model!r} is not available on any account's plan", param="model", code="model_not_available")
+            return InvalidRequest(
+                f"model {self.model!r} is not available on any account's plan", param="model", code="model_not_available"
+            )
         if all(f.kind is Failure.RATE_LIMITED for _, f in failures):
             # Limits that reset within the second still mean "later", not a broken upstream.
             return _client_error(min(failures, key=lambda af: af[1].resets_at or 0)[1], self.pool.now())
@@ -450,7 +452,9 @@ class ChatService:
                 web_search=job.web_search,
                 effort=job.effort if effort else None,
                 thinking=job.thinking,
-                create=webapi.conversation_params(conv, job.model, job.thinking, self.settings.temporary_chats) if inline else None,
+                create=webapi.conversation_params(conv, job.model, job.thinking, self.settings.temporary_chats)
+                if inline
+                else None,
             )
 
         inline_refused = False

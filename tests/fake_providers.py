@@ -63,10 +63,17 @@ class FakeOpenAI(FakeProvider):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         base = {"id": "chatcmpl-fb", "object": "chat.completion.chunk", "created": 1, "model": model}
-        await resp.write(_sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}))
+        await resp.write(
+            _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+        )
         if calls:
             call = calls[0]
-            first = {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+            first = {
+                "index": 0,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
             await resp.write(_sse({**base, "choices": [{"index": 0, "delta": {"tool_calls": [first]}, "finish_reason": None}]}))
             args = call["function"]["arguments"]
             more = {"index": 0, "function": {"arguments": args}}
@@ -89,8 +96,16 @@ class FakeAnthropic(FakeProvider):
         if self.tool_call:
             blocks = [{"type": "tool_use", "id": "toolu_fb1", "name": self.tool_call[0], "input": self.tool_call[1]}]
         stop = "tool_use" if self.tool_call else "end_turn"
-        message = {"id": "msg_fb", "type": "message", "role": "assistant", "model": body["model"], "content": blocks,
-                   "stop_reason": stop, "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 4}}
+        message = {
+            "id": "msg_fb",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": blocks,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 4},
+        }
         if not body.get("stream"):
             return web.json_response(message)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -99,17 +114,30 @@ class FakeAnthropic(FakeProvider):
         await resp.write(_sse({"type": "message_start", "message": start}, "message_start"))
         block = blocks[0]
         if block["type"] == "text":
-            await resp.write(_sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, "content_block_start"))
+            await resp.write(
+                _sse(
+                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                    "content_block_start",
+                )
+            )
             for word in self.text.split(" "):
                 piece = word if word == self.text.split(" ")[-1] else word + " "
                 delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
                 await resp.write(_sse(delta, "content_block_delta"))
         else:
             start_block = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-            await resp.write(_sse({"type": "content_block_start", "index": 0, "content_block": start_block}, "content_block_start"))
-            delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
+            await resp.write(
+                _sse({"type": "content_block_start", "index": 0, "content_block": start_block}, "content_block_start")
+            )
+            delta = {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+            }
             await resp.write(_sse(delta, "content_block_delta"))
         await resp.write(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-        await resp.write(_sse({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 4}}, "message_delta"))
+        await resp.write(
+            _sse({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 4}}, "message_delta")
+        )
         await resp.write(_sse({"type": "message_stop"}, "message_stop"))
         return resp

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-
 from tests.conftest import ADMIN, AUTH, HI, MODEL, RelayFactory, admin_call, eventually, needs_redis, session_key
+
 
 async def test_an_added_account_is_checked_serves_and_survives_a_restart(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = str(tmp_path / "state.json")
@@ -84,7 +84,9 @@ async def test_the_operator_page_adds_checks_and_removes_with_real_clicks(make_r
 
     relay = await make_relay(sessions=session_key(1), admin_key="admin-key-0123456789")
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         try:
             page = await browser.new_page(viewport={"width": 390, "height": 844})
             await page.goto(relay.url + "/")

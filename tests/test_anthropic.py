@@ -59,7 +59,13 @@ async def test_stream_with_the_sync_helper(relay: Relay, fake) -> None:
 
 async def test_stream_event_sequence_is_exact(relay: Relay, fake) -> None:
     script_all(fake, text="a b", thinking="hmm")
-    body = {"model": MODEL, "max_tokens": 50, "stream": True, "messages": HI, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    body = {
+        "model": MODEL,
+        "max_tokens": 50,
+        "stream": True,
+        "messages": HI,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{relay.url}/v1/messages", json=body, headers={"x-api-key": API_KEY}) as r:
             raw = (await r.read()).decode()

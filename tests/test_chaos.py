@@ -58,7 +58,7 @@ async def test_faulty_pool_under_load_with_hang_ups(aiohttp_server: Any, fake) -
     keys = [session_key(n) for n in range(1, len(FAULTS) + HEALTHY + 1)]
     for key, fault in zip(keys, FAULTS):
         fake.script(key, fault, text="a b c d e f g h", chunk_delay=0.005, resets_at=time.time() + 600)
-    for key in keys[len(FAULTS):]:
+    for key in keys[len(FAULTS) :]:
         fake.script(key, text="one two three four five six", chunk_delay=0.005)
     settings = make_settings(
         fake_url(fake), sessions=",".join(keys), read_timeout=1, connect_timeout=1, max_retries=len(keys), heartbeat_interval=0.5
@@ -78,9 +78,8 @@ async def test_faulty_pool_under_load_with_hang_ups(aiohttp_server: Any, fake) -
         await eventually(lambda: sum(a.in_flight for a in relay.pool.accounts) == 0, timeout=10)
         # Every chat claude.ai created was deleted, hang-ups included.
         await eventually(lambda: not fake.conversations, timeout=30)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(relay.url + "/metrics", headers=AUTH) as r:
-                metrics = await r.text()
+        async with aiohttp.ClientSession() as http, http.get(relay.url + "/metrics", headers=AUTH) as r:
+            metrics = await r.text()
         assert 'status="500"' not in metrics
         assert 'status="499"' in metrics  # the hang-ups, counted as such
         assert not errors, errors[:3]

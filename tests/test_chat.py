@@ -147,16 +147,14 @@ async def test_missing_api_key_is_401(relay: Relay, fake) -> None:
 
 
 async def test_x_api_key_header_is_accepted(relay: Relay) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{relay.url}/v1/models", headers={"x-api-key": API_KEY}) as r:
-            assert r.status == 200
+    async with aiohttp.ClientSession() as http, http.get(f"{relay.url}/v1/models", headers={"x-api-key": API_KEY}) as r:
+        assert r.status == 200
 
 
 async def test_health_needs_no_auth_and_shows_no_secret(relay: Relay) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{relay.url}/health") as r:
-            text = await r.text()
-            assert r.status == 200
+    async with aiohttp.ClientSession() as http, http.get(f"{relay.url}/health") as r:
+        text = await r.text()
+        assert r.status == 200
     assert json.loads(text)["accounts"] == 3
     assert "sk-ant" not in text and API_KEY not in text
 

@@ -21,8 +21,14 @@ async def _relay(*args: str, env: dict[str, str]) -> AsyncIterator[tuple[int, li
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", "--env-file", "/nonexistent", *args,
-        env={**clean, **env, "PORT": str(port)}, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "relay",
+        "--env-file",
+        "/nonexistent",
+        *args,
+        env={**clean, **env, "PORT": str(port)},
+        stderr=asyncio.subprocess.PIPE,
     )
     lines: list[bytes] = []
     try:
@@ -51,8 +57,7 @@ async def test_demo_serves_an_openai_client_with_no_account() -> None:
 
 async def test_insecure_no_auth_serves_without_a_key(fake) -> None:  # type: ignore[no-untyped-def]
     env = {"SESSIONS": session_key(1), "CLAUDE_BASE_URL": fake_url(fake)}
-    async with _relay("--insecure-no-auth", env=env) as (port, _):
-        async with aiohttp.ClientSession() as http:
-            body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
-            async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
-                assert r.status == 200
+    async with _relay("--insecure-no-auth", env=env) as (port, _), aiohttp.ClientSession() as http:
+        body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
+        async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
+            assert r.status == 200

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import AUTH, HI, MODEL, RelayFactory, admin_call, session_key
 
+
 async def test_a_key_over_its_limit_gets_429_while_another_is_served(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "state.json"
     relay = await make_relay(admin_key="admin-key-0123456789", state_file=str(state))

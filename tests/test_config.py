@@ -65,7 +65,9 @@ def test_port_wins_over_address() -> None:
 
 
 def _run_relay(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k.upper() not in Settings.model_fields and k.lower() not in Settings.model_fields}
+    clean = {
+        k: v for k, v in os.environ.items() if k.upper() not in Settings.model_fields and k.lower() not in Settings.model_fields
+    }
     return subprocess.run(
         [sys.executable, "-m", "relay", "--env-file", "/nonexistent", *args],
         env={**clean, **env},
@@ -93,7 +95,7 @@ def test_start_up_refusals_are_one_readable_line(env: dict[str, str], needle: st
 
 
 def test_env_example_matches_settings() -> None:
-    names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     numbered = {n for n in names if re.fullmatch(r"FALLBACK_API_(NAME|URL|KEY|MODEL|TYPE)_1", n)}
     assert len(numbered) == 5, "every FALLBACK_API_*_1 variable is documented"
     names = (names - numbered) | {"FALLBACKS"}

@@ -63,7 +63,15 @@ def test_dockerignore_keeps_secrets_out() -> None:
 
 def test_compose_file_essentials() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for needle in ("build: .", "image: relay", "env_file: .env", '"8080:8080"', "restart: unless-stopped", "healthcheck:", 'profiles: ["redis"]'):
+    for needle in (
+        "build: .",
+        "image: relay",
+        "env_file: .env",
+        '"8080:8080"',
+        "restart: unless-stopped",
+        "healthcheck:",
+        'profiles: ["redis"]',
+    ):
         assert needle in text
 
 
@@ -90,7 +98,14 @@ async def test_container_install_and_cmd_start_a_working_relay(fake: Any, tmp_pa
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     install = await asyncio.create_subprocess_exec(
-        python, "-m", "pip", "install", "--quiet", *_pip_install_args(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        *_pip_install_args(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(install.communicate(), timeout=400)
     assert install.returncode == 0, out.decode()[-2000:]
@@ -101,12 +116,16 @@ async def test_container_install_and_cmd_start_a_working_relay(fake: Any, tmp_pa
     env.update({"SESSIONS": session_key(1), "APIKEY": "container-key", "CLAUDE_BASE_URL": fake_url(fake), "PORT": str(port)})
     cmd = json.loads(dict(_final_stage())["CMD"])
     cmd[0] = python
-    proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
     try:
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, port)
             body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "from the container"}]}
-            async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers={"Authorization": "Bearer container-key"}) as r:
+            async with http.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers={"Authorization": "Bearer container-key"}
+            ) as r:
                 assert r.status == 200
                 assert "from the container" in (await r.json())["choices"][0]["message"]["content"]
         health = subprocess.run([python, "-m", "relay.healthcheck"], env=env, timeout=30)
@@ -146,13 +165,19 @@ async def test_stop_during_a_stream_ends_it_with_one_error_frame_and_exits_0(fak
     fake.script(session_key(1), text=" ".join(["word"] * 400), chunk_delay=0.02)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k.lower() not in _example_env_lower()}
-    env.update({"SESSIONS": session_key(1), "APIKEY": "k", "CLAUDE_BASE_URL": fake_url(fake), "PORT": str(port), "SHUTDOWN_GRACE": "1"})
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "relay", "--env-file", "/nonexistent", env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL)
+    env.update(
+        {"SESSIONS": session_key(1), "APIKEY": "k", "CLAUDE_BASE_URL": fake_url(fake), "PORT": str(port), "SHUTDOWN_GRACE": "1"}
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "--env-file", "/nonexistent", env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL
+    )
     try:
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, port)
             body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "long"}], "stream": True}
-            async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"}) as r:
+            async with http.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"}
+            ) as r:
                 await r.content.readline()
                 started = asyncio.get_running_loop().time()
                 proc.terminate()  # what `docker stop` sends
@@ -171,7 +196,9 @@ async def test_ipv6_address_in_brackets_listens_on_both_stacks(fake: Any, tmp_pa
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k.lower() not in _example_env_lower()}
     env.update({"SESSIONS": session_key(1), "APIKEY": "k", "CLAUDE_BASE_URL": fake_url(fake), "ADDRESS": f"[::]:{port}"})
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "relay", "--env-file", "/nonexistent", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "--env-file", "/nonexistent", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
+    )
     try:
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, port)
@@ -187,9 +214,8 @@ async def test_unwritable_state_file_shows_in_health(make_relay: Any, tmp_path: 
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     relay = await make_relay(state_file=str(blocker / "state.json"))
-    async with aiohttp.ClientSession() as http:
-        async with http.get(relay.url + "/health") as r:
-            health = await r.json()
+    async with aiohttp.ClientSession() as http, http.get(relay.url + "/health") as r:
+        health = await r.json()
     assert health["status"] == "degraded" and "STATE_FILE cannot be written" in health["state_store"]
 
 

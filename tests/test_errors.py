@@ -12,7 +12,9 @@ from tests.conftest import AUTH, Relay, RelayFactory
 OK_BODY = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def _post(relay: Relay, data: Any, *, raw: bytes | None = None, path: str = "/v1/chat/completions") -> tuple[int, dict[str, Any], dict[str, str]]:
+async def _post(
+    relay: Relay, data: Any, *, raw: bytes | None = None, path: str = "/v1/chat/completions"
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     async with aiohttp.ClientSession() as http:
         kwargs: dict[str, Any] = {"data": raw} if raw is not None else {"json": data}
         async with http.post(relay.url + path, headers=AUTH, **kwargs) as r:

@@ -53,7 +53,9 @@ def _anthropic(relay: Relay) -> anthropic.AsyncAnthropic:
     return client
 
 
-async def test_openai_route_uses_first_fallback_when_pool_is_rate_limited(make_relay: RelayFactory, fake, aiohttp_server: Any) -> None:
+async def test_openai_route_uses_first_fallback_when_pool_is_rate_limited(
+    make_relay: RelayFactory, fake, aiohttp_server: Any
+) -> None:
     _dead_pool(fake)
     primary = FakeOpenAI("from primary")
     relay = await _relay(make_relay, aiohttp_server, ("primary", primary), ("backup", FakeOpenAI("from backup")))
@@ -115,7 +117,12 @@ async def test_tool_calls_pass_through_translation(make_relay: RelayFactory, fak
     _dead_pool(fake)
     provider = FakeAnthropic(tool_call=("get_weather", {"city": "Paris"}))
     relay = await _relay(make_relay, aiohttp_server, ("p", provider))
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        }
+    ]
     done = await relay.openai().chat.completions.create(model=MODEL, messages=HI, tools=tools)  # type: ignore[arg-type]
     call = done.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert done.choices[0].finish_reason == "tool_calls"
@@ -134,7 +141,9 @@ async def test_no_fallback_while_an_account_can_serve(make_relay: RelayFactory, 
 
 
 @pytest.mark.parametrize("mode", ["off", "when_pool_unavailable"])
-async def test_mode_off_and_everything_failing_keep_the_pool_error(make_relay: RelayFactory, fake, aiohttp_server: Any, mode: str) -> None:
+async def test_mode_off_and_everything_failing_keep_the_pool_error(
+    make_relay: RelayFactory, fake, aiohttp_server: Any, mode: str
+) -> None:
     _dead_pool(fake)
     provider = FakeOpenAI()
     provider.fail_status = 503

@@ -32,7 +32,8 @@ async def test_thinking_that_comes_as_summaries_reaches_every_api_once(relay: Re
         model=MODEL, max_tokens=100, messages=HI, thinking={"type": "enabled", "budget_tokens": 1024}
     )
     assert [(b.type, getattr(b, "thinking", getattr(b, "text", ""))) for b in message.content] == [
-        ("thinking", "Two and two make four."), ("text", "Four.")
+        ("thinking", "Two and two make four."),
+        ("text", "Four."),
     ]
     response = await relay.openai().responses.create(model=MODEL, input="2+2?", reasoning={"effort": "high"})
     assert response.output[0].summary[0].text == "Two and two make four."  # type: ignore[union-attr]
@@ -51,7 +52,9 @@ async def test_interleaved_thinking_stays_where_it_happened(relay: Relay, fake) 
 
 
 @pytest.mark.parametrize(("setting", "line"), [("compact", '[web_search: "relay news"]'), ("none", None)])
-async def test_claude_tool_activity_is_one_line_or_nothing_never_json(make_relay: RelayFactory, fake, setting: str, line: str | None) -> None:
+async def test_claude_tool_activity_is_one_line_or_nothing_never_json(
+    make_relay: RelayFactory, fake, setting: str, line: str | None
+) -> None:
     script_all(fake, text="Here is the news.", search="relay news")
     relay = await make_relay(show_tool_activity=setting)
     done = await relay.openai().chat.completions.create(model=MODEL, messages=HI, web_search_options={})
@@ -138,7 +141,10 @@ async def test_anthropic_web_search_gets_server_tool_blocks_and_cited_text(relay
         assert "[web_search" not in text.text  # type: ignore[union-attr]
     with pytest.raises(anthropic.BadRequestError):
         await _anthropic(relay).messages.create(
-            model=MODEL, max_tokens=100, messages=HI, tools=[{**tools[0], "allowed_domains": ["example.org"]}]  # type: ignore[list-item]
+            model=MODEL,
+            max_tokens=100,
+            messages=HI,
+            tools=[{**tools[0], "allowed_domains": ["example.org"]}],  # type: ignore[list-item]
         )
 
 
@@ -152,21 +158,33 @@ async def test_responses_web_search_gets_annotations_and_codex_default_stays_off
     async with client.responses.stream(model=MODEL, input="news?", tools=[{"type": "web_search"}]) as stream:
         kinds = [e.type async for e in stream]
     assert "response.output_text.annotation.added" in kinds
-    plain = await client.responses.create(model=MODEL, input="news?", tools=[{"type": "web_search", "external_web_access": False}])  # type: ignore[list-item]
+    plain = await client.responses.create(
+        model=MODEL, input="news?", tools=[{"type": "web_search", "external_web_access": False}]
+    )  # type: ignore[list-item]
     assert plain.output_text == "Relays are fast today."
 
 
 async def test_effort_reaches_claude_from_every_api(relay: Relay, fake) -> None:
     await relay.openai().responses.create(model=MODEL, input="hi", reasoning={"effort": "high"})
     await relay.openai().chat.completions.create(model=MODEL, messages=HI, reasoning_effort="medium")
-    await _anthropic(relay).messages.create(model=MODEL, max_tokens=100, messages=HI, thinking={"type": "enabled", "budget_tokens": 2048})
-    await _anthropic(relay).messages.create(model=MODEL, max_tokens=100, messages=HI, extra_body={"output_config": {"effort": "max"}})
+    await _anthropic(relay).messages.create(
+        model=MODEL, max_tokens=100, messages=HI, thinking={"type": "enabled", "budget_tokens": 2048}
+    )
+    await _anthropic(relay).messages.create(
+        model=MODEL, max_tokens=100, messages=HI, extra_body={"output_config": {"effort": "max"}}
+    )
     await relay.openai().chat.completions.create(model=MODEL + "-think", messages=HI)
     bodies = [c.body for c in fake.calls_named("completion")]
     assert [(b.get("effort"), b.get("thinking_mode")) for b in bodies] == [
-        ("high", "extended"), ("medium", "extended"), ("low", "extended"), ("max", "off"), (None, None)
+        ("high", "extended"),
+        ("medium", "extended"),
+        ("low", "extended"),
+        ("max", "off"),
+        (None, None),
     ]
-    assert all(b["create_conversation_params"].get("paprika_mode") == "extended" for b in (bodies[0], bodies[1], bodies[2], bodies[4]))
+    assert all(
+        b["create_conversation_params"].get("paprika_mode") == "extended" for b in (bodies[0], bodies[1], bodies[2], bodies[4])
+    )
 
 
 async def test_an_account_that_refuses_the_effort_fields_is_asked_without_them(make_relay: RelayFactory, fake) -> None:

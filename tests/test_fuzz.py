@@ -35,14 +35,21 @@ settings.register_profile("long", max_examples=3000, deadline=None, suppress_hea
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PNG = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
-TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
 BASES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {
         "model": MODEL,
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": PNG}}]},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+            },
             {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
         ],
         "tools": [TOOL],
@@ -55,7 +62,13 @@ BASES: dict[str, dict[str, Any]] = {
         "max_tokens": 50,
         "system": [{"type": "text", "text": "Be brief."}],
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG.split(",")[1]}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "hi"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG.split(",")[1]}},
+                ],
+            },
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "x"}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]},
         ],
@@ -64,23 +77,36 @@ BASES: dict[str, dict[str, Any]] = {
         "thinking": {"type": "enabled", "budget_tokens": 1024},
         "stream": False,
     },
-    "/v1/messages/count_tokens": {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": [{"name": "f", "input_schema": {}}]},
+    "/v1/messages/count_tokens": {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"name": "f", "input_schema": {}}],
+    },
     "/v1/responses": {
         "model": MODEL,
         "instructions": "Be brief.",
         "input": [
-            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}, {"type": "input_image", "image_url": PNG}]},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}, {"type": "input_image", "image_url": PNG}],
+            },
             {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
         ],
-        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}, {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "f"}]}],
+        "tools": [
+            {"type": "function", "name": "get_weather", "parameters": {"type": "object"}},
+            {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "f"}]},
+        ],
         "reasoning": {"effort": "low"},
         "stream": False,
     },
 }
 
 json_leaf = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12)
-json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+json_value = st.recursive(
+    json_leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12
+)
 
 
 def _slots(doc: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -142,7 +168,9 @@ def served() -> Iterator[Served]:
         fake_port = fake_runner.addresses[0][1]
         # A short body limit: aiohttp can leave a request whose body failed to decode waiting for
         # more, and that limit is what ends the wait (408).
-        app = create_app(make_settings(f"http://127.0.0.1:{fake_port}", log_level="WARNING", chat_delete=False, request_body_timeout=2))
+        app = create_app(
+            make_settings(f"http://127.0.0.1:{fake_port}", log_level="WARNING", chat_delete=False, request_body_timeout=2)
+        )
         serving = await start_serving(app, "127.0.0.1", 0, header_timeout=15, shutdown_timeout=5)  # as `relay` serves
         box["served"] = Served(serving.port, fake)
         box["stop"] = stop = asyncio.Event()
@@ -206,7 +234,9 @@ def test_mutated_bodies_never_break_the_relay(served: Served, path: str) -> None
     encoding=st.sampled_from([None, "gzip", "deflate", "br", "identity", "x-unknown"]),
     compress=st.booleans(),
 )
-def test_arbitrary_bytes_and_headers(served: Served, path: str, raw: bytes, request_id: str, encoding: str | None, compress: bool) -> None:
+def test_arbitrary_bytes_and_headers(
+    served: Served, path: str, raw: bytes, request_id: str, encoding: str | None, compress: bool
+) -> None:
     headers = {"Content-Type": "application/json", "x-request-id": request_id.encode("utf-8", "ignore").decode("latin-1")}
     if encoding:
         headers["Content-Encoding"] = encoding

@@ -33,7 +33,9 @@ async def _raw(port: int, data: bytes, *, read: bool = True) -> bytes:
     return answer
 
 
-async def _post(relay: Relay, body: Any = None, *, data: bytes | None = None, path: str = CHAT, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+async def _post(
+    relay: Relay, body: Any = None, *, data: bytes | None = None, path: str = CHAT, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http:
         kwargs: dict[str, Any] = {"data": data} if data is not None else {"json": body}
         async with http.post(relay.url + path, headers={**AUTH, **(headers or {})}, **kwargs) as r:
@@ -42,7 +44,7 @@ async def _post(relay: Relay, body: Any = None, *, data: bytes | None = None, pa
 
 async def test_deep_nesting_is_400_before_anything_else(relay: Relay, fake) -> None:
     for depth in (5000, 100):
-        body = '{"model": "%s", "messages": %s%s}' % (MODEL, "[" * depth, "]" * depth)
+        body = f'{{"model": "{MODEL}", "messages": {"[" * depth}{"]" * depth}}}'
         status, answer = await _post(relay, data=body.encode(), headers={"Content-Type": "application/json"})
         message = answer["error"]["message"]
         assert status == 400 and ("nested" in message or "depth" in message), answer
@@ -59,7 +61,11 @@ async def test_deep_nesting_is_400_before_anything_else(relay: Relay, fake) -> N
     ],
 )
 async def test_odd_tool_choice_shapes_are_400(relay: Relay, fake, path: str, extra: dict[str, Any], field: str) -> None:
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}] if path == CHAT else [{"name": "f", "input_schema": {}}]
+    tools = (
+        [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+        if path == CHAT
+        else [{"name": "f", "input_schema": {}}]
+    )
     body = {"model": MODEL, "messages": HI, "max_tokens": 10, "tools": tools, **extra}
     status, answer = await _post(relay, body, path=path)
     assert status == 400, answer
@@ -69,9 +75,13 @@ async def test_odd_tool_choice_shapes_are_400(relay: Relay, fake, path: str, ext
 
 
 async def test_body_that_is_not_the_gzip_it_claims_is_400(relay: Relay, fake) -> None:
-    status, answer = await _post(relay, data=json.dumps({"model": MODEL, "messages": HI}).encode(), headers={"Content-Encoding": "gzip"})
+    status, answer = await _post(
+        relay, data=json.dumps({"model": MODEL, "messages": HI}).encode(), headers={"Content-Encoding": "gzip"}
+    )
     assert status == 400 and "could not be read" in answer["error"]["message"]
-    status, answer = await _post(relay, data=gzip.compress(json.dumps({"model": MODEL, "messages": HI}).encode()), headers={"Content-Encoding": "gzip"})
+    status, answer = await _post(
+        relay, data=gzip.compress(json.dumps({"model": MODEL, "messages": HI}).encode()), headers={"Content-Encoding": "gzip"}
+    )
     assert status == 200, answer
 
 
@@ -110,7 +120,10 @@ async def test_hang_ups_as_answers_start_are_499_not_500(relay: Relay, fake) -> 
     sink = logger.add(lambda m: errors.append(str(m)), level="ERROR")
     port = int(relay.url.rsplit(":", 1)[1])
     body = json.dumps({"model": MODEL, "messages": HI, "stream": True}).encode()
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (API_KEY.encode(), len(body))
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (API_KEY.encode(), len(body))
+    )
     try:
         for _ in range(20):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -118,9 +131,8 @@ async def test_hang_ups_as_answers_start_are_499_not_500(relay: Relay, fake) -> 
             await reader.readexactly(12)  # the status line has begun: the answer is starting
             writer.transport.abort()
         await eventually(lambda: sum(a.in_flight for a in relay.pool.accounts) == 0)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(relay.url + "/metrics", headers=AUTH) as r:
-                metrics = await r.text()
+        async with aiohttp.ClientSession() as http, http.get(relay.url + "/metrics", headers=AUTH) as r:
+            metrics = await r.text()
     finally:
         logger.remove(sink)
     assert not errors, errors[:2]
@@ -163,6 +175,7 @@ async def test_image_fetch_uses_the_address_it_checked(aiohttp_server: Any, rela
     """The name is resolved once, checked, and the fetch is pinned to that address: a second
     lookup (DNS rebinding) cannot send it elsewhere. The name here resolves nowhere else."""
     app = web.Application()
+
     async def cat(_: web.Request) -> web.Response:
         return web.Response(body=tiny_png(), content_type="image/png")
 
@@ -174,25 +187,39 @@ async def test_image_fetch_uses_the_address_it_checked(aiohttp_server: Any, rela
         assert host == "pinned.invalid"
         return ["127.0.0.1"]
 
-    upload = await fetch_image(relay.app[upstream_key], RemoteImage(url, "messages.0.content.0", 1), allow_private=True, resolve=resolve)
+    upload = await fetch_image(
+        relay.app[upstream_key], RemoteImage(url, "messages.0.content.0", 1), allow_private=True, resolve=resolve
+    )
     assert upload.data == tiny_png()
 
 
 async def test_slow_clients_are_dropped_and_protocol_errors_are_json(fake) -> None:  # type: ignore[no-untyped-def]
-    env = {"SESSIONS": session_key(1), "CLAUDE_BASE_URL": str(fake.server.make_url("")).rstrip("/"), "APIKEY": API_KEY,
-           "REQUEST_HEADER_TIMEOUT": "1", "REQUEST_BODY_TIMEOUT": "1"}
+    env = {
+        "SESSIONS": session_key(1),
+        "CLAUDE_BASE_URL": str(fake.server.make_url("")).rstrip("/"),
+        "APIKEY": API_KEY,
+        "REQUEST_HEADER_TIMEOUT": "1",
+        "REQUEST_BODY_TIMEOUT": "1",
+    }
     async with _relay(env=env) as (port, _):
         # Half a request head, then silence: the connection is closed (EOF), not kept for ever.
         started = time.monotonic()
         raw = await _raw(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         assert raw == b"" and time.monotonic() - started < 5
         # A head, then a body that never comes: 408 in JSON.
-        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100\r\n\r\n{" % API_KEY.encode()
+        head = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100\r\n\r\n{"
+            % API_KEY.encode()
+        )
         raw = await _raw(port, head)
         assert raw.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in raw
         # Protocol errors aiohttp answers itself: JSON in the OpenAI shape.
-        for junk in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
-                     b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" % API_KEY.encode()):
+        for junk in (
+            b"NOT HTTP AT ALL\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" % API_KEY.encode(),
+        ):
             raw = await _raw(port, junk)
             head_part, _, body = raw.partition(b"\r\n\r\n")
             assert head_part.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4")) and b"application/json" in head_part.lower(), raw[:300]

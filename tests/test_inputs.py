@@ -27,7 +27,9 @@ def tiny_png() -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b"")
+    )
 
 
 def data_url(media: str, data: bytes) -> str:
@@ -185,7 +187,13 @@ async def test_artifacts_disabled_sends_no_tool_and_the_note(make_relay: RelayFa
 
 
 async def test_upstream_artifact_arrives_as_markdown(relay: Relay, fake) -> None:
-    artifact = {"id": "x", "type": "application/vnd.ant.code", "title": "hello.py", "language": "python", "content": "print('hi')"}
+    artifact = {
+        "id": "x",
+        "type": "application/vnd.ant.code",
+        "title": "hello.py",
+        "language": "python",
+        "content": "print('hi')",
+    }
     for n in (1, 2, 3):
         fake.script(session_key(n), text="Here:", tool_block=("artifacts", artifact))
     stream = await relay.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True)
@@ -197,7 +205,9 @@ async def test_mirror_mode_uses_the_callers_cookie(make_relay: RelayFactory, fak
     relay = await make_relay(enable_mirror_api=True, mirror_api_prefix="/mirror")
     mine = session_key(42)
     for prefix in ("/mirror/v1", "/mirror/hf/v1"):
-        done = await relay.openai(prefix, api_key=mine).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        done = await relay.openai(prefix, api_key=mine).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
         assert done.choices[0].message.content
         models = await relay.openai(prefix, api_key=mine).models.list()
         assert models.data
@@ -213,7 +223,9 @@ async def test_mirror_mode_rejects_other_bearers_without_upstream_calls(make_rel
     before = len(fake.calls)
     for key in (API_KEY, "sk-ant-api03-notacookie"):
         with pytest.raises(openai.AuthenticationError):
-            await relay.openai("/mirror/v1", api_key=key).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+            await relay.openai("/mirror/v1", api_key=key).chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
     assert len(fake.calls) == before
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{relay.url}/mirror/v1/accounts", headers={"Authorization": f"Bearer {session_key(42)}"}) as r:
@@ -224,7 +236,9 @@ async def test_mirror_key_refused_upstream_is_401_without_failover(make_relay: R
     relay = await make_relay(enable_mirror_api=True, mirror_api_prefix="/mirror")
     fake.script(session_key(43), "invalid")
     with pytest.raises(openai.AuthenticationError) as info:
-        await relay.openai("/mirror/v1", api_key=session_key(43)).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        await relay.openai("/mirror/v1", api_key=session_key(43)).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
     assert "refused" in info.value.message
     assert {c.session_key for c in fake.calls} == {session_key(43)} | {session_key(n) for n in (1, 2, 3)}
     assert not [c for c in fake.calls_named("completion") if c.session_key != session_key(43)]

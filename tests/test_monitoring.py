@@ -22,16 +22,13 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 async def _get(relay: Relay, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(relay.url + path, headers=headers or {}) as r:
-            return r.status, await r.text()
+    async with aiohttp.ClientSession() as http, http.get(relay.url + path, headers=headers or {}) as r:
+        return r.status, await r.text()
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
+        (s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples
     }
 
 

@@ -136,9 +136,8 @@ async def test_mid_stream_drop_keeps_text_and_sends_one_error_frame(make_relay: 
     fake.script(session_key(1), "drop", text="a b c d e f", drop_after=3)
     relay = await make_relay(sessions=f"{session_key(1)},{session_key(2)}")
     body = {"model": MODEL, "messages": HI, "stream": True}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
-            raw = (await r.read()).decode()
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
+        raw = (await r.read()).decode()
     frames = [json.loads(f.removeprefix("data: ")) for f in raw.split("\n\n") if f.startswith("data: {")]
     text = "".join(f["choices"][0]["delta"].get("content", "") for f in frames if "choices" in f)
     assert text == "a b c "
@@ -171,9 +170,8 @@ async def test_client_disconnect_closes_upstream_and_deletes_chat(make_relay: Re
     fake.script(session_key(1), text=" ".join(["word"] * 200), chunk_delay=0.05)
     relay = await make_relay(sessions=session_key(1))
     body = {"model": MODEL, "messages": HI, "stream": True}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
-            await r.content.readuntil(b"word")
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
+        await r.content.readuntil(b"word")
     await eventually(lambda: fake.disconnects == 1 and fake.open_streams == 0, timeout=3)
     account = relay.pool.accounts[0]
     await eventually(lambda: account.in_flight == 0)
@@ -198,9 +196,8 @@ async def test_long_silence_gets_heartbeats(make_relay: RelayFactory, fake) -> N
     # thinking first so the stream starts, then the text arrives after a silence
     fake.behaviors[session_key(1)].thinking = "t"
     body = {"model": MODEL + "-think", "messages": HI, "stream": True}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
-            raw = (await r.read()).decode()
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
+        raw = (await r.read()).decode()
     assert ": ping" in raw
     assert raw.endswith("data: [DONE]\n\n")
 
@@ -249,10 +246,9 @@ async def test_reload_keeps_state_of_kept_accounts(make_relay: RelayFactory, fak
     relay = await make_relay(sessions=current, reload=lambda: current)
     await ask(relay)
     current = parse_sessions(f"{session_key(1)},{session_key(5)},{session_key(6)}")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/accounts/reload", headers=AUTH) as r:
-            assert r.status == 200
-            assert await r.json() == {"accounts": 3, "added": 2, "removed": 1}
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/accounts/reload", headers=AUTH) as r:
+        assert r.status == 200
+        assert await r.json() == {"accounts": 3, "added": 2, "removed": 1}
     assert states(relay) == ["cooling", "active", "active"]
     assert [a.key for a in relay.pool.accounts] == [session_key(n) for n in (1, 5, 6)]
 
@@ -262,10 +258,9 @@ async def test_slow_failures_after_early_headers_end_in_band(make_relay: RelayFa
         fake.script(session_key(n), "overloaded", first_delay=0.3)
     relay = await make_relay(sessions=f"{session_key(1)},{session_key(2)}", heartbeat_interval=0.1)
     body = {"model": MODEL, "messages": HI, "stream": True}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
-            assert r.status == 200  # headers went out while accounts were still being tried
-            raw = (await r.read()).decode()
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
+        assert r.status == 200  # headers went out while accounts were still being tried
+        raw = (await r.read()).decode()
     frames = [json.loads(f.removeprefix("data: ")) for f in raw.split("\n\n") if f.startswith("data: ")]
     assert len(frames) == 1 and "Overloaded" in frames[0]["error"]["message"]
     assert len(fake.calls_named("completion")) == 2
@@ -275,11 +270,10 @@ async def test_shutdown_cuts_live_streams_with_one_error_frame(make_relay: Relay
     fake.script(session_key(1), text=" ".join(["w"] * 400), chunk_delay=0.02)
     relay = await make_relay(sessions=session_key(1), shutdown_grace=0.2)
     body = {"model": MODEL, "messages": HI, "stream": True}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
-            await r.content.readuntil(b"w ")
-            closing = asyncio.create_task(relay.server.close())
-            raw = (await r.content.read()).decode()
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
+        await r.content.readuntil(b"w ")
+        closing = asyncio.create_task(relay.server.close())
+        raw = (await r.content.read()).decode()
     await closing
     assert raw.count('"error"') == 1 and "shutting down" in raw
     assert "[DONE]" not in raw
@@ -303,6 +297,8 @@ async def test_organization_lookup_failures_are_classified_not_crashes(
     fake.script(session_key(1), mode, fail_calls=frozenset({"orgs"}))
     relay = await make_relay(sessions=f"{session_key(1)},{session_key(2)}")
     await eventually(lambda: bool(fake.calls_named("orgs")) and relay.pool.accounts[1].org_id is not None)
-    await eventually(lambda: relay.pool.accounts[0].state is state and (state is not State.ACTIVE or relay.pool.accounts[0].failures > 0))
+    await eventually(
+        lambda: relay.pool.accounts[0].state is state and (state is not State.ACTIVE or relay.pool.accounts[0].failures > 0)
+    )
     assert reason.lower() in relay.pool.accounts[0].reason.lower()
     assert await ask(relay)  # the other account serves

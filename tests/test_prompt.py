@@ -25,7 +25,11 @@ CONVERSATION = [
     {"role": "system", "content": "Be brief."},
     {"role": "developer", "content": "Use English."},
     {"role": "user", "content": "What is 2+2?"},
-    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "calc", "arguments": "{\"x\":\"2+2\"}"}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "calc", "arguments": '{"x":"2+2"}'}}],
+    },
     {"role": "tool", "tool_call_id": "call_1", "name": "calc", "content": "4"},
     {"role": "assistant", "content": "It is 4."},
     {"role": "user", "content": [{"type": "text", "text": "And 3+3?"}]},
@@ -55,7 +59,11 @@ def test_disable_artifacts_adds_the_note() -> None:
 
 
 def test_long_history_becomes_an_attachment() -> None:
-    long = [{"role": "user", "content": "x" * 600}, {"role": "assistant", "content": "y" * 600}, {"role": "user", "content": "last?"}]
+    long = [
+        {"role": "user", "content": "x" * 600},
+        {"role": "assistant", "content": "y" * 600},
+        {"role": "user", "content": "last?"},
+    ]
     prompt = _prompt(long, max_history=1000)
     assert prompt.text.endswith("Human: last?")
     assert HISTORY_FILE in prompt.text and len(prompt.text) < 400
@@ -77,7 +85,10 @@ def test_short_history_stays_inline() -> None:
         ({"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}, "not a png"),
         ({"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}, "data: URL or an http(s) URL"),
         ({"type": "file", "file": {"file_id": "file-123"}}, "file_data"),
-        ({"type": "file", "file": {"file_data": "data:application/zip;base64,UEsDBA==", "filename": "a.zip"}}, "unsupported file type"),
+        (
+            {"type": "file", "file": {"file_data": "data:application/zip;base64,UEsDBA==", "filename": "a.zip"}},
+            "unsupported file type",
+        ),
     ],
     ids=["audio", "bad-base64", "not-image", "scheme", "file-id", "zip"],
 )
@@ -94,12 +105,23 @@ def _read(events: list[tuple[str, dict[str, Any]]]) -> list[Any]:
 
 
 def test_artifact_block_becomes_markdown() -> None:
-    args = json.dumps({"id": "a", "type": "application/vnd.ant.code", "title": "Hello", "language": "python", "content": "print(1)"})
+    args = json.dumps(
+        {"id": "a", "type": "application/vnd.ant.code", "title": "Hello", "language": "python", "content": "print(1)"}
+    )
     out = _read(
         [
-            ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "name": "artifacts"}}),
-            ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": args[:10]}}),
-            ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": args[10:]}}),
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "name": "artifacts"}},
+            ),
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": args[:10]}},
+            ),
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": args[10:]}},
+            ),
             ("content_block_stop", {"type": "content_block_stop", "index": 1}),
         ]
     )
@@ -111,7 +133,10 @@ def test_reader_maps_deltas_and_ignores_unknown_events() -> None:
         [
             ("message_start", {"type": "message_start", "message": {}}),
             ("brand_new_event", {"type": "brand_new_event", "x": 1}),
-            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}}),
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}},
+            ),
             ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "hi"}}),
             ("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {"type": "citation_start_delta"}}),
             ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}}),
@@ -122,7 +147,12 @@ def test_reader_maps_deltas_and_ignores_unknown_events() -> None:
 
 
 def test_legacy_completion_events() -> None:
-    out = _read([("completion", {"completion": "Hel", "stop_reason": None}), ("completion", {"completion": "lo", "stop_reason": "stop_sequence"})])
+    out = _read(
+        [
+            ("completion", {"completion": "Hel", "stop_reason": None}),
+            ("completion", {"completion": "lo", "stop_reason": "stop_sequence"}),
+        ]
+    )
     assert out == [Text("Hel"), Text("lo"), Finish("end_turn")]
 
 

@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 
 from relay.config import SessionSpec
-
 from tests.conftest import AUTH, HI, MODEL, RelayFactory, eventually, session_key
 
 

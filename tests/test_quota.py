@@ -79,7 +79,9 @@ async def test_windows_show_in_accounts_metrics_and_the_status_page(make_relay: 
     assert _value(metrics, "relay_account_window_utilization", account="acct-1", window="5h") == 0.42
     assert _value(metrics, "relay_account_window_resets_at", account="acct-1", window="7d") == fake.window_resets["7d"]
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         try:
             page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
             await page.goto(relay.url + "/")
@@ -114,8 +116,12 @@ async def test_windows_are_shared_between_replicas(make_relay: RelayFactory, fak
 
 
 def test_window_shapes_from_streams_and_usage() -> None:
-    stream = parse_windows({"5h": {"status": "within_limit", "resets_at": 1778593800, "utilization": 0.09}, "odd": "x", "7d": {"utilization": "?"}})
+    stream = parse_windows(
+        {"5h": {"status": "within_limit", "resets_at": 1778593800, "utilization": 0.09}, "odd": "x", "7d": {"utilization": "?"}}
+    )
     assert list(stream) == ["5h"] and stream["5h"].utilization == 0.09 and stream["5h"].resets_at == 1778593800
-    usage = parse_windows({"five_hour": {"utilization": 95.0, "resets_at": "2026-05-12T13:50:00Z"}, "seven_day_opus": None}, percent=True)
+    usage = parse_windows(
+        {"five_hour": {"utilization": 95.0, "resets_at": "2026-05-12T13:50:00Z"}, "seven_day_opus": None}, percent=True
+    )
     assert usage["5h"].utilization == 0.95 and usage["5h"].resets_at == 1778593800.0
     assert parse_windows(None) == {} and parse_windows([1, 2]) == {}

@@ -18,7 +18,7 @@ EXAMPLE_ORIGIN = "http://127.0.0.1:8080"
 
 def _python_examples() -> list[str]:
     # The mirror example needs a real claude.ai cookie.
-    return [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "your cookie" not in b]
+    return [b for b in re.findall(r"```python\n(.*?)```", README, re.DOTALL) if "your cookie" not in b]
 
 
 async def test_python_examples_run_against_the_demo() -> None:
@@ -28,7 +28,7 @@ async def test_python_examples_run_against_the_demo() -> None:
         for code in examples:
             out = io.StringIO()
 
-            def run(src: str = code.replace(EXAMPLE_ORIGIN, f"http://127.0.0.1:{port}")) -> None:
+            def run(src: str = code.replace(EXAMPLE_ORIGIN, f"http://127.0.0.1:{port}"), out: io.StringIO = out) -> None:
                 with contextlib.redirect_stdout(out):
                     exec(compile(src, "README.md", "exec"), {})
 
@@ -37,7 +37,8 @@ async def test_python_examples_run_against_the_demo() -> None:
 
 
 def test_every_setting_and_route_is_documented() -> None:
-    env_names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (Path(__file__).resolve().parent.parent / ".env.example").read_text(), re.M))
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    env_names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
     documented = {re.sub(r"_1$", "_n", n) for n in env_names}  # numbered settings are documented once, as _n
     missing = sorted(n for n in documented if f"`{n}`" not in README)
     assert not missing, f"README does not explain {missing}"

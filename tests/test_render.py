@@ -68,7 +68,7 @@ def _openai_from_stream(raw: bytes) -> dict[str, Any]:
     frames = _frames(raw)
     assert frames[-1][1] == "[DONE]" and [f for f in frames if f[1] == "[DONE]"] == [frames[-1]]
     for _, chunk in frames[:-1]:
-        if chunk["usage"] if "usage" in chunk else None:
+        if chunk.get("usage"):
             usage = chunk["usage"]
         for choice in chunk["choices"]:
             delta = choice["delta"]

@@ -51,7 +51,12 @@ async def test_stream_has_the_full_event_sequence(relay: Relay, fake) -> None:
     kinds = [e.type for e in events]
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert kinds[2:4] == ["response.output_item.added", "response.content_part.added"]
-    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "one two three"
     assert final.output_text == "one two three" and final.status == "completed"
@@ -59,10 +64,9 @@ async def test_stream_has_the_full_event_sequence(relay: Relay, fake) -> None:
 
 async def test_raw_stream_frames_name_their_events(relay: Relay) -> None:
     body = {"model": MODEL, "input": "hi", "stream": True}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/responses", json=body, headers=AUTH) as r:
-            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
-            raw = (await r.read()).decode()
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/responses", json=body, headers=AUTH) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        raw = (await r.read()).decode()
     frames = [f for f in raw.split("\n\n") if f.startswith("event: ")]
     for frame in frames:
         name, data = frame.split("\n", 1)
@@ -78,7 +82,10 @@ async def test_tool_round_trip_with_call_ids(relay: Relay, fake) -> None:
     assert len(calls) == 1 and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"city": "Paris"}
     assert calls[0].call_id.startswith("call_")
     assert first.output_text == "Let me check."
-    history: list[Any] = [{"role": "user", "content": "Weather in Paris?"}, *[o.model_dump(exclude_none=True) for o in first.output]]
+    history: list[Any] = [
+        {"role": "user", "content": "Weather in Paris?"},
+        *[o.model_dump(exclude_none=True) for o in first.output],
+    ]
     history.append({"type": "function_call_output", "call_id": calls[0].call_id, "output": '{"sky": "clear"}'})
     final = await client.responses.create(model=MODEL, input=history, tools=[WEATHER], store=False)
     assert final.output_text == "It is sunny."
@@ -101,9 +108,18 @@ async def test_streamed_call_events(relay: Relay, fake) -> None:
 async def test_namespace_functions_are_offered_and_answered_with_their_namespace(relay: Relay, fake) -> None:
     script_all(fake, text='<tool_call>{"name": "agents.spawn", "arguments": {"task": "x"}}</tool_call>')
     tools = [
-        {"type": "namespace", "name": "agents", "description": "sub-agents", "tools": [
-            {"type": "function", "name": "spawn", "parameters": {"type": "object", "properties": {"task": {"type": "string"}}}},
-        ]},
+        {
+            "type": "namespace",
+            "name": "agents",
+            "description": "sub-agents",
+            "tools": [
+                {
+                    "type": "function",
+                    "name": "spawn",
+                    "parameters": {"type": "object", "properties": {"task": {"type": "string"}}},
+                },
+            ],
+        },
         {"type": "web_search", "external_web_access": False},
     ]
     done = await relay.openai().responses.create(model=MODEL, input="spawn", tools=tools)  # type: ignore[arg-type]
@@ -167,17 +183,22 @@ async def test_previous_response_is_shared_between_replicas(make_relay: RelayFac
         ({"model": MODEL, "input": [{"role": "wizard", "content": "x"}]}, "input.0.role"),
         ({"model": MODEL, "input": "x", "text": {"format": {"type": "json_schema", "name": "n", "schema": {}}}}, "text.format"),
         ({"model": MODEL, "input": "x", "background": True}, "background"),
-        ({"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}, "input.0.content.0.image_url"),
+        (
+            {"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
+            "input.0.content.0.image_url",
+        ),
         ({"model": MODEL, "input": [{"role": "user", "content": "   "}]}, "input"),
-        ({"model": MODEL, "input": "x", "tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice.name"),
+        (
+            {"model": MODEL, "input": "x", "tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}},
+            "tool_choice.name",
+        ),
     ],
     ids=["no-input", "input-type", "bad-role", "json-schema", "background", "file-id", "empty", "unknown-tool"],
 )
 async def test_bad_requests_name_the_field(relay: Relay, fake, body: dict[str, Any], field: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/responses", json=body, headers=AUTH) as r:
-            answer = await r.json()
-            assert r.status == 400, answer
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/responses", json=body, headers=AUTH) as r:
+        answer = await r.json()
+        assert r.status == 400, answer
     assert answer["error"]["message"].startswith(field) and answer["error"]["type"] == "invalid_request_error"
     assert not fake.calls_named("completion")
 
@@ -196,9 +217,8 @@ async def test_mid_stream_failure_ends_with_response_failed(make_relay: RelayFac
     fake.script(session_key(1), "drop", text="a b c d e f", drop_after=3)
     relay = await make_relay(sessions=session_key(1))
     body = {"model": MODEL, "input": "hi", "stream": True}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{relay.url}/v1/responses", json=body, headers=AUTH) as r:
-            raw = (await r.read()).decode()
+    async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/responses", json=body, headers=AUTH) as r:
+        raw = (await r.read()).decode()
     events = [json.loads(f.split("data: ", 1)[1]) for f in raw.split("\n\n") if "data: " in f]
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["status"] == "failed" and "mid-answer" in events[-1]["response"]["error"]["message"]
@@ -224,7 +244,8 @@ async def test_sync_client_and_hf_prefix(relay: Relay) -> None:
 async def test_codex_cli_answers_through_the_relay(relay: Relay, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert CODEX and os.path.exists(CODEX), "CI must provide Codex CLI (RELAY_CODEX)"
     fake.reply = lambda model, prompt: (
-        "The command said hello." if "[tool result (" in prompt
+        "The command said hello."
+        if "[tool result (" in prompt
         else '<tool_call>{"name": "exec_command", "arguments": {"cmd": "echo relay-codex-ok"}}</tool_call>'
     )
     home = tmp_path / "codex-home"
@@ -235,8 +256,15 @@ async def test_codex_cli_answers_through_the_relay(relay: Relay, fake, tmp_path)
     )
     env = {**os.environ, "CODEX_HOME": str(home), "HOME": str(tmp_path), "RELAY_API_KEY": API_KEY}
     proc = await asyncio.create_subprocess_exec(
-        CODEX, "exec", "--skip-git-repo-check", "Run the greeting.", env=env, cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        CODEX,
+        "exec",
+        "--skip-git-repo-check",
+        "Run the greeting.",
+        env=env,
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
     assert proc.returncode == 0, err.decode()[-2000:]

@@ -51,9 +51,8 @@ async def _ask(relay: Relay) -> str:
 
 
 async def _accounts(relay: Relay) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{relay.url}/v1/accounts", headers=AUTH) as r:
-            return list((await r.json())["data"])
+    async with aiohttp.ClientSession() as http, http.get(f"{relay.url}/v1/accounts", headers=AUTH) as r:
+        return list((await r.json())["data"])
 
 
 def _calls_to(fake: Any, n: int) -> int:
@@ -66,7 +65,9 @@ async def test_what_one_replica_learns_the_other_knows(replicas, fake, mode: str
     sessions = f"{session_key(1)},{session_key(2)}"
     a, b = await replicas(sessions=sessions), await replicas(sessions=sessions)
     await eventually(lambda: all(x.org_id for x in a.pool.accounts) and all(x.org_id for x in b.pool.accounts))
-    fake.script(session_key(1), mode, resets_at=time.time() + 600) if mode == "rate_limited" else fake.script(session_key(1), mode)
+    fake.script(session_key(1), mode, resets_at=time.time() + 600) if mode == "rate_limited" else fake.script(
+        session_key(1), mode
+    )
     fake.script(session_key(2), text="from two")
     while a.pool.accounts[0].state is State.ACTIVE:
         assert await _ask(a) == "from two"
@@ -172,9 +173,8 @@ async def test_redis_going_away_degrades_but_keeps_serving(make_relay: RelayFact
         server.stop()
         for _ in range(3):
             assert await _ask(relay)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{relay.url}/health") as r:
-                health = await r.json()
+        async with aiohttp.ClientSession() as http, http.get(f"{relay.url}/health") as r:
+            health = await r.json()
         assert health["status"] == "degraded" and "redis" in health["state_store"]
         server.start()
         async with aiohttp.ClientSession() as http, asyncio.timeout(10):

@@ -69,13 +69,17 @@ def test_extra_blank_lines_and_comment_only_blocks() -> None:
     cut=st.integers(min_value=0, max_value=2000),
     middle=st.sampled_from([b"", b": ping - 2026-04-30 13:58:01\n\n", b'event: ping\ndata: {"type":"ping"}\n\n']),
 )
-def test_fast_text_scan_reads_what_the_general_path_reads(texts: list[str], compact: bool, padding: str, cut: int, middle: bytes) -> None:
+def test_fast_text_scan_reads_what_the_general_path_reads(
+    texts: list[str], compact: bool, padding: str, cut: int, middle: bytes
+) -> None:
     """Text deltas read by the fast scan give the same text as the line-by-line reader, whatever
     the JSON spacing, padding, escapes or where the network cut the bytes."""
     separators = (",", ":") if compact else (", ", ": ")
     frames = [
         b"event: content_block_delta\ndata: "
-        + json.dumps({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}, separators=separators).encode()
+        + json.dumps(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}, separators=separators
+        ).encode()
         + padding.encode()
         + b"\n\n"
         for t in texts
@@ -86,5 +90,9 @@ def test_fast_text_scan_reads_what_the_general_path_reads(texts: list[str], comp
     fast = fast_reader.read(fast_decoder.take(stream[:cut])) + fast_reader.read(fast_decoder.take(stream[cut:]))
     slow_reader = EventReader()
     slow = [e for event in SSEDecoder().feed(stream) for e in slow_reader.feed(event)]
-    assert "".join(e.text for e in fast if isinstance(e, Text)) == "".join(e.text for e in slow if isinstance(e, Text)) == "".join(texts)
+    assert (
+        "".join(e.text for e in fast if isinstance(e, Text))
+        == "".join(e.text for e in slow if isinstance(e, Text))
+        == "".join(texts)
+    )
     assert fast[-1] == Finish("end_turn") == slow[-1]

@@ -47,7 +47,10 @@ async def test_openai_round_trip(relay: Relay, fake) -> None:
     assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
     prompt = fake.calls_named("completion")[0].body["prompt"]
     assert "get_weather" in prompt and OPEN in prompt
-    messages += [choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'}]
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear"}'},
+    ]
     final = await client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER])
     assert final.choices[0].message.content == "It is sunny in Paris."
     assert final.choices[0].finish_reason == "stop"
@@ -58,7 +61,9 @@ async def test_openai_round_trip(relay: Relay, fake) -> None:
 async def test_openai_streamed_call_is_reassembled_and_never_leaks(relay: Relay, fake) -> None:
     fake.reply = agent()
     client = relay.openai()
-    stream = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "w?"}], tools=[WEATHER], stream=True)
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "w?"}], tools=[WEATHER], stream=True
+    )
     text, args, names, finish = "", "", [], None
     async for chunk in stream:
         delta = chunk.choices[0].delta
@@ -71,7 +76,9 @@ async def test_openai_streamed_call_is_reassembled_and_never_leaks(relay: Relay,
     assert OPEN not in text and "tool_call" not in text
     assert names == ["get_weather"] and json.loads(args) == {"city": "Paris"}
     assert finish == "tool_calls"
-    async with client.chat.completions.stream(model=MODEL, messages=[{"role": "user", "content": "w?"}], tools=[WEATHER]) as helper:
+    async with client.chat.completions.stream(
+        model=MODEL, messages=[{"role": "user", "content": "w?"}], tools=[WEATHER]
+    ) as helper:
         done = await helper.get_final_completion()
     assert done.choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
 
@@ -79,7 +86,9 @@ async def test_openai_streamed_call_is_reassembled_and_never_leaks(relay: Relay,
 async def test_parallel_calls(relay: Relay, fake) -> None:
     both = CALL + "\n" + OPEN + '{"name": "get_time", "arguments": {}}' + CLOSE
     fake.reply = agent(call=both)
-    done = await relay.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "?"}], tools=[WEATHER, TIME])
+    done = await relay.openai().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "?"}], tools=[WEATHER, TIME]
+    )
     assert [c.function.name for c in done.choices[0].message.tool_calls] == ["get_weather", "get_time"]  # type: ignore[union-attr]
     assert len({c.id for c in done.choices[0].message.tool_calls}) == 2  # type: ignore[union-attr]
 
@@ -114,9 +123,13 @@ async def test_tool_choice_none_offers_nothing_and_parses_nothing(relay: Relay, 
 async def test_tool_choice_required_and_named_are_in_the_prompt(relay: Relay, fake) -> None:
     fake.reply = agent()
     client = relay.openai()
-    await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "?"}], tools=[WEATHER], tool_choice="required")
+    await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "?"}], tools=[WEATHER], tool_choice="required"
+    )
     named = {"type": "function", "function": {"name": "get_weather"}}
-    await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "?"}], tools=[WEATHER], tool_choice=named)  # type: ignore[arg-type]
+    await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "?"}], tools=[WEATHER], tool_choice=named
+    )  # type: ignore[arg-type]
     prompts = [c.body["prompt"] for c in fake.calls_named("completion")]
     assert "must call at least one tool" in prompts[0] and "must call the tool get_weather" in prompts[1]
 

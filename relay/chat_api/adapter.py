@@ -93,4 +93,3 @@ def _part(part: ContentPart, where: str) -> Part:
     if isinstance(part, AudioPart):
         raise InvalidRequest(f"{where}: input_audio parts are not supported", param=where)
     return TextPart(part.text)
-

@@ -31,7 +31,7 @@ def completion_id() -> str:
 class ChunkEncoder:
     """Pre-encoded bytes around each delta; one stream, one id."""
 
-    __slots__ = ("id", "model", "created", "_head", "_tail")
+    __slots__ = ("_head", "_tail", "created", "id", "model")
 
     def __init__(self, model: str) -> None:
         self.id = completion_id()
@@ -107,7 +107,6 @@ def completion_object(
     }
 
 
-
 class ChatRenderer(Renderer):
     """An answer as `chat.completion.chunk` frames and as one `chat.completion`.
 
@@ -152,7 +151,12 @@ class ChatRenderer(Renderer):
         """A `url_citation` annotation, on the chunk that closes the cited span."""
         annotation = {
             "type": "url_citation",
-            "url_citation": {"url": citation.url, "title": citation.title, "start_index": citation.start, "end_index": citation.end},
+            "url_citation": {
+                "url": citation.url,
+                "title": citation.title,
+                "start_index": citation.start,
+                "end_index": citation.end,
+            },
         }
         self._annotations.append(annotation)
         return self._enc.delta_object({"annotations": [annotation]})
@@ -181,7 +185,9 @@ class ChatRenderer(Renderer):
         call = block.call
         assert call is not None
         index = len(self._tool_calls)
-        self._tool_calls.append({"id": "call_" + call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
+        self._tool_calls.append(
+            {"id": "call_" + call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        )
         head = {"index": index, "id": "call_" + call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
         frames = [self._enc.delta_object({"tool_calls": [head]})]
         half = len(call.arguments) // 2

@@ -216,7 +216,11 @@ class UpstreamClient:
             await CurlStream(rsp).abort()
 
     async def close(self) -> None:
-        sessions = [*self._sessions.values(), *(g.session for g in self._guests.values()), *([self._public] if self._public else [])]
+        sessions = [
+            *self._sessions.values(),
+            *(g.session for g in self._guests.values()),
+            *([self._public] if self._public else []),
+        ]
         self._sessions.clear()
         self._guests.clear()
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
@@ -258,7 +262,7 @@ def _headers(rsp: Response) -> dict[str, str]:
 class _EventStream:
     """Decodes one completion response; knows whether the answer was complete."""
 
-    __slots__ = ("curl", "reader", "idle")
+    __slots__ = ("curl", "idle", "reader")
 
     def __init__(self, rsp: Response, idle: float) -> None:
         self.curl = CurlStream(rsp)
@@ -293,7 +297,7 @@ class _EventStream:
 class AccountApi:
     """The claude.ai calls relay makes, bound to one cookie and its pooled session."""
 
-    __slots__ = ("_client", "_key", "_guest", "_proxy")
+    __slots__ = ("_client", "_guest", "_key", "_proxy")
 
     def __init__(self, client: UpstreamClient, key: str, guest: bool, proxy: str | None) -> None:
         self._client = client
@@ -356,7 +360,9 @@ class AccountApi:
             try:
                 # Until the answer starts: the connection, then READ_TIMEOUT of silence at most.
                 async with asyncio.timeout(config.connect_timeout + config.read_timeout):
-                    rsp = await session.request("POST", config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True)
+                    rsp = await session.request(
+                        "POST", config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True
+                    )
             except RequestException as exc:
                 raise _network_failure(exc) from exc
             except TimeoutError:

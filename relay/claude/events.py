@@ -69,9 +69,12 @@ def render_artifact(raw_input: str) -> str:
 
 
 def _artifact_language(kind: str) -> str:
-    return {"text/html": "html", "text/markdown": "markdown", "image/svg+xml": "svg", "application/vnd.ant.mermaid": "mermaid"}.get(
-        kind, ""
-    )
+    return {
+        "text/html": "html",
+        "text/markdown": "markdown",
+        "image/svg+xml": "svg",
+        "application/vnd.ant.mermaid": "mermaid",
+    }.get(kind, "")
 
 
 # The bulk of every answer, as claude.ai sends it: a text delta in its own event. Read with one
@@ -161,7 +164,7 @@ class EventReader:
         here without the general dispatch."""
         out: list[ReplyEvent] = []
         run: list[str] = []  # texts of the same kind, waiting to be joined
-        kind: type[Text] | type[Thinking] | None = None
+        kind: type[Text | Thinking] | None = None
         for event in events:
             data = _json(event)
             if type(data) is dict and data.get("type") == "content_block_delta":
@@ -238,7 +241,9 @@ class EventReader:
         block = data.get("content_block")
         block = block if isinstance(block, dict) else {}
         kind = str(block.get("type", ""))
-        opened = self._blocks[_index(data, len(self._blocks))] = _Block(kind, str(block.get("name", "")), str(block.get("id", "")))
+        opened = self._blocks[_index(data, len(self._blocks))] = _Block(
+            kind, str(block.get("name", "")), str(block.get("id", ""))
+        )
         if kind == "text" and block.get("text"):
             return [Text(str(block["text"]))]
         if kind == "tool_result":
@@ -313,5 +318,3 @@ class EventReader:
             reason = str(data["stop_reason"])
             out.append(Finish("end_turn" if reason == "stop_sequence" else reason))
         return out
-
-

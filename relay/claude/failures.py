@@ -177,7 +177,7 @@ def org_flag_failure(active_flags: Any, now: float | None = None) -> UpstreamFai
             continue
         expires = flag.get("expires_at")
         try:
-            if expires and datetime.fromisoformat(str(expires).replace("Z", "+00:00")).timestamp() < now:
+            if expires and datetime.fromisoformat(str(expires)).timestamp() < now:
                 continue
         except ValueError:
             pass

@@ -34,7 +34,7 @@ _IMAGE_MAGIC = (
 _TEXT_SUFFIXES = re.compile(
     r"\.(txt|md|markdown|csv|tsv|json|jsonl|xml|ya?ml|toml|ini|log|html?|css|js|ts|tsx|jsx|py|rb|go|rs|java|kt|c|h|"
     r"cc|cpp|hpp|cs|php|sh|sql|swift|scala|lua|r|pl)$",
-    re.I,
+    re.IGNORECASE,
 )
 
 

@@ -67,7 +67,7 @@ class ToolCallParser:
     sees the same text), so trailing white space is held back until what follows it is known.
     """
 
-    __slots__ = ("_tools", "_buf", "_inside", "_space", "_after_call", "calls")
+    __slots__ = ("_after_call", "_buf", "_inside", "_space", "_tools", "calls")
 
     def __init__(self, tools: Iterable[ToolSpec]) -> None:
         self._tools = {t.name: t for t in tools}

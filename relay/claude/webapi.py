@@ -63,7 +63,7 @@ def _timestamp(value: Any) -> float | None:
         return float(value)
     if isinstance(value, str) and value:
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            return datetime.fromisoformat(value).timestamp()
         except ValueError:
             return None
     return None
@@ -84,7 +84,9 @@ def parse_windows(raw: Any, *, percent: bool = False) -> dict[str, Window]:
         windows[_WINDOW_NAMES.get(str(name), str(name))[:32]] = Window(
             utilization=min(max(fraction, 0.0), 1.0),
             resets_at=_timestamp(entry.get("resets_at")),
-            status=str(status) if isinstance(status, str) and status else ("exceeded_limit" if fraction >= 1.0 else "within_limit"),
+            status=str(status)
+            if isinstance(status, str) and status
+            else ("exceeded_limit" if fraction >= 1.0 else "within_limit"),
         )
     return windows
 

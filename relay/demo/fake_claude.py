@@ -146,7 +146,11 @@ class FakeClaude:
         used["5h"] = min(1.0, used["5h"] + behavior.usage_step)
         used["7d"] = min(1.0, used["7d"] + behavior.usage_step / 5)
         return {
-            name: {"status": "within_limit" if u < 1.0 else "exceeded_limit", "resets_at": self.window_resets[name], "utilization": round(u, 4)}
+            name: {
+                "status": "within_limit" if u < 1.0 else "exceeded_limit",
+                "resets_at": self.window_resets[name],
+                "utilization": round(u, 4),
+            }
             for name, u in used.items()
         }
 
@@ -331,13 +335,20 @@ class FakeClaude:
             return web.Response(status=500)
         conv_id = request.match_info["conv"]
         params = body.get("create_conversation_params")
-        if conv_id not in self.conversations and self.inline_create and isinstance(params, dict) and params.get("uuid") == conv_id:
+        if (
+            conv_id not in self.conversations
+            and self.inline_create
+            and isinstance(params, dict)
+            and params.get("uuid") == conv_id
+        ):
             settings = {"paprika_mode": params["paprika_mode"]} if params.get("paprika_mode") else {}
             self.conversations[conv_id] = {"org": request.match_info["org"], "settings": settings, "key": self._key(request)}
         conv = self.conversations.get(conv_id)
         if conv is None:
             if params and self.inline_refusal != 404:
-                return _error(self.inline_refusal, "invalid_request_error", "create_conversation_params: Extra inputs are not permitted")
+                return _error(
+                    self.inline_refusal, "invalid_request_error", "create_conversation_params: Extra inputs are not permitted"
+                )
             return _error(404, "not_found_error", "Conversation not found")
         model = str(body.get("model") or "claude-default")
         thinking = conv["settings"].get("paprika_mode") == "extended"
@@ -363,8 +374,15 @@ class FakeClaude:
         self, resp: web.StreamResponse, behavior: Behavior, model: str, text: str, thinking: bool, key: str, search: str | None
     ) -> None:
         delay = self.chunk_delay if behavior.chunk_delay is None else behavior.chunk_delay
-        msg = {"id": "chatcompl_" + uuid.uuid4().hex[:12], "type": "message", "role": "assistant", "model": model,
-               "content": [], "stop_reason": None, "uuid": str(uuid.uuid4())}
+        msg = {
+            "id": "chatcompl_" + uuid.uuid4().hex[:12],
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "uuid": str(uuid.uuid4()),
+        }
         await resp.write(_sse("message_start", {"type": "message_start", "message": msg}))
         if behavior.first_delay:
             await asyncio.sleep(behavior.first_delay)
@@ -384,14 +402,23 @@ class FakeClaude:
                 first, _, text = text.partition(" ")
                 await self._text_block(resp, index, first + " ")
                 index = await self._thinking(resp, index + 1, "And once more.", behavior.thinking_form)
-        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
-                                                      "content_block": {"type": "text", "text": ""}}))
+        await resp.write(
+            _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
+        )
         frames = [_text_delta(index, piece) for piece in _pieces(text, self.chunks)]
         if search and frames:
             # The first words cite the first search result, as claude.ai marks cited spans.
-            cite = {"uuid": str(uuid.uuid4()), "title": "Result 0", "url": "https://example.org/0", "sources": [],
-                    "metadata": {"type": "webpage_metadata", "site_domain": "example.org", "site_name": "Example"},
-                    "origin_tool_name": "web_search"}
+            cite = {
+                "uuid": str(uuid.uuid4()),
+                "title": "Result 0",
+                "url": "https://example.org/0",
+                "sources": [],
+                "metadata": {"type": "webpage_metadata", "site_domain": "example.org", "site_name": "Example"},
+                "origin_tool_name": "web_search",
+            }
             opening = {"type": "citation_start_delta", "citation": cite}
             closing = {"type": "citation_end_delta", "citation_uuid": cite["uuid"]}
             frames[0:1] = [
@@ -420,22 +447,42 @@ class FakeClaude:
         await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
         if behavior.tool_block:
             await self._tool_block(resp, index + 1, *behavior.tool_block)
-        await resp.write(_sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": behavior.stop_reason, "stop_sequence": None}}))
-        limit: dict[str, Any] = {"type": "within_limit", "resetsAt": None, "remaining": None, "windows": self._window_report(key, behavior)}
+        await resp.write(
+            _sse(
+                "message_delta", {"type": "message_delta", "delta": {"stop_reason": behavior.stop_reason, "stop_sequence": None}}
+            )
+        )
+        limit: dict[str, Any] = {
+            "type": "within_limit",
+            "resetsAt": None,
+            "remaining": None,
+            "windows": self._window_report(key, behavior),
+        }
         if behavior.mode == "limit_after":
             limit = {"type": "exceeded_limit", "resetsAt": math.ceil(behavior.resets_at or time.time() + 3600), "remaining": 0}
         await resp.write(_sse("message_limit", {"type": "message_limit", "message_limit": limit}))
         await resp.write(_sse("message_stop", {"type": "message_stop"}))
 
-
     @staticmethod
     async def _thinking(resp: web.StreamResponse, index: int, thought: str, form: str) -> int:
         """A thinking block: full thinking deltas, summary deltas only, or both; returns the next index."""
-        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
-                                                      "content_block": {"type": "thinking", "thinking": "", "summaries": []}}))
+        await resp.write(
+            _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "summaries": []},
+                },
+            )
+        )
         for piece in _pieces(thought, None) if form in ("full", "both") else []:
-            await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                          "delta": {"type": "thinking_delta", "thinking": piece}}))
+            await resp.write(
+                _sse(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": piece}},
+                )
+            )
         if form in ("summary", "both"):
             delta = {"type": "thinking_summary_delta", "summary": {"summary": thought}}
             await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
@@ -444,24 +491,43 @@ class FakeClaude:
 
     @staticmethod
     async def _text_block(resp: web.StreamResponse, index: int, text: str) -> None:
-        await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index,
-                                                      "content_block": {"type": "text", "text": "", "citations": []}}))
+        await resp.write(
+            _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": "", "citations": []}},
+            )
+        )
         await resp.write(_text_delta(index, text))
         await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
 
     @staticmethod
     async def _search(resp: web.StreamResponse, index: int, query: str) -> int:
         """claude.ai's own web search: a tool_use block, then its (large) tool_result block."""
-        start = {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:8], "name": "web_search", "input": {},
-                 "message": "Searching the web", "integration_name": None, "icon_name": "globe"}
+        start = {
+            "type": "tool_use",
+            "id": "toolu_" + uuid.uuid4().hex[:8],
+            "name": "web_search",
+            "input": {},
+            "message": "Searching the web",
+            "integration_name": None,
+            "icon_name": "globe",
+        }
         await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
         raw = json.dumps({"query": query})
         for i in range(0, len(raw), 7):
             delta = {"type": "input_json_delta", "partial_json": raw[i : i + 7]}
             await resp.write(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-        results = [{"type": "knowledge", "title": f"Result {n}", "url": f"https://example.org/{n}", "text": "x" * 300,
-                    "metadata": {"type": "webpage_metadata", "site_domain": "example.org", "site_name": "Example"}} for n in range(3)]
+        results = [
+            {
+                "type": "knowledge",
+                "title": f"Result {n}",
+                "url": f"https://example.org/{n}",
+                "text": "x" * 300,
+                "metadata": {"type": "webpage_metadata", "site_domain": "example.org", "site_name": "Example"},
+            }
+            for n in range(3)
+        ]
         block = {"type": "tool_result", "tool_use_id": start["id"], "name": "web_search", "content": results, "is_error": False}
         await resp.write(_sse("content_block_start", {"type": "content_block_start", "index": index + 1, "content_block": block}))
         await resp.write(_sse("content_block_stop", {"type": "content_block_stop", "index": index + 1}))
@@ -487,7 +553,9 @@ async def _silence(request: web.BaseRequest) -> None:
 
 
 def _text_delta(index: int, piece: str) -> bytes:
-    return _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})
+    return _sse(
+        "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
+    )
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -508,7 +576,7 @@ def _pieces(text: str, count: int | None) -> list[str]:
 
 
 # How relay offers tools in a prompt (relay/tools.py); the demo plays a model that follows it.
-_OFFERED_TOOL = re.compile(r"^- ([A-Za-z0-9_\-]+)(?: - .*)?\n  parameters \(JSON schema\): (\{.*\})$", re.M)
+_OFFERED_TOOL = re.compile(r"^- ([A-Za-z0-9_\-]+)(?: - .*)?\n  parameters \(JSON schema\): (\{.*\})$", re.MULTILINE)
 
 
 def _example_value(schema: Any) -> Any:
@@ -527,6 +595,5 @@ def demo_reply(model: str, prompt: str) -> str:
     last = next((ln for ln in reversed(prompt.splitlines()) if ln.strip()), "")
     last = last.split(":", 1)[1].strip() if last.startswith(("Human:", "User:")) else last.strip()
     return (
-        f"Hello from relay's demo upstream ({model}). This is not Claude: it is a local fake of claude.ai. "
-        f"You said: {last[:200]}"
+        f"Hello from relay's demo upstream ({model}). This is not Claude: it is a local fake of claude.ai. You said: {last[:200]}"
     )

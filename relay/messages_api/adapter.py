@@ -47,7 +47,9 @@ class Messages(ClientApi[ApiRequest]):
 
     def renderer(self, request: ApiRequest, prompt_tokens: int) -> MessageRenderer:
         chat = request.chat
-        return MessageRenderer(chat.model, chat.stops, prompt_tokens, keep=not chat.stream, activity=self.activity, web_search=chat.web_search)
+        return MessageRenderer(
+            chat.model, chat.stops, prompt_tokens, keep=not chat.stream, activity=self.activity, web_search=chat.web_search
+        )
 
     def error_body(self, exc: RelayError) -> dict[str, Any]:
         return error_body(exc)
@@ -78,7 +80,10 @@ def web_search(tools: list[AnthropicTool] | None) -> bool:
         if tool.type and tool.type.startswith("web_search"):
             for limit in ("allowed_domains", "blocked_domains"):
                 if getattr(tool, limit):
-                    raise InvalidRequest(f"tools.{i}.{limit}: claude.ai's web search cannot be limited to or from domains", param=f"tools.{i}.{limit}")
+                    raise InvalidRequest(
+                        f"tools.{i}.{limit}: claude.ai's web search cannot be limited to or from domains",
+                        param=f"tools.{i}.{limit}",
+                    )
             found = True
     return found
 
@@ -117,7 +122,9 @@ def _media(block: Block, where: str) -> Part:
     if block.type == "image":
         if kind == "url":
             return ImagePart(f"{where}.source.url", url=str(source.get("url", "")))
-        return ImagePart(f"{where}.source.data", data=decode_base64(str(source.get("data", "")), f"{where}.source.data"), media_type=media)
+        return ImagePart(
+            f"{where}.source.data", data=decode_base64(str(source.get("data", "")), f"{where}.source.data"), media_type=media
+        )
     if kind == "url":
         raise InvalidRequest(f"{where}.source: documents must be sent as base64", param=f"{where}.source")
     data = decode_base64(str(source.get("data", "")), f"{where}.source.data")
@@ -147,7 +154,9 @@ def to_turns(req: CountTokensRequest) -> list[Turn]:
                 if parts:
                     out.append(Turn(msg.role, parts))
                     parts = []
-                out.append(Turn("tool", [TextPart(_text(block.content))], call_id=block.tool_use_id, is_error=bool(block.is_error)))
+                out.append(
+                    Turn("tool", [TextPart(_text(block.content))], call_id=block.tool_use_id, is_error=bool(block.is_error))
+                )
             elif block.type in ("thinking", "redacted_thinking"):
                 continue  # earlier thinking is not replayed to the model
             else:

@@ -38,14 +38,26 @@ def message_id() -> str:
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
 class MessageRenderer(Renderer):
     """An answer as Anthropic stream events and as one `message` object."""
 
     def __init__(
-        self, model: str, stops: list[str], prompt_tokens: int, *, keep: bool = True, activity: Activity = "compact", web_search: bool = False
+        self,
+        model: str,
+        stops: list[str],
+        prompt_tokens: int,
+        *,
+        keep: bool = True,
+        activity: Activity = "compact",
+        web_search: bool = False,
     ) -> None:
         super().__init__(model, stops, prompt_tokens, keep=keep, activity=activity, web_search=web_search)
         self._id = message_id()
@@ -57,7 +69,12 @@ class MessageRenderer(Renderer):
         if not (self.web_search and event.name == "web_search"):
             return super().on_tool_activity(event)
         parsed = parse_arguments(event.input)
-        payload = {"type": "server_tool_use", "id": "srvtoolu_" + event.id.removeprefix("toolu_"), "name": "web_search", "input": {}}
+        payload = {
+            "type": "server_tool_use",
+            "id": "srvtoolu_" + event.id.removeprefix("toolu_"),
+            "name": "web_search",
+            "input": {},
+        }
         out, block = self._raw_block("server_tool_use", {**payload, "input": parsed if isinstance(parsed, dict) else {}})
         self._searches += 1
         out += _event("content_block_start", {"type": "content_block_start", "index": block.index, "content_block": payload})
@@ -67,8 +84,21 @@ class MessageRenderer(Renderer):
     def on_tool_outcome(self, event: ToolOutcome) -> bytes:
         if not (self.web_search and event.name == "web_search"):
             return b""
-        results = [{"type": "web_search_result", "url": r["url"], "title": r["title"], "page_age": r["page_age"] or None, "encrypted_content": ""} for r in event.results]
-        payload = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_" + event.tool_id.removeprefix("toolu_"), "content": results}
+        results = [
+            {
+                "type": "web_search_result",
+                "url": r["url"],
+                "title": r["title"],
+                "page_age": r["page_age"] or None,
+                "encrypted_content": "",
+            }
+            for r in event.results
+        ]
+        payload = {
+            "type": "web_search_tool_result",
+            "tool_use_id": "srvtoolu_" + event.tool_id.removeprefix("toolu_"),
+            "content": results,
+        }
         out, block = self._raw_block("server_tool_result", payload)
         out += _event("content_block_start", {"type": "content_block_start", "index": block.index, "content_block": payload})
         return out + self.on_block_stop(block)
@@ -108,7 +138,10 @@ class MessageRenderer(Renderer):
 
     def on_finish(self, stop: str) -> bytes:
         delta = {"stop_reason": stop, "stop_sequence": self.stop_sequence}
-        out = _event("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": self.output_tokens, **self._server_usage()}})
+        out = _event(
+            "message_delta",
+            {"type": "message_delta", "delta": delta, "usage": {"output_tokens": self.output_tokens, **self._server_usage()}},
+        )
         return out + _event("message_stop", {"type": "message_stop"})
 
     def error(self, exc: RelayError) -> bytes:
@@ -138,14 +171,25 @@ class MessageRenderer(Renderer):
 
 
 def _location(citation: Citation) -> dict[str, Any]:
-    return {"type": "web_search_result_location", "url": citation.url, "title": citation.title, "cited_text": citation.cited_text, "encrypted_index": ""}
+    return {
+        "type": "web_search_result_location",
+        "url": citation.url,
+        "title": citation.title,
+        "cited_text": citation.cited_text,
+        "encrypted_index": "",
+    }
 
 
 def _block_object(block: Block) -> dict[str, Any]:
     if block.payload:
         return block.payload
     if block.call is not None:
-        return {"type": "tool_use", "id": "toolu_" + block.call.id, "name": block.call.name, "input": orjson.loads(block.call.arguments)}
+        return {
+            "type": "tool_use",
+            "id": "toolu_" + block.call.id,
+            "name": block.call.name,
+            "input": orjson.loads(block.call.arguments),
+        }
     if block.kind == "thinking":
         return {"type": "thinking", "thinking": block.text, "signature": ""}
     text: dict[str, Any] = {"type": "text", "text": block.text}

@@ -132,6 +132,7 @@ class Account:
         if self.usage is None:
             return None
         windows: dict[str, Any] = {
-            name: {"utilization": w.utilization, "resets_at": w.resets_at, "status": w.status} for name, w in sorted(self.usage.items())
+            name: {"utilization": w.utilization, "resets_at": w.resets_at, "status": w.status}
+            for name, w in sorted(self.usage.items())
         }
         return {**windows, "updated_at": self.usage_at}

@@ -51,7 +51,12 @@ class ClientKey:
         return {
             "name": self.name,
             "limits": {"rpm": self.rpm, "concurrency": self.concurrency, "models": self.models},
-            "usage": {"requests": self.requests, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "in_flight": self.in_flight},
+            "usage": {
+                "requests": self.requests,
+                "tokens_in": self.tokens_in,
+                "tokens_out": self.tokens_out,
+                "in_flight": self.in_flight,
+            },
         }
 
 
@@ -91,11 +96,11 @@ class ClientKeys:
         """CLIENT_KEYS: a JSON list of {"name", "key", "rpm"?, "concurrency"?, "models"?}."""
         entries = json.loads(Path(path).read_text())
         if not isinstance(entries, list):
-            raise ValueError("must hold a JSON list of keys")
+            raise TypeError("must hold a JSON list of keys")
         records = []
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("name"), str):
-                raise ValueError('each entry needs a "name" and a "key"')
+                raise TypeError('each entry needs a "name" and a "key"')
             records.append({**{k: v for k, v in entry.items() if k != "key"}, "hash": digest(entry["key"])})
         self.load([*records, *(k.record() for k in self._by_hash.values())])
 
@@ -126,15 +131,21 @@ class ClientKeys:
     def admit(self, key: ClientKey, model: str) -> None:
         """Count a request against the key's limits, or refuse it (429 with Retry-After, or 403)."""
         if key.models is not None and model not in key.models:
-            raise PermissionDenied(f"model {model!r} is not allowed for key {key.name!r}", param="model", code="model_not_allowed")
+            raise PermissionDenied(
+                f"model {model!r} is not allowed for key {key.name!r}", param="model", code="model_not_allowed"
+            )
         now = self._clock()
         while key.recent and key.recent[0] <= now - MINUTE:
             key.recent.popleft()
         if key.rpm is not None and len(key.recent) >= key.rpm:
             wait = max(1, int(key.recent[0] + MINUTE - now) + 1)
-            raise RateLimited(f"key {key.name!r} is over its {key.rpm} requests per minute", code="key_rate_limited", retry_after=wait)
+            raise RateLimited(
+                f"key {key.name!r} is over its {key.rpm} requests per minute", code="key_rate_limited", retry_after=wait
+            )
         if key.concurrency is not None and key.in_flight >= key.concurrency:
-            raise RateLimited(f"key {key.name!r} already has {key.in_flight} requests running", code="key_concurrency", retry_after=1)
+            raise RateLimited(
+                f"key {key.name!r} already has {key.in_flight} requests running", code="key_concurrency", retry_after=1
+            )
         key.recent.append(now)
         key.requests += 1
         key.in_flight += 1

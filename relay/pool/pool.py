@@ -38,7 +38,11 @@ class OrgLookup(Protocol):
 
 def _record(spec: SessionSpec) -> dict[str, Any]:
     """An added account as the state store keeps it (the cookie itself: it must survive restarts)."""
-    return {"key": spec.key.get_secret_value(), "org_id": spec.org_id, "proxy": spec.proxy.get_secret_value() if spec.proxy else None}
+    return {
+        "key": spec.key.get_secret_value(),
+        "org_id": spec.org_id,
+        "proxy": spec.proxy.get_secret_value() if spec.proxy else None,
+    }
 
 
 def _entry(rec: dict[str, Any]) -> str:
@@ -186,7 +190,9 @@ class AccountPool:
         self.revive(now)
         usable = [a for a in self._accounts if a.usable(now) and not a.retiring and not (exclude and a in exclude)]
         if model is not None and usable and all(model in a.models_unavailable for a in usable):
-            raise InvalidRequest(f"model {model!r} is not available on any account's plan", param="model", code="model_not_available")
+            raise InvalidRequest(
+                f"model {model!r} is not available on any account's plan", param="model", code="model_not_available"
+            )
         usable = [a for a in usable if model not in a.models_unavailable]
         candidates = [a for a in usable if a.healthy(now)] or usable
         lease = await self.store.acquire(candidates, now) if candidates else None

@@ -17,6 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -116,8 +117,7 @@ class RedisStore(StateStore):
         while True:
             await asyncio.sleep(interval)
             if self._leases:
-                expires = time.time() + self.lease_seconds
-                await self._try(lambda: self._renew(expires))
+                await self._try(partial(self._renew, time.time() + self.lease_seconds))
             await self.refresh(self._accounts())
 
     async def _renew(self, expires: float) -> None:

@@ -97,7 +97,9 @@ class MemoryStore(StateStore):
     Kept answers live in a bounded LRU; they go to the file when it is written and at shutdown.
     """
 
-    def __init__(self, path: str | Path | None = None, *, answer_ttl: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | Path | None = None, *, answer_ttl: float = 3600.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = Path(path) if path else None
         self.answer_ttl = answer_ttl
         self._clock = clock

@@ -83,11 +83,16 @@ class Responses(ClientApi[ResponsesCall]):
             "metadata": req.metadata or {},
             "parallel_tool_calls": req.parallel_tool_calls if req.parallel_tool_calls is not None else True,
             "previous_response_id": req.previous_response_id,
-            "reasoning": {"effort": req.reasoning.effort if req.reasoning else None, "summary": req.reasoning.summary if req.reasoning else None},
+            "reasoning": {
+                "effort": req.reasoning.effort if req.reasoning else None,
+                "summary": req.reasoning.summary if req.reasoning else None,
+            },
             "store": req.store,
             "temperature": req.temperature,
             "text": {"format": {"type": "text"}},
-            "tool_choice": req.tool_choice.model_dump(exclude_none=True) if isinstance(req.tool_choice, NamedChoice) else req.tool_choice or "auto",
+            "tool_choice": req.tool_choice.model_dump(exclude_none=True)
+            if isinstance(req.tool_choice, NamedChoice)
+            else req.tool_choice or "auto",
             "tools": request.body.get("tools") or [],
             "top_p": None,
             "truncation": "disabled",
@@ -103,7 +108,8 @@ class Responses(ClientApi[ResponsesCall]):
         data = await memory.load_answer(previous)
         if data is None:
             raise NotFound(
-                f"previous response {previous!r} was not found (answers are kept for RESPONSE_TTL seconds, and never with store=false)",
+                f"previous response {previous!r} was not found"
+                " (answers are kept for RESPONSE_TTL seconds, and never with store=false)",
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
@@ -124,7 +130,9 @@ def web_search(tools: list[Tool] | None) -> bool:
     for i, tool in enumerate(tools or []):
         if tool.type in ("web_search", "web_search_preview") and tool.external_web_access is not False:
             if tool.filters:
-                raise InvalidRequest(f"tools.{i}.filters: claude.ai's web search cannot be limited to domains", param=f"tools.{i}.filters")
+                raise InvalidRequest(
+                    f"tools.{i}.filters: claude.ai's web search cannot be limited to domains", param=f"tools.{i}.filters"
+                )
             return True
     return False
 
@@ -199,15 +207,22 @@ def _part(part: WirePart, where: str) -> Part | None:
         return TextPart(part.text or "")
     if part.type == "input_image":
         if not part.image_url:
-            raise InvalidRequest(f"{where}.image_url: send the image as a data: or http(s) URL (file ids are not supported)", param=f"{where}.image_url")
+            raise InvalidRequest(
+                f"{where}.image_url: send the image as a data: or http(s) URL (file ids are not supported)",
+                param=f"{where}.image_url",
+            )
         return media_part(part.image_url, f"{where}.image_url")
     if part.type == "input_file":
         if not part.file_data:
-            raise InvalidRequest(f"{where}.file_data: send the file inline (file ids and URLs are not supported)", param=f"{where}.file_data")
+            raise InvalidRequest(
+                f"{where}.file_data: send the file inline (file ids and URLs are not supported)", param=f"{where}.file_data"
+            )
         name = part.filename or "document"
         if part.file_data.startswith("data:"):
             return media_part(part.file_data, f"{where}.file_data", filename=name)
-        return FilePart(f"{where}.file_data", name, "application/octet-stream", decode_base64(part.file_data, f"{where}.file_data"))
+        return FilePart(
+            f"{where}.file_data", name, "application/octet-stream", decode_base64(part.file_data, f"{where}.file_data")
+        )
     if part.type == "refusal":
         return None
     raise InvalidRequest(f"{where}.type: unsupported content part {part.type!r}", param=f"{where}.type")

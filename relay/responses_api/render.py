@@ -23,7 +23,13 @@ _INCOMPLETE = {"max_tokens": "max_output_tokens", "refusal": "content_filter"}
 
 
 def _annotation(citation: Citation) -> dict[str, Any]:
-    return {"type": "url_citation", "url": citation.url, "title": citation.title, "start_index": citation.start, "end_index": citation.end}
+    return {
+        "type": "url_citation",
+        "url": citation.url,
+        "title": citation.title,
+        "start_index": citation.start,
+        "end_index": citation.end,
+    }
 
 
 def new_id(prefix: str) -> str:
@@ -34,7 +40,13 @@ class ResponseRenderer(Renderer):
     """Blocks in, Responses items out; `echo` holds the request fields a response repeats."""
 
     def __init__(
-        self, model: str, prompt_tokens: int, *, echo: dict[str, Any], names: dict[str, tuple[str | None, str]], activity: Activity = "compact"
+        self,
+        model: str,
+        prompt_tokens: int,
+        *,
+        echo: dict[str, Any],
+        names: dict[str, tuple[str | None, str]],
+        activity: Activity = "compact",
     ) -> None:
         super().__init__(model, [], prompt_tokens, activity=activity)
         self.id = new_id("resp")
@@ -67,7 +79,13 @@ class ResponseRenderer(Renderer):
             return self._item_event("response.output_item.added", block) + self._event(
                 "response.reasoning_summary_part.added", **self._at(block), summary_index=0, part=part
             )
-        message: dict[str, Any] = {"type": "message", "id": new_id("msg"), "status": "in_progress", "role": "assistant", "content": []}
+        message: dict[str, Any] = {
+            "type": "message",
+            "id": new_id("msg"),
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
         self._items.append(message)
         empty: dict[str, Any] = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         return self._item_event("response.output_item.added", block) + self._event(

@@ -22,7 +22,18 @@ from ..pool.redis_store import RedisStore
 from ..pool.state import MemoryStore, StateStore
 from ..service import ChatService
 from . import views
-from .keys import apis_key, client_keys_key, fallbacks_key, metrics_key, pool_key, reload_key, service_key, settings_key, streams_key, upstream_key
+from .keys import (
+    apis_key,
+    client_keys_key,
+    fallbacks_key,
+    metrics_key,
+    pool_key,
+    reload_key,
+    service_key,
+    settings_key,
+    streams_key,
+    upstream_key,
+)
 from .live_stream import LiveStream
 from .middlewares import add_request_id, auth_middleware, error_middleware
 from .routes import Apis, api_routes

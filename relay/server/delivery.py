@@ -168,7 +168,11 @@ async def _from_fallback(d: Delivery, live: LiveStream, answer: Answer, fmt: Ren
 
 
 async def _pump(
-    live: LiveStream, batches: AsyncGenerator[list[ReplyEvent], None], fmt: Renderer, source: str, keep: Callable[[], Awaitable[None]]
+    live: LiveStream,
+    batches: AsyncGenerator[list[ReplyEvent], None],
+    fmt: Renderer,
+    source: str,
+    keep: Callable[[], Awaitable[None]],
 ) -> str:
     """Copy the answer to the client, one write per upstream read, until its end or a stop sequence."""
     reason = ""

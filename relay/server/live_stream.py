@@ -11,7 +11,7 @@ from aiohttp_sse import EventSourceResponse
 class LiveStream:
     """One streaming response and the task serving it (for shutdown)."""
 
-    __slots__ = ("response", "task", "shutting_down", "_timer", "_starting", "__weakref__")
+    __slots__ = ("__weakref__", "_starting", "_timer", "response", "shutting_down", "task")
 
     def __init__(self, heartbeat: float) -> None:
         # aiohttp-sse writes a `: ping` comment every `heartbeat` seconds, which keeps proxies and

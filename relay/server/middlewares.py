@@ -118,7 +118,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # aiohttp drops the response quietly. Not an error of the relay's.
         access.outcome = "client_gone"
         return web.Response(status=CLIENT_GONE)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the one place any bug becomes a 500, logged with its traceback
         logger.exception("unhandled error in {} {}", request.method, request.path)
         return error_response(request, RelayError("internal error; see the relay's log"))
     finally:
@@ -146,7 +146,13 @@ def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
         metrics.tokens.labels("in").inc(access.tokens_in)
         metrics.tokens.labels("out").inc(access.tokens_out)
     logger.bind(request_id=access.request_id, status=status, route=route, duration_ms=round(duration * 1000)).info(
-        "{} {} {} {:.0f}ms {} rid={}", printable(request.method), printable(request.path), status, duration * 1000, access.fields(), access.request_id
+        "{} {} {} {:.0f}ms {} rid={}",
+        printable(request.method),
+        printable(request.path),
+        status,
+        duration * 1000,
+        access.fields(),
+        access.request_id,
     )
 
 

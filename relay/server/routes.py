@@ -73,7 +73,9 @@ class Apis:
     @classmethod
     def from_settings(cls, settings: Settings) -> Apis:
         activity = settings.show_tool_activity
-        return cls(chat=ChatCompletions(settings.thinking_format, activity), messages=Messages(activity), responses=Responses(activity))
+        return cls(
+            chat=ChatCompletions(settings.thinking_format, activity), messages=Messages(activity), responses=Responses(activity)
+        )
 
 
 def api_routes(prefix: str, apis: Apis, served: dict[str, ClientApi[Any]], *, pool_routes: bool) -> list[web.RouteDef]:

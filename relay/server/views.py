@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..config import THINK_SUFFIX, ConfigError
 from ..claude.failures import UpstreamFailure
-from ..config import SessionSpec
-from ..pool.account import Account
+from ..config import THINK_SUFFIX, ConfigError, SessionSpec
 from ..errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from ..pool.account import Account
 from .body import read_json
 from .keys import client_keys_key, metrics_key, pool_key, reload_key, service_key, settings_key, upstream_key
 
@@ -162,7 +161,9 @@ async def add_account(request: web.Request) -> web.Response:
     try:
         found = await probe.discover_org()
     except UpstreamFailure as failure:
-        raise Unprocessable(f"claude.ai refused this sessionKey: {failure.message}", param="session_key", code="session_key_refused") from None
+        raise Unprocessable(
+            f"claude.ai refused this sessionKey: {failure.message}", param="session_key", code="session_key_refused"
+        ) from None
     if pool.has_key(key):  # added meanwhile by a concurrent request
         raise Conflict("this sessionKey is already in the pool", param="session_key")
     account = await pool.add(spec.model_copy(update={"org_id": spec.org_id or found}))
@@ -183,7 +184,9 @@ async def remove_account(request: web.Request) -> web.Response:
     pool = request.app[pool_key]
     account = _account(request, retiring_ok=False)
     request.app[service_key].spawn(pool.retire(account))
-    return web.json_response({"alias": account.alias, "key": account.masked, "removing": True, "in_flight": account.in_flight}, status=202)
+    return web.json_response(
+        {"alias": account.alias, "key": account.masked, "removing": True, "in_flight": account.in_flight}, status=202
+    )
 
 
 async def check_account(request: web.Request) -> web.Response:
