@@ -10,7 +10,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .conversation import Chat
-from .errors import InvalidRequest, RelayError
+from .errors import InvalidRequest, NotFound, RelayError
 from .render import Activity, Renderer
 
 Wire = Literal["openai", "anthropic"]
@@ -56,6 +56,10 @@ class ClientApi(ABC, Generic[R]):
     @abstractmethod
     def renderer(self, request: R, prompt_tokens: int) -> Renderer: ...
 
+    def parse_count(self, body: object) -> Chat:
+        """A token-count request: the chat whose prompt would be counted (APIs with a count path)."""
+        raise NotFound(f"{self.name} has no token-count route")
+
     def error_body(self, exc: RelayError) -> dict[str, Any]:
         """The error object in this API's shape; OpenAI's unless the API says otherwise."""
         return exc.body()
@@ -89,8 +93,8 @@ def _client_path(data: object, loc: tuple[int | str, ...]) -> list[int | str]:
     path: list[int | str] = []
     node = data
     for step in loc:
-        if isinstance(node, dict) and step in node or isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
-            node = node[step]
+        if (child := _child(node, step)) is not _MISSING:
+            node = child
         elif isinstance(node, dict) and isinstance(step, str) and not _branch_name(step):
             path.append(step)  # a missing required field: name it, then stop
             break
@@ -98,6 +102,18 @@ def _client_path(data: object, loc: tuple[int | str, ...]) -> list[int | str]:
             continue
         path.append(step)
     return path
+
+
+_MISSING = object()
+
+
+def _child(node: object, step: int | str) -> object:
+    """What `step` leads to inside the client's data, or _MISSING."""
+    if isinstance(node, dict):
+        return node.get(step, _MISSING)
+    if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+        return node[step]
+    return _MISSING
 
 
 def _branch_name(step: str) -> bool:

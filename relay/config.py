@@ -6,7 +6,7 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -29,7 +29,8 @@ THINK_SUFFIX = "-think"
 
 class SessionSpec(BaseModel):
     """One account: its sessionKey cookie and, optionally, a known organization id and a proxy of
-    its own (so that accounts do not all leave from one address)."""
+    its own (so that accounts do not all leave from one address). Validated however it is made:
+    from a SESSIONS entry, an admin request's fields or a stored record."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -37,18 +38,51 @@ class SessionSpec(BaseModel):
     org_id: str | None = None
     proxy: SecretStr | None = None  # may hold a password
 
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: SecretStr) -> SecretStr:
+        if not SESSION_KEY_RE.match(value.get_secret_value()):
+            raise ValueError("each entry must be sk-ant-sid01-... or sk-ant-sid02-..., optionally :orgId and @proxy")
+        return value
+
+    @field_validator("org_id")
+    @classmethod
+    def _org(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9A-Za-z\-]{4,64}", value):
+            raise ValueError("the organization id after ':' must be a uuid")
+        return value or None
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not PROXY_URL.match(value.get_secret_value()):
+            raise ValueError("the proxy after '@' must be a URL such as socks5://host:1080 or http://host:8080")
+        return value
+
     @classmethod
     def parse(cls, raw: str) -> SessionSpec:
         """Parse `key`, `key:orgid`, and either with `@proxy-url`; raises ValueError on anything else."""
         head, at, proxy = raw.strip().partition("@")
         key, _, org = head.partition(":")
-        if not SESSION_KEY_RE.match(key):
-            raise ValueError("each entry must be sk-ant-sid01-... or sk-ant-sid02-..., optionally :orgId and @proxy")
-        if org and not re.fullmatch(r"[0-9A-Za-z\-]{4,64}", org):
-            raise ValueError("the organization id after ':' must be a uuid")
-        if at and not PROXY_URL.match(proxy):
-            raise ValueError("the proxy after '@' must be a URL such as socks5://host:1080 or http://host:8080")
-        return cls(key=SecretStr(key), org_id=org or None, proxy=SecretStr(proxy) if at else None)
+        try:
+            return cls.model_validate({"key": key, "org_id": org or None, "proxy": proxy if at else None})
+        except ValidationError as exc:
+            raise ValueError(first_problem(exc)[1]) from None
+
+    def record(self) -> dict[str, str | None]:
+        """As the state store keeps an added account (the cookie itself: it must survive restarts);
+        `SessionSpec.model_validate` reads it back."""
+        return {
+            "key": self.key.get_secret_value(),
+            "org_id": self.org_id,
+            "proxy": self.proxy.get_secret_value() if self.proxy else None,
+        }
+
+
+def first_problem(exc: ValidationError) -> tuple[str, str]:
+    """(field, plain message) of a validation error's first problem."""
+    err = exc.errors()[0]
+    return ".".join(str(p) for p in err["loc"]), str(err["msg"]).removeprefix("Value error, ")
 
 
 PROXY_URL = re.compile(r"^(https?|socks4a?|socks5h?)://[^\s/]+(:\d+)?/?$")
@@ -232,7 +266,7 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Read env then `.env` (env wins), apply overrides, and explain the first problem plainly."""
     path = Path(env_file) if env_file else None
     file = path if path and path.is_file() else None
@@ -240,7 +274,7 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> 
     if fallbacks and "fallbacks" not in overrides:
         overrides["fallbacks"] = fallbacks
     try:
-        return Settings(_env_file=file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=file, **overrides)  # type: ignore[call-arg]  # pydantic-settings reads it
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = err["loc"]

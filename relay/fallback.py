@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -48,13 +48,31 @@ class Ask:
 
 
 @dataclass(slots=True)
-class Answer:
-    """What a provider answered: raw bytes or JSON to pass through, or events to write in the client's format."""
+class FallbackAnswer:
+    """What a provider answered: raw bytes or JSON to pass through, or events to write in the
+    client's format. Holds the provider's response until `aclose()`."""
 
     provider: str
+    response: aiohttp.ClientResponse
     raw: AsyncIterator[bytes] | None = None
     body: dict[str, Any] | None = None
     events: AsyncGenerator[list[ReplyEvent], None] | None = None
+    first_byte_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def alias(self) -> str:
+        """Who served, as the access log names it."""
+        return f"fallback:{self.provider}"
+
+    def batches(self) -> AsyncIterator[list[ReplyEvent]]:
+        """The answer as reply events, for the client's renderer (not for a pass-through)."""
+        assert self.events is not None
+        return self.events
+
+    async def aclose(self) -> None:
+        if self.events is not None:
+            await self.events.aclose()
+        self.response.release()
 
 
 class Fallbacks:
@@ -69,8 +87,7 @@ class Fallbacks:
         if self._http is not None:
             await self._http.close()
 
-    @asynccontextmanager
-    async def open(self, ask: Ask) -> AsyncIterator[Answer]:
+    async def start(self, ask: Ask) -> FallbackAnswer:
         """The first provider that answers 2xx; each failure falls through to the next."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT))
@@ -81,17 +98,18 @@ class Fallbacks:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._failed(provider, f"could not connect: {exc.__class__.__name__}")
                 continue
-            try:
-                if response.status >= 300:
-                    detail = (await response.text())[:200]
-                    self._failed(provider, f"answered {response.status}: {detail}")
-                    continue
-                self.metrics.fallbacks.labels(provider.name, "answered").inc()
-                logger.info("fallback {} answers", provider.name)
-                yield await _answer(provider, ask, response)
-                return
-            finally:
+            if response.status >= 300:
+                detail = (await response.text())[:200]
                 response.release()
+                self._failed(provider, f"answered {response.status}: {detail}")
+                continue
+            self.metrics.fallbacks.labels(provider.name, "answered").inc()
+            logger.info("fallback {} answers", provider.name)
+            try:
+                return await _answer(provider, ask, response)
+            except BaseException:
+                response.release()
+                raise
         raise NoFallback
 
     def _failed(self, provider: Fallback, why: str) -> None:
@@ -113,17 +131,17 @@ def _request(provider: Fallback, ask: Ask) -> tuple[str, dict[str, str], dict[st
     return url, headers, body
 
 
-async def _answer(provider: Fallback, ask: Ask, response: aiohttp.ClientResponse) -> Answer:
+async def _answer(provider: Fallback, ask: Ask, response: aiohttp.ClientResponse) -> FallbackAnswer:
     if provider.type == ask.wire:
         if ask.chat.stream:
-            return Answer(provider.name, raw=response.content.iter_any())
-        return Answer(provider.name, body=await response.json(content_type=None))
+            return FallbackAnswer(provider.name, response, raw=response.content.iter_any())
+        return FallbackAnswer(provider.name, response, body=await response.json(content_type=None))
     if ask.chat.stream:
         reader = _openai_events if provider.type == "openai" else _anthropic_events
-        return Answer(provider.name, events=reader(response))
+        return FallbackAnswer(provider.name, response, events=reader(response))
     doc = await response.json(content_type=None)
     events = _openai_reply(doc) if provider.type == "openai" else _anthropic_reply(doc)
-    return Answer(provider.name, events=_once(events))
+    return FallbackAnswer(provider.name, response, events=_once(events))
 
 
 async def _once(events: list[ReplyEvent]) -> AsyncGenerator[list[ReplyEvent], None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -99,6 +100,7 @@ class Renderer(ABC):
         self._open: Block | None = None
         self._chars = 0
         self._calls = 0
+        self.unsent = b""
 
     # -- what delivery calls --------------------------------------------------------------------
 
@@ -193,18 +195,40 @@ class Renderer(ABC):
             self.stop = reason if reason in KNOWN_STOPS else "end_turn"
         return out + self.on_finish(self.stop)
 
-    def complete(self, events: list[ReplyEvent]) -> dict[str, Any]:
-        """A whole answer at once: the same steps as a stream, frames discarded."""
-        self.opening()
-        reason = "end_turn"
-        for event in events:
+    async def frames(self, batches: AsyncIterator[list[ReplyEvent]]) -> AsyncGenerator[tuple[bytes, bool], None]:
+        """The answer's frames, one piece per batch of events and True with the last piece (the
+        finish, or a stop sequence: the caller stops reading the upstream there). The opening goes
+        out with the first batch: one write, not two. Frames not yet handed out when `batches`
+        fails stay in `unsent`, for the caller's in-band error."""
+        out = [self.opening()]
+        try:
+            async for batch in batches:
+                if (reason := self._render(batch, out)) is not None:
+                    out.append(self.closing(reason))
+                    yield b"".join(out), True
+                    return
+                yield b"".join(out), False
+                out = []
+        except BaseException:
+            self.unsent = b"".join(out)
+            raise
+        out.append(self.closing("end_turn"))
+        yield b"".join(out), True
+
+    def _render(self, batch: list[ReplyEvent], out: list[bytes]) -> str | None:
+        """One batch's frames into `out`; the finish reason when the answer ends with it."""
+        for event in batch:
             if isinstance(event, Finish):
-                reason = event.reason
-                break
-            self.feed(event)
+                return event.reason
+            out.append(self.feed(event))
             if self.stopped:
-                break
-        self.closing(reason)
+                return "stop_sequence"
+        return None
+
+    async def complete(self, batches: AsyncIterator[list[ReplyEvent]]) -> dict[str, Any]:
+        """A whole answer at once: the same steps as a stream, frames discarded."""
+        async for _ in self.frames(batches):
+            pass
         return self.result()
 
     @abstractmethod

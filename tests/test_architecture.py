@@ -8,16 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from relay.apis import CLIENT_APIS as REGISTRY
 from relay.claude.curl import missing_internals
 
 ROOT = Path(__file__).resolve().parent.parent / "relay"
-CLIENT_APIS = ("chat_api", "messages_api")
+CLIENT_APIS = tuple(spec.package for spec in REGISTRY)
 # What each folder may import from the rest of relay (top-level shared modules are always allowed
 # unless listed here as forbidden).
 FORBIDDEN = {
-    "claude": ("relay.server", "relay.pool", "relay.service", "relay.fallback", *(f"relay.{a}" for a in CLIENT_APIS)),
-    "pool": ("relay.server", "relay.service", "relay.fallback", "relay.claude.client", *(f"relay.{a}" for a in CLIENT_APIS)),
-    **{api: ("relay.server", "relay.claude", "relay.pool", "relay.service", "relay.fallback") for api in CLIENT_APIS},
+    "claude": ("relay.server", "relay.pool", "relay.chat", "relay.fallback", "relay.apis", *(f"relay.{a}" for a in CLIENT_APIS)),
+    "pool": (
+        "relay.server",
+        "relay.chat",
+        "relay.fallback",
+        "relay.apis",
+        "relay.claude.client",
+        *(f"relay.{a}" for a in CLIENT_APIS),
+    ),
+    "chat": ("relay.server", "relay.fallback", "relay.apis", *(f"relay.{a}" for a in CLIENT_APIS)),
+    **{api: ("relay.server", "relay.claude", "relay.pool", "relay.chat", "relay.fallback", "relay.apis") for api in CLIENT_APIS},
 }
 
 

@@ -194,4 +194,4 @@ async def test_an_account_that_refuses_the_effort_fields_is_asked_without_them(m
         done = await relay.openai().responses.create(model=MODEL, input="hi", reasoning={"effort": "low"})
         assert done.status == "completed"
     assert ["effort" in c.body for c in fake.calls_named("completion")] == [True, False, False]
-    assert relay.pool.accounts[0].effort_fields is False and relay.pool.accounts[0].state.value == "active"
+    assert relay.pool.accounts[0].features["effort"] is False and relay.pool.accounts[0].state.value == "active"

@@ -3,16 +3,19 @@ must give the same content, tool calls, finish reason and usage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from relay.apis import CLIENT_APIS
 from relay.chat_api.render import ChatRenderer
 from relay.messages_api.render import MessageRenderer
 from relay.render import Renderer
 from relay.reply import Finish, ReplyEvent, Text, Thinking, ToolCall
+from relay.responses_api.render import ResponseRenderer
 
 CALL = ToolCall("abc123", "get_weather", '{"city":"Paris"}')
 SEQUENCES: dict[str, tuple[list[ReplyEvent], list[str]]] = {
@@ -28,24 +31,39 @@ SEQUENCES: dict[str, tuple[list[ReplyEvent], list[str]]] = {
 }
 
 Make = Callable[[list[str]], Renderer]
+# Renderers by the registry folder of their client API: every registered API is covered.
 RENDERERS: dict[str, Make] = {
     "openai-think-tags": lambda stops: ChatRenderer("m", stops, 7, thinking="think_tags", include_usage=True),
     "openai-reasoning": lambda stops: ChatRenderer("m", stops, 7, thinking="reasoning_content", include_usage=True),
     "anthropic": lambda stops: MessageRenderer("m", stops, 7),
+    "responses": lambda stops: ResponseRenderer("m", 7, echo={}, names={}),
+}
+API_OF = {
+    "openai-think-tags": "chat_api",
+    "openai-reasoning": "chat_api",
+    "anthropic": "messages_api",
+    "responses": "responses_api",
 }
 
 
-def _streamed(renderer: Renderer, events: list[ReplyEvent]) -> bytes:
-    out = [renderer.opening()]
+def test_every_registered_client_api_is_rendered_here() -> None:
+    assert {spec.package for spec in CLIENT_APIS} <= set(API_OF.values())
+
+
+async def _batches(events: list[ReplyEvent]) -> AsyncIterator[list[ReplyEvent]]:
     for event in events:
-        if isinstance(event, Finish):
-            out.append(renderer.closing(event.reason))
-            return b"".join(out)
-        out.append(renderer.feed(event))
-        if renderer.stopped:
-            break
-    out.append(renderer.closing("end_turn"))
-    return b"".join(out)
+        yield [event]
+
+
+def _streamed(renderer: Renderer, events: list[ReplyEvent]) -> bytes:
+    async def run() -> bytes:
+        return b"".join([data async for data, _ in renderer.frames(_batches(events))])
+
+    return asyncio.run(run())
+
+
+def _whole(renderer: Renderer, events: list[ReplyEvent]) -> dict[str, Any]:
+    return asyncio.run(renderer.complete(_batches(events)))
 
 
 def _frames(raw: bytes) -> list[tuple[str, Any]]:
@@ -132,26 +150,51 @@ def _anthropic_from_object(obj: dict[str, Any]) -> dict[str, Any]:
     return {"content": obj["content"], "stop": obj["stop_reason"], "sequence": obj["stop_sequence"], "usage": obj["usage"]}
 
 
+def _without_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in item.items() if k != "id"} for item in items]
+
+
+def _responses_from_stream(raw: bytes) -> dict[str, Any]:
+    """The items as the output_item.done events give them, their text as the deltas built it."""
+    frames = _frames(raw)
+    assert [d["sequence_number"] for _, d in frames] == list(range(len(frames)))
+    items = [d["item"] for name, d in frames if name == "response.output_item.done"]
+    texts: dict[str, str] = {}
+    for name, d in frames:
+        if name in ("response.output_text.delta", "response.reasoning_summary_text.delta"):
+            texts[d["item_id"]] = texts.get(d["item_id"], "") + d["delta"]
+    for item in items:
+        if item["type"] == "message":
+            assert item["content"][0]["text"] == texts[item["id"]]
+    final = frames[-1][1]["response"]
+    return {"output": _without_ids(items), "status": final["status"], "usage": final["usage"]}
+
+
+def _responses_from_object(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"output": _without_ids(obj["output"]), "status": obj["status"], "usage": obj["usage"]}
+
+
+FROM_STREAM = {"chat_api": _openai_from_stream, "messages_api": _anthropic_from_stream, "responses_api": _responses_from_stream}
+FROM_OBJECT = {"chat_api": _openai_from_object, "messages_api": _anthropic_from_object, "responses_api": _responses_from_object}
+
+
 @pytest.mark.parametrize("api", RENDERERS)
 @pytest.mark.parametrize("case", SEQUENCES)
 def test_stream_and_whole_answer_agree(api: str, case: str) -> None:
     events, stops = SEQUENCES[case]
     make = RENDERERS[api]
     raw = _streamed(make(stops), events)
-    whole = make(stops).complete(events)
-    if api.startswith("openai"):
-        assert _openai_from_stream(raw) == _openai_from_object(whole)
-    else:
-        assert _anthropic_from_stream(raw) == _anthropic_from_object(whole)
+    whole = _whole(make(stops), events)
+    assert FROM_STREAM[API_OF[api]](raw) == FROM_OBJECT[API_OF[api]](whole)
 
 
 def test_what_each_api_shows_for_one_answer() -> None:
     events, stops = SEQUENCES["interleaved"]
-    tags = _openai_from_object(RENDERERS["openai-think-tags"](stops).complete(events))
+    tags = _openai_from_object(_whole(RENDERERS["openai-think-tags"](stops), events))
     assert tags["content"] == "<think>\na\n</think>\n\nb\n\n<think>\nc\n</think>\n\nd"
-    reasoning = _openai_from_object(RENDERERS["openai-reasoning"](stops).complete(events))
+    reasoning = _openai_from_object(_whole(RENDERERS["openai-reasoning"](stops), events))
     assert (reasoning["content"], reasoning["reasoning"]) == ("bd", "ac")
-    message = RENDERERS["anthropic"](stops).complete(events)
+    message = _whole(RENDERERS["anthropic"](stops), events)
     assert [b["type"] for b in message["content"]] == ["thinking", "text", "thinking", "text"]
 
 
@@ -160,6 +203,6 @@ def test_tool_calls_count_the_same_tokens_in_both_modes(api: str) -> None:
     events, _ = SEQUENCES["tool_calls"]
     streamed, whole = RENDERERS[api]([]), RENDERERS[api]([])
     _streamed(streamed, events)
-    whole.complete(events)
+    _whole(whole, events)
     expected = (len("Checking.") + len(CALL.arguments) + len("{}") + 3) // 4
     assert streamed.output_tokens == whole.output_tokens == expected

@@ -18,7 +18,7 @@ from loguru import logger
 from ..reply import ReplyEvent, Window
 from ..sse import SSEDecoder
 from . import webapi
-from .curl import CurlStream
+from .curl import CurlStream, body_chunks
 from .events import EventReader
 from .failures import Failure, UpstreamFailure, classify
 
@@ -42,7 +42,9 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class CallResult:
+    """A small claude.ai answer read whole: JSON calls and their error bodies."""
+
     status: int
     headers: dict[str, str]
     body: bytes
@@ -147,7 +149,7 @@ class UpstreamClient:
         json: Any = None,
         multipart: CurlMime | None = None,
         referer: str | None = None,
-    ) -> Answer:
+    ) -> CallResult:
         headers = self._request_headers(key, referer)
         try:
             async with self._session(key, guest, proxy) as session:
@@ -161,7 +163,7 @@ class UpstreamClient:
                 )
         except RequestException as exc:
             raise _network_failure(exc) from exc
-        return Answer(rsp.status_code, _headers(rsp), rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
+        return CallResult(rsp.status_code, _headers(rsp), rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
 
     def for_key(self, key: str, *, guest: bool = False, proxy: str | None = None) -> AccountApi:
         """claude.ai calls with one cookie: a pooled account's (through its own proxy, if it has
@@ -204,7 +206,7 @@ class UpstreamClient:
                 raise FetchError(f"fetching it answered HTTP {rsp.status_code}")
             chunks: list[bytes] = []
             size = 0
-            async for chunk in rsp.aiter_content():
+            async for chunk in body_chunks(rsp):
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError(f"it is larger than {max_bytes} bytes")
@@ -230,7 +232,7 @@ async def _read_capped(rsp: Response) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in rsp.aiter_content():
+        async for chunk in body_chunks(rsp):
             chunks.append(chunk)
             size += len(chunk)
             if size >= MAX_ERROR_BODY:
@@ -305,11 +307,11 @@ class AccountApi:
         self._guest = guest
         self._proxy = proxy
 
-    async def _call(self, method: str, path: str, **kw: Any) -> Answer:
+    async def _call(self, method: str, path: str, **kw: Any) -> CallResult:
         return await self._client._call(self._key, method, path, guest=self._guest, proxy=self._proxy, **kw)
 
     @staticmethod
-    def _expect(answer: Answer, *ok: int) -> Answer:
+    def _expect(answer: CallResult, *ok: int) -> CallResult:
         if answer.status not in ok:
             raise classify(answer.status, answer.headers, answer.body)
         return answer

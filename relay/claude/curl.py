@@ -36,6 +36,12 @@ def shrink_ws_buffer() -> None:
         Curl._WS_RECV_BUFFER_SIZE = WS_BUFFER_BYTES
 
 
+def body_chunks(rsp: Response) -> AsyncIterator[bytes]:
+    """A streamed response's body, as curl_cffi's (untyped) `aiter_content` gives it."""
+    chunks: AsyncIterator[bytes] = rsp.aiter_content()  # type: ignore[no-untyped-call]
+    return chunks
+
+
 class CurlStream:
     """A streamed curl_cffi response: its body in coalesced chunks, and an abort that is immediate."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 # Frames per write when streaming without delay.
 FAST_BATCH = 32
@@ -298,8 +298,8 @@ class FakeClaude:
         files: list[tuple[str, str, bytes]] = []
         reader = await request.multipart()
         async for part in reader:
-            if part.name == "file":
-                files.append((part.filename or "", part.headers.get("Content-Type", ""), await part.read()))  # type: ignore[union-attr]
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                files.append((part.filename or "", part.headers.get("Content-Type", ""), await part.read()))
         self.uploading += 1
         self.max_parallel_uploads = max(self.max_parallel_uploads, self.uploading)
         try:
@@ -374,7 +374,7 @@ class FakeClaude:
         self, resp: web.StreamResponse, behavior: Behavior, model: str, text: str, thinking: bool, key: str, search: str | None
     ) -> None:
         delay = self.chunk_delay if behavior.chunk_delay is None else behavior.chunk_delay
-        msg = {
+        msg: dict[str, Any] = {
             "id": "chatcompl_" + uuid.uuid4().hex[:12],
             "type": "message",
             "role": "assistant",
@@ -503,7 +503,7 @@ class FakeClaude:
     @staticmethod
     async def _search(resp: web.StreamResponse, index: int, query: str) -> int:
         """claude.ai's own web search: a tool_use block, then its (large) tool_result block."""
-        start = {
+        start: dict[str, Any] = {
             "type": "tool_use",
             "id": "toolu_" + uuid.uuid4().hex[:8],
             "name": "web_search",

@@ -62,10 +62,8 @@ class Account:
     in_flight: int = 0
     last_error: str = ""
     last_used: float = 0.0
-    # Whether claude.ai creates chats from `create_conversation_params` for this account (None: not known yet).
-    inline_create: bool | None = None
-    # Whether claude.ai takes the `effort` / `thinking_mode` completion fields for this account.
-    effort_fields: bool | None = None
+    # Optional upstream features by name (relay.chat.features): True works, False refused, absent not known yet.
+    features: dict[str, bool] = field(default_factory=dict)
     # Transient failures (timeouts, resets, 5xx) in a row, and until when the account is avoided for them.
     streak: int = 0
     backoff_until: float | None = None

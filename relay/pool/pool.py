@@ -36,19 +36,6 @@ class OrgLookup(Protocol):
     async def discover_org(self) -> str: ...
 
 
-def _record(spec: SessionSpec) -> dict[str, Any]:
-    """An added account as the state store keeps it (the cookie itself: it must survive restarts)."""
-    return {
-        "key": spec.key.get_secret_value(),
-        "org_id": spec.org_id,
-        "proxy": spec.proxy.get_secret_value() if spec.proxy else None,
-    }
-
-
-def _entry(rec: dict[str, Any]) -> str:
-    return str(rec["key"]) + (f":{rec['org_id']}" if rec.get("org_id") else "") + (f"@{rec['proxy']}" if rec.get("proxy") else "")
-
-
 class AccountPool:
     """Picks the account for each attempt and learns from outcomes; state lives in a StateStore."""
 
@@ -94,7 +81,7 @@ class AccountPool:
 
     async def refresh(self) -> None:
         """Take in what other replicas learned (no-op for a single process)."""
-        if (added := await self.store.load_records("added")) != [_record(s) for s in self._added]:
+        if (added := await self.store.load_records("added")) != [s.record() for s in self._added]:
             await self._take_added(added)
         await self.store.refresh(self._accounts)
 
@@ -102,8 +89,8 @@ class AccountPool:
         specs = []
         for rec in records:
             try:
-                specs.append(SessionSpec.parse(_entry(rec)))
-            except (ValueError, KeyError, TypeError):
+                specs.append(SessionSpec.model_validate(rec))
+            except ValueError:
                 logger.warning("an added account in the state store is malformed; skipped")
         self._added = specs
         self._replace((*self._sessions, *self._added))
@@ -118,7 +105,7 @@ class AccountPool:
         """An account added while running (checked by the caller); kept in the state store."""
         self._added.append(spec)
         self._replace((*self._sessions, *self._added))
-        await self.store.save_records("added", [_record(s) for s in self._added])
+        await self.store.save_records("added", [s.record() for s in self._added])
         account = self._accounts[-1]
         logger.info("account {} added ({})", account.alias, account.masked)
         return account
@@ -146,7 +133,7 @@ class AccountPool:
         self._added = [s for s in self._added if s.key.get_secret_value() != key]
         self._sessions = tuple(s for s in self._sessions if s.key.get_secret_value() != key)
         self._replace((*self._sessions, *self._added))
-        await self.store.save_records("added", [_record(s) for s in self._added])
+        await self.store.save_records("added", [s.record() for s in self._added])
         logger.info("account {} removed", account.masked)
 
     async def reload(self, sessions: Iterable[SessionSpec]) -> tuple[int, int]:

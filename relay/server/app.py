@@ -1,4 +1,5 @@
-"""create_app(): pure assembly of routes, middlewares and resources (in cleanup contexts)."""
+"""create_app(): pure assembly of the relay's objects, routes and middlewares; resources are
+started and closed in cleanup contexts, one per resource, in dependency order."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from functools import partial
 
 from aiohttp import web
 
+from ..apis import CLIENT_APIS, ClientApiSpec
+from ..chat.service import ChatService
 from ..claude import curl
 from ..claude.client import UpstreamClient, UpstreamConfig
 from ..claude.images import fetch_image
@@ -20,10 +23,11 @@ from ..pool.client_keys import ClientKeys
 from ..pool.pool import AccountPool
 from ..pool.redis_store import RedisStore
 from ..pool.state import MemoryStore, StateStore
-from ..service import ChatService
 from . import views
+from .admin import AdminApi
+from .delivery import Delivery
+from .endpoints import ApiEndpoint
 from .keys import (
-    apis_key,
     client_keys_key,
     fallbacks_key,
     metrics_key,
@@ -36,67 +40,51 @@ from .keys import (
 )
 from .live_stream import LiveStream
 from .middlewares import add_request_id, auth_middleware, error_middleware
-from .routes import Apis, api_routes
+
+API_PREFIXES = ("/v1", "/hf/v1")
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    s = app[settings_key]
-    curl.shrink_ws_buffer()
-    client = UpstreamClient(
-        UpstreamConfig(
-            base_url=s.claude_base_url,
-            proxy=s.proxy,
-            connect_timeout=s.connect_timeout,
-            read_timeout=s.read_timeout,
-            max_connections=s.upstream_max_connections,
-        )
-    )
-    app[upstream_key] = client
     yield
-    await client.close()
+    await app[upstream_key].close()
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Accounts and client keys as the state store has them; the store closed last."""
+    pool, settings = app[pool_key], app[settings_key]
+    await pool.start()
+    keys = await app[client_keys_key].sync(pool.store)
+    if settings.client_keys:
+        keys.load_file(settings.client_keys)
+    yield
+    await pool.store.close()
 
 
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
-    s = app[settings_key]
-    service = ChatService(
-        app[upstream_key],
-        app[pool_key],
-        s,
-        metrics=app[metrics_key],
-        fetch_image=partial(fetch_image, app[upstream_key], allow_private=s.image_fetch_private),
-    )
-    app[service_key] = service
-    await app[pool_key].start()
-    keys = await app[client_keys_key].sync(app[pool_key].store)
-    if s.client_keys:
-        keys.load_file(s.client_keys)
-    service.warm_up()
-    service.watch_usage()
+    service = app[service_key]
+    service.discover_orgs()
+    service.usage.start()
     yield
     await service.close()
-    await app[pool_key].store.close()
 
 
 async def _fallbacks_ctx(app: web.Application) -> AsyncIterator[None]:
-    fallbacks = Fallbacks(app[settings_key].fallbacks, app[metrics_key])
-    app[fallbacks_key] = fallbacks
     yield
-    await fallbacks.close()
+    await app[fallbacks_key].close()
 
 
 async def _stop_streams(app: web.Application) -> None:
-    """Give live streams a grace period, then cut the rest (each sends one error frame)."""
-    live = list(app[streams_key])
-    tasks = {s.task for s in live if s.task is not None and not s.task.done()}
-    if not tasks:
+    """Give live streams a grace period, then stop the rest (each sends one error frame)."""
+    ended = {asyncio.ensure_future(s.ended.wait()): s for s in app[streams_key]}
+    if not ended:
         return
-    _, pending = await asyncio.wait(tasks, timeout=app[settings_key].shutdown_grace)
-    for stream in live:
-        if stream.task in pending:
-            stream.shutting_down = True
-            stream.task.cancel()
+    _, pending = await asyncio.wait(ended, timeout=app[settings_key].shutdown_grace)
+    for waiter in pending:
+        ended[waiter].stop()
     if pending:
         await asyncio.wait(pending, timeout=2)
+    for waiter in pending:
+        waiter.cancel()
 
 
 def _state_store(settings: Settings) -> StateStore:
@@ -107,6 +95,18 @@ def _state_store(settings: Settings) -> StateStore:
     return RedisStore(settings.state_url, prefix=settings.state_prefix, lease_seconds=settings.state_lease_seconds, local=local)
 
 
+def _upstream(settings: Settings) -> UpstreamClient:
+    curl.shrink_ws_buffer()
+    config = UpstreamConfig(
+        base_url=settings.claude_base_url,
+        proxy=settings.proxy,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_connections=settings.upstream_max_connections,
+    )
+    return UpstreamClient(config)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -114,26 +114,25 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The relay as an aiohttp application; no I/O happens until it starts."""
+    pool = AccountPool(settings.sessions, _state_store(settings), clock)
+    keys = ClientKeys()
+    streams = weakref.WeakSet[LiveStream]()
+    metrics = Metrics(pool, lambda: len(streams), lambda: keys.keys)
+    upstream = _upstream(settings)
+    image = partial(fetch_image, upstream, allow_private=settings.image_fetch_private)
+    service = ChatService(upstream, pool, settings, metrics=metrics, fetch_image=image)
+    fallbacks = Fallbacks(settings.fallbacks, metrics)
+    delivery = Delivery(service, fallbacks, settings, streams)
+
     mirror = settings.mirror_api_prefix if settings.enable_mirror_api else None
-    app = web.Application(
-        middlewares=[
-            error_middleware,
-            auth_middleware(
-                settings.apikey.get_secret_value(),
-                mirror,
-                metrics_public=settings.metrics_public,
-                admin_key=settings.admin_key.get_secret_value(),
-            ),
-        ],
-        client_max_size=settings.max_body_size,
+    auth = auth_middleware(
+        settings.apikey.get_secret_value(), mirror, metrics_public=settings.metrics_public, keys=keys, store=pool.store
     )
-    app[settings_key] = settings
-    app[pool_key] = AccountPool(settings.sessions, _state_store(settings), clock)
-    app[client_keys_key] = ClientKeys()
-    app[streams_key] = weakref.WeakSet[LiveStream]()
-    app[metrics_key] = Metrics(app[pool_key], lambda: len(app[streams_key]), lambda: app[client_keys_key].keys)
+    app = web.Application(middlewares=[error_middleware, auth], client_max_size=settings.max_body_size)
+    app[settings_key], app[pool_key], app[client_keys_key], app[streams_key] = settings, pool, keys, streams
+    app[metrics_key], app[upstream_key], app[service_key], app[fallbacks_key] = metrics, upstream, service, fallbacks
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)
-    app.cleanup_ctx.extend([_upstream_ctx, _service_ctx, _fallbacks_ctx])
+    app.cleanup_ctx.extend([_upstream_ctx, _pool_ctx, _service_ctx, _fallbacks_ctx])
     app.on_response_prepare.append(add_request_id)
     app.on_shutdown.append(_stop_streams)
 
@@ -141,10 +140,27 @@ def create_app(
     app.router.add_get("/metrics", views.metrics)
     app.router.add_get("/stats", views.stats)
     app.router.add_get("/", views.status_page)
-    apis = Apis.from_settings(settings)
-    app[apis_key] = {}
-    for base in ("/v1", "/hf/v1"):
-        app.router.add_routes(api_routes(base, apis, app[apis_key], pool_routes=True))
+    endpoints = [(spec, ApiEndpoint(spec.make(settings), service, delivery, pool.store, keys)) for spec in CLIENT_APIS]
+    admin = AdminApi(pool, service, upstream, keys)
+    for base in API_PREFIXES:
+        app.router.add_routes(_api_routes(base, endpoints))
+        app.router.add_routes(_pool_routes(base))
+        app.add_subapp(base + "/admin", admin.app(settings.admin_key.get_secret_value(), settings.apikey.get_secret_value()))
         if mirror:
-            app.router.add_routes(api_routes(mirror + base, apis, app[apis_key], pool_routes=False))
+            app.router.add_routes(_api_routes(mirror + base, endpoints))
     return app
+
+
+def _api_routes(prefix: str, endpoints: list[tuple[ClientApiSpec, ApiEndpoint]]) -> list[web.RouteDef]:
+    """One prefix's client-API routes, from the registry, and the model list."""
+    routes = [web.get(f"{prefix}/models", views.list_models), web.get(f"{prefix}/models/{{model}}", views.get_model)]
+    for spec, endpoint in endpoints:
+        routes.append(web.post(prefix + spec.path, endpoint.chat))
+        if spec.count_path:
+            routes.append(web.post(prefix + spec.count_path, endpoint.count_tokens))
+    return routes
+
+
+def _pool_routes(prefix: str) -> list[web.RouteDef]:
+    """The operator's view of the pool (never on the mirror prefix)."""
+    return [web.get(f"{prefix}/accounts", views.list_accounts), web.post(f"{prefix}/accounts/reload", views.reload_accounts)]

@@ -10,19 +10,18 @@ from aiohttp import web
 
 from ..conversation import MAX_JSON_DEPTH, too_deep
 from ..errors import InvalidRequest, RequestTimeout
-from .keys import settings_key
 
 
-async def read_json(request: web.Request) -> Any:
-    """The decoded body; oversize bodies are refused by aiohttp (client_max_size) before this parses.
+async def read_json(request: web.Request, timeout: float) -> Any:
+    """The decoded body, received within `timeout` seconds (REQUEST_BODY_TIMEOUT); oversize bodies are refused by aiohttp (client_max_size) before this parses.
 
     orjson refuses what must never reach claude.ai: invalid UTF-8 and lone surrogates (`\\ud800`).
     """
     try:
-        async with asyncio.timeout(request.app[settings_key].request_body_timeout):
+        async with asyncio.timeout(timeout):
             raw = await request.read()
     except TimeoutError:
-        raise RequestTimeout(f"request body not received within {request.app[settings_key].request_body_timeout:g} s") from None
+        raise RequestTimeout(f"request body not received within {timeout:g} s") from None
     except web.RequestPayloadError as exc:
         detail = getattr(exc.__cause__, "message", "") or "malformed body"  # e.g. a gzip header on a plain body
         raise InvalidRequest(f"request body could not be read: {detail}") from None

@@ -1,11 +1,12 @@
-"""Getting an answer to the client, shared by both client APIs: pool first, fallbacks when it cannot
-serve, headers only once the answer has started, failures after that reported in-band."""
+"""Getting an answer to the client, for every client API: first choose where it comes from (the
+pool, else a fallback provider) before any byte goes out, then pump it; headers only once the
+answer has started, failures after that reported in-band."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -13,197 +14,186 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from ..chat.answer import ChatAnswer
+from ..chat.job import ChatJob
+from ..chat.service import ChatService
 from ..claude.failures import UpstreamFailure
-from ..config import SessionSpec
+from ..config import SessionSpec, Settings
 from ..errors import RelayError, UpstreamError
-from ..fallback import Answer, Ask, NoFallback
+from ..fallback import Ask, FallbackAnswer, Fallbacks, NoFallback
 from ..render import Renderer
-from ..reply import Finish, ReplyEvent
-from ..service import ChatJob
-from .keys import AccessLog, access_key, fallbacks_key, service_key, settings_key, streams_key
+from ..reply import ReplyEvent
+from .access import AccessLog
 from .live_stream import LiveStream
 
 SHUTDOWN_MESSAGE = "the relay is shutting down; the answer was cut"
 PROVIDER_HEADER = "x-relay-provider"
-POOL_PROVIDER = "claude.ai"
+
+Chosen = ChatAnswer | FallbackAnswer
 
 
 @dataclass(slots=True)
-class Delivery:
+class Order:
     """One request to answer: the job for the pool, the same request for fallbacks."""
 
-    request: web.Request
     job: ChatJob
     ask: Ask
     guest: SessionSpec | None
+    access: AccessLog
     # Keeps a finished answer (the Responses API's memory); runs before its last frame is sent,
     # so a client that continues at once finds it.
-    keep: Callable[[], Awaitable[None]]
+    remember: Callable[[], Awaitable[None]]
 
-    @property
-    def access(self) -> AccessLog:
-        return self.request[access_key]
 
-    def fallback_allowed(self, exc: RelayError) -> bool:
+class Delivery:
+    """Answers orders, whole or streamed; built with everything it uses."""
+
+    def __init__(
+        self, service: ChatService, fallbacks: Fallbacks, settings: Settings, streams: weakref.WeakSet[LiveStream]
+    ) -> None:
+        self.service = service
+        self.fallbacks = fallbacks
+        self.settings = settings
+        self.streams = streams
+
+    def _fallback_allowed(self, order: Order, exc: RelayError) -> bool:
         """Only when the pool could not serve (never for a bad request, never in mirror mode)."""
-        settings = self.request.app[settings_key]
-        return exc.retryable and self.guest is None and settings.fallback_mode != "off" and bool(settings.fallbacks)
+        s = self.settings
+        return exc.retryable and order.guest is None and s.fallback_mode != "off" and bool(s.fallbacks)
 
-    def served_by(self, who: str, started_at: float, attempts: int = 1) -> None:
-        self.access.account = who
-        self.access.attempts = attempts
-        self.access.ttfb_ms = (started_at - self.access.started) * 1000
-
-
-async def complete(d: Delivery, renderer: Renderer) -> web.Response:
-    """A whole answer as one JSON body."""
-    service = d.request.app[service_key]
-    try:
-        async with service.open(d.job, guest=d.guest, buffered=True) as reply:
-            d.served_by(reply.alias, reply.first_byte_at, reply.attempts)
-            body = renderer.complete(reply.head)
-        headers = {PROVIDER_HEADER: POOL_PROVIDER}
-    except RelayError as exc:
-        if not d.fallback_allowed(exc):
-            raise
+    async def choose(self, order: Order, *, buffered: bool) -> Chosen:
+        """Where the answer comes from, decided before the first byte: an answer that has started
+        on the pool, else the first fallback provider that answers."""
         try:
-            async with d.request.app[fallbacks_key].open(d.ask) as answer:
-                d.served_by(f"fallback:{answer.provider}", time.monotonic())
-                if answer.body is not None:
-                    body = answer.body
-                else:
-                    assert answer.events is not None
-                    body = renderer.complete([e async for batch in answer.events for e in batch])
-                headers = {PROVIDER_HEADER: answer.provider}
-        except NoFallback:
-            raise exc from None
-    await d.keep()
-    d.access.outcome = "done"
-    d.access.tokens_out = renderer.output_tokens
-    return web.json_response(body, headers=headers)
-
-
-async def stream(d: Delivery, fmt: Renderer) -> web.StreamResponse:
-    """Stream one answer: status decided before the first byte, failures after it reported in-band."""
-    request, access = d.request, d.access
-    settings = request.app[settings_key]
-    streams = request.app[streams_key]
-    live = LiveStream(settings.heartbeat_interval)
-    streams.add(live)
-    live.start_later(request, settings.heartbeat_interval)
-    try:
-        try:
-            async with request.app[service_key].open(d.job, guest=d.guest) as reply:
-                await live.settle()
-                d.served_by(reply.alias, reply.first_byte_at, reply.attempts)
-                live.response.headers[PROVIDER_HEADER] = POOL_PROVIDER
-                await live.start(request)
-                try:
-                    access.outcome = await _pump(live, reply.batches(), fmt, reply.alias, d.keep)
-                finally:
-                    access.tokens_out = fmt.output_tokens
+            chosen: Chosen = await self.service.start(order.job, guest=order.guest, buffered=buffered)
         except RelayError as exc:
-            await live.settle()
-            if d.fallback_allowed(exc):
-                try:
-                    async with request.app[fallbacks_key].open(d.ask) as answer:
-                        access.outcome = await _from_fallback(d, live, answer, fmt)
-                        return live.response
-                except NoFallback:
-                    pass
-            if not live.response.prepared:
+            if not self._fallback_allowed(order, exc):
                 raise
-            access.outcome = "failed"
-            await live.send_last(fmt.error(exc))
-        except ConnectionResetError:
+            try:
+                chosen = await self.fallbacks.start(order.ask)
+            except NoFallback:
+                raise exc from None
+        attempts = chosen.attempts if isinstance(chosen, ChatAnswer) else 1
+        order.access.served_by(chosen.alias, chosen.first_byte_at, attempts)
+        return chosen
+
+    async def complete(self, order: Order, renderer: Renderer) -> web.Response:
+        """A whole answer as one JSON body."""
+        chosen = await self.choose(order, buffered=True)
+        try:
+            if isinstance(chosen, FallbackAnswer) and chosen.body is not None:
+                body = chosen.body
+            else:
+                body = await renderer.complete(chosen.batches())
+        finally:
+            await chosen.aclose()
+        await order.remember()
+        order.access.outcome = "done"
+        order.access.tokens_out = renderer.output_tokens
+        return web.json_response(body, headers={PROVIDER_HEADER: chosen.provider})
+
+    async def stream(self, request: web.Request, order: Order, fmt: Renderer) -> web.StreamResponse:
+        """Stream one answer: status decided before the first byte, failures after it reported in-band."""
+        live = LiveStream(self.settings.heartbeat_interval)
+        self.streams.add(live)
+        live.start_later(request, self.settings.heartbeat_interval)
+        try:
+            order.access.outcome = await self._stream(request, live, order, fmt)
+        except ConnectionError:
+            order.access.outcome = "client_gone"  # nobody is left to answer
+        except asyncio.CancelledError:
+            order.access.outcome = "client_gone"
             raise
         except Exception:
             # A bug must not leave a half-written HTTP response: after the headers, end in-band.
-            if not live.response.prepared:
+            if not live.started:
                 raise
             logger.exception("stream failed")
-            access.outcome = "failed"
-            await live.send_last(fmt.error(RelayError("internal error; see the relay's log")))
-        return live.response
-    except ConnectionResetError:
-        access.outcome = "client_gone"
-        return live.response
-    except asyncio.CancelledError:
-        if not (live.shutting_down and live.response.prepared):
-            access.outcome = "client_gone"
-            raise
-        # Our own shutdown cancelled this stream: end it properly with one error frame.
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        access.outcome = "shutdown"
-        await _try_send(live, fmt.error(UpstreamError(SHUTDOWN_MESSAGE, code="shutting_down")))
-        return live.response
-    finally:
-        streams.discard(live)
-        await live.close()
-
-
-async def _from_fallback(d: Delivery, live: LiveStream, answer: Answer, fmt: Renderer) -> str:
-    """A fallback's answer: its own bytes when it speaks the client's API, else our framing of its events."""
-    d.served_by(f"fallback:{answer.provider}", time.monotonic())
-    if not live.response.prepared:
-        live.response.headers[PROVIDER_HEADER] = answer.provider
-    await live.start(d.request)
-    try:
-        if answer.raw is not None:
-            async for chunk in answer.raw:
-                await live.send(chunk)
-            live.response.stop_streaming()
-            return "done"
-        assert answer.events is not None
-        try:
-            return await _pump(live, answer.events, fmt, f"fallback:{answer.provider}", d.keep)
+            order.access.outcome = "failed"
+            await _try_send(live, fmt.error(RelayError("internal error; see the relay's log")))
         finally:
-            d.access.tokens_out = fmt.output_tokens
-    except aiohttp.ClientError as exc:
-        logger.warning("fallback {} broke mid-answer: {}", answer.provider, exc.__class__.__name__)
-        await live.send_last(fmt.error(UpstreamError(f"fallback {answer.provider} failed mid-answer")))
-        return "upstream_error"
+            order.access.tokens_out = fmt.output_tokens
+            self.streams.discard(live)
+            await live.close()
+        return live.response
+
+    async def _stream(self, request: web.Request, live: LiveStream, order: Order, fmt: Renderer) -> str:
+        try:
+            chosen = await self.choose(order, buffered=False)
+        except RelayError as exc:
+            await live.settle()
+            if not live.response.prepared:
+                raise
+            await live.send_last(fmt.error(exc))  # the early headers went out: report in-band
+            return "failed"
+        try:
+            await live.settle()
+            if not live.response.prepared:
+                live.response.headers[PROVIDER_HEADER] = chosen.provider
+            await live.start(request)
+            return await _pump_until_stopped(live, chosen, fmt, order.remember)
+        finally:
+            await chosen.aclose()
 
 
-async def _pump(
-    live: LiveStream,
-    batches: AsyncGenerator[list[ReplyEvent], None],
-    fmt: Renderer,
-    source: str,
-    keep: Callable[[], Awaitable[None]],
-) -> str:
-    """Copy the answer to the client, one write per upstream read, until its end or a stop sequence."""
-    reason = ""
-    out = [fmt.opening()]  # goes out with the first batch: one write, not two
+async def _pump_until_stopped(live: LiveStream, chosen: Chosen, fmt: Renderer, remember: Callable[[], Awaitable[None]]) -> str:
+    """Pump in a task of its own that a shutdown's stop event ends with one error frame."""
+    pump = asyncio.ensure_future(_pump(live, chosen, fmt, remember))
+    stopped = asyncio.ensure_future(live.stopping.wait())
     try:
-        async with aclosing(batches) as events:
-            async for batch in events:
-                for event in batch:
-                    if isinstance(event, Finish):
-                        reason = event.reason
-                        break
-                    out.append(fmt.feed(event))
-                    if fmt.stopped:
-                        reason = "stop_sequence"
-                        break
-                if reason:
-                    out.append(fmt.closing(reason))
-                    await keep()
-                    await live.send_last(b"".join(out))
-                    return "done"
-                if data := b"".join(out):
-                    await live.send(data)
-                out = []
+        await asyncio.wait((pump, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not pump.done():
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+    if not pump.cancelled():
+        return pump.result()
+    await _try_send(live, fmt.unsent + fmt.error(UpstreamError(SHUTDOWN_MESSAGE, code="shutting_down")))
+    return "shutdown"
+
+
+async def _pump(live: LiveStream, chosen: Chosen, fmt: Renderer, remember: Callable[[], Awaitable[None]]) -> str:
+    """Copy the answer to the client: its own bytes when a fallback speaks the client's API, else
+    our frames of its events."""
+    if isinstance(chosen, FallbackAnswer) and chosen.raw is not None:
+        return await _pass_through(live, chosen.provider, chosen.raw, fmt)
+    try:
+        return await _copy(live, chosen.batches(), fmt, remember)
     except UpstreamFailure as failure:
         # Output already reached the client: retrying would duplicate it, so report in-band.
-        logger.warning("stream broke after output on {}: {}", source, failure.message)
-        await live.send_last(b"".join(out) + fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
+        logger.warning("stream broke after output on {}: {}", chosen.alias, failure.message)
+        await live.send_last(fmt.unsent + fmt.error(UpstreamError(f"claude.ai stream failed mid-answer: {failure.message}")))
         return "upstream_error"
-    out.append(fmt.closing("end_turn"))
-    await keep()
-    await live.send_last(b"".join(out))
+    except aiohttp.ClientError as exc:
+        logger.warning("fallback {} broke mid-answer: {}", chosen.provider, exc.__class__.__name__)
+        await live.send_last(fmt.unsent + fmt.error(UpstreamError(f"fallback {chosen.provider} failed mid-answer")))
+        return "upstream_error"
+
+
+async def _copy(
+    live: LiveStream, batches: AsyncIterator[list[ReplyEvent]], fmt: Renderer, remember: Callable[[], Awaitable[None]]
+) -> str:
+    """One client write per upstream read, until the answer's end or a stop sequence."""
+    async with aclosing(fmt.frames(batches)) as frames:
+        async for data, last in frames:
+            if last:
+                await remember()
+                await live.send_last(data)
+                return "done"
+            if data:
+                await live.send(data)
+    return "done"
+
+
+async def _pass_through(live: LiveStream, provider: str, raw: AsyncIterator[bytes], fmt: Renderer) -> str:
+    try:
+        async for chunk in raw:
+            await live.send(chunk)
+    except aiohttp.ClientError as exc:
+        logger.warning("fallback {} broke mid-answer: {}", provider, exc.__class__.__name__)
+        await live.send_last(fmt.error(UpstreamError(f"fallback {provider} failed mid-answer")))
+        return "upstream_error"
     return "done"
 
 
@@ -211,6 +201,6 @@ async def _try_send(live: LiveStream, frame: bytes) -> None:
     """A last frame for a stream being cut; it may already be gone."""
     try:
         async with asyncio.timeout(1):
-            await live.send(frame)
-    except (ConnectionResetError, TimeoutError, RuntimeError):
+            await live.send_last(frame)
+    except (ConnectionError, TimeoutError, RuntimeError):
         pass

@@ -1,4 +1,4 @@
-"""One client SSE response: early headers, heartbeats, and the task serving it (for shutdown)."""
+"""One client SSE response: early headers, heartbeats, and a stop event for shutdown."""
 
 from __future__ import annotations
 
@@ -9,22 +9,35 @@ from aiohttp_sse import EventSourceResponse
 
 
 class LiveStream:
-    """One streaming response and the task serving it (for shutdown)."""
+    """One streaming response; `stop()` asks whoever pumps it to end it (shutdown)."""
 
-    __slots__ = ("__weakref__", "_starting", "_timer", "response", "shutting_down", "task")
+    __slots__ = ("__weakref__", "_started", "_starting", "_timer", "ended", "response", "stopping")
 
     def __init__(self, heartbeat: float) -> None:
         # aiohttp-sse writes a `: ping` comment every `heartbeat` seconds, which keeps proxies and
         # clients from timing out while claude.ai is silent; clients ignore comment lines.
         self.response = EventSourceResponse(allow_all_methods=True, sep="\n", ping_interval=heartbeat)
-        self.task = asyncio.current_task()
-        self.shutting_down = False
+        self.stopping = asyncio.Event()
+        self.ended = asyncio.Event()  # the handler is done with it (shutdown waits for this)
         self._timer: asyncio.TimerHandle | None = None
         self._starting: asyncio.Future[None] | None = None
+        # Headers written and heartbeats running. `response.prepared` alone is not enough: it is
+        # already true when a client that left makes writing the headers fail.
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        """Headers went out: from now on every failure is reported in-band."""
+        return self._started
+
+    def stop(self) -> None:
+        """Shutdown: the pump ends the stream with one error frame."""
+        self.stopping.set()
 
     async def start(self, request: web.Request) -> None:
         if not self.response.prepared:
             await self.response.prepare(request)
+            self._started = True
 
     def start_later(self, request: web.Request, delay: float) -> None:
         """Send headers (and then heartbeats) if the answer has not started within `delay` seconds.
@@ -53,12 +66,17 @@ class LiveStream:
 
     async def send_last(self, data: bytes) -> None:
         """The final frames: heartbeats stop first so nothing follows them."""
-        self.response.stop_streaming()
+        if self._started:
+            self.response.stop_streaming()
         await self.response.write(data)
 
     async def close(self) -> None:
         """Stop heartbeats; the handler returns the response and aiohttp ends the body."""
-        await self.settle()
-        if self.response.prepared:
+        self.ended.set()
+        try:
+            await self.settle()
+        except ConnectionError:
+            pass  # the client left while early headers were being written
+        if self._started:
             self.response.stop_streaming()
             await self.response.wait()

@@ -7,18 +7,20 @@ import hmac
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from loguru import logger
 
 from ..config import SessionSpec
 from ..errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
 from ..logs import printable
-from ..pool.client_keys import ClientKey
-from .keys import AccessLog, access_key, apis_key, client_key, client_keys_key, guest_key, metrics_key, pool_key, settings_key
+from ..pool.client_keys import ClientKey, ClientKeys
+from ..pool.state import StateStore
+from .access import AccessLog
+from .endpoints import endpoint_of
+from .keys import access_key, client_key, guest_key, metrics_key, settings_key
 
-ADMIN_PATH = re.compile(r"^(/hf)?/v1/admin(/|$)")
 # A client's own request id is kept when it is a plain token; anything else (spaces, control
 # characters, quotes) could forge log lines or break the response header, so it is replaced.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -27,11 +29,9 @@ CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 # complete (nginx's code for it); no client ever sees it.
 CLIENT_GONE = 499
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
-
-def _bearer(request: web.Request) -> str:
+def bearer(request: web.Request) -> str:
+    """The key a request came with: `Authorization: Bearer` (OpenAI) or `x-api-key` (Anthropic)."""
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
@@ -42,25 +42,22 @@ def _is_api(path: str, prefix: str = "") -> bool:
     return path.startswith((f"{prefix}/v1/", f"{prefix}/hf/v1/"))
 
 
-def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: bool, admin_key: str = "") -> Middleware:
-    """APIKEY on /v1, /hf/v1, /stats and /metrics; ADMIN_KEY (else APIKEY) on the admin routes; in
-    mirror mode the caller's own sessionKey on the mirror prefix."""
+def auth_middleware(
+    apikey: str, mirror_prefix: str | None, *, metrics_public: bool, keys: ClientKeys, store: StateStore
+) -> Middleware:
+    """APIKEY (or a named client key) on /v1, /hf/v1, /stats and /metrics; in mirror mode the
+    caller's own sessionKey on the mirror prefix. The admin sub-app checks its own key."""
     expected = apikey.encode()
-    admin = (admin_key or apikey).encode()
     private = ("/stats",) if metrics_public else ("/stats", "/metrics")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if ADMIN_PATH.match(path):
-            if not admin:  # never open, not even with --insecure-no-auth
-                raise AuthError("admin routes need ADMIN_KEY (or APIKEY) to be set", code="admin_disabled")
-            given = _bearer(request).encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, admin):
-                raise AuthError("admin routes take ADMIN_KEY" if admin_key else "incorrect API key", code="invalid_admin_key")
+        if len(request.match_info.apps) > 1:
+            pass  # a sub-app's route (the admin API): its own middleware checks its own key
         elif mirror_prefix and _is_api(path, mirror_prefix):
             try:
-                spec = SessionSpec.parse(_bearer(request))
+                spec = SessionSpec.parse(bearer(request))
                 if spec.proxy is not None:  # a caller must not choose where the relay connects
                     raise ValueError("no proxy in mirror keys")
                 request[guest_key] = spec
@@ -71,12 +68,12 @@ def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: b
                 ) from None
         elif expected and (_is_api(path) or path in private):
             # Headers are decoded with surrogateescape: bytes that are not UTF-8 still compare (and fail).
-            token = _bearer(request)
+            token = bearer(request)
             given = token.encode("utf-8", "surrogateescape")
             if not given:
                 raise AuthError("missing API key: send Authorization: Bearer <APIKEY>")
             if not hmac.compare_digest(given, expected):
-                named = await _client_key(request, token) if _is_api(path) else None
+                named = await _client_key(keys, store, token) if _is_api(path) else None
                 if named is None:
                     raise AuthError("incorrect API key")
                 request[client_key] = named
@@ -85,10 +82,9 @@ def auth_middleware(apikey: str, mirror_prefix: str | None, *, metrics_public: b
     return middleware
 
 
-async def _client_key(request: web.Request, token: str) -> ClientKey | None:
+async def _client_key(keys: ClientKeys, store: StateStore, token: str) -> ClientKey | None:
     """A named client key; one made on another replica is found after a look at the store."""
-    keys = request.app[client_keys_key]
-    return keys.find(token) or (await keys.sync(request.app[pool_key].store)).find(token)
+    return keys.find(token) or (await keys.sync(store)).find(token)
 
 
 @web.middleware
@@ -159,9 +155,8 @@ def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
 def error_response(request: web.Request, exc: RelayError) -> web.Response:
     """The error in the shape of the client API served on this path (OpenAI's elsewhere)."""
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    resource = request.match_info.route.resource
-    api = request.app[apis_key].get(resource.canonical) if resource is not None else None
-    body = api.error_body(exc) if api is not None else exc.body()
+    endpoint = endpoint_of(request)
+    body = endpoint.api.error_body(exc) if endpoint is not None else exc.body()
     return web.json_response(body, status=exc.status, headers=headers)
 
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from loguru import logger
 
 from ..errors import InvalidRequest, PayloadTooLarge, RelayError
-from .middlewares import Handler
 
 # How often idle connections are looked at; a slow client may keep one up to this much longer.
 SWEEP_INTERVAL = 1.0

@@ -5,17 +5,13 @@ from __future__ import annotations
 import re
 import time
 from importlib import resources
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..claude.failures import UpstreamFailure
-from ..config import THINK_SUFFIX, ConfigError, SessionSpec
-from ..errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from ..pool.account import Account
-from .body import read_json
-from .keys import client_keys_key, metrics_key, pool_key, reload_key, service_key, settings_key, upstream_key
+from ..config import THINK_SUFFIX, ConfigError
+from ..errors import InvalidRequest
+from .keys import client_keys_key, metrics_key, pool_key, reload_key, service_key, settings_key
 
 NAME = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 # Anthropic model objects carry a release time; relay does not know one, so it says the epoch.
@@ -107,7 +103,7 @@ async def reload_accounts(request: web.Request) -> web.Response:
     if not sessions:
         raise InvalidRequest("reload failed, accounts unchanged: SESSIONS is empty")
     added, removed = await request.app[pool_key].reload(sessions)
-    request.app[service_key].warm_up()
+    request.app[service_key].discover_orgs()
     return web.json_response({"accounts": len(sessions), "added": added, "removed": removed})
 
 
@@ -138,97 +134,3 @@ async def stats(request: web.Request) -> web.Response:
 async def status_page(_: web.Request) -> web.Response:
     """The status page: static HTML that asks for the API key, then reads /stats."""
     return web.Response(text=STATUS_PAGE, content_type="text/html", headers={"Cache-Control": "no-store"})
-
-
-async def add_account(request: web.Request) -> web.Response:
-    """POST /v1/admin/accounts: check a cookie against claude.ai, then add it to the pool."""
-    body = await read_json(request)
-    if not isinstance(body, dict) or not isinstance(body.get("session_key"), str):
-        raise InvalidRequest("session_key: a claude.ai sessionKey cookie (sk-ant-sid01-...) is required", param="session_key")
-    org, proxy = body.get("org_id"), body.get("proxy")
-    if org is not None and not isinstance(org, str) or proxy is not None and not isinstance(proxy, str):
-        raise InvalidRequest("org_id and proxy must be strings", param="org_id" if not isinstance(org, str) else "proxy")
-    entry = body["session_key"].strip() + (f":{org}" if org else "") + (f"@{proxy}" if proxy else "")
-    try:
-        spec = SessionSpec.parse(entry)
-    except ValueError as exc:
-        raise Unprocessable(str(exc), param="proxy" if "proxy" in str(exc) else "session_key") from None
-    pool, service = request.app[pool_key], request.app[service_key]
-    key = spec.key.get_secret_value()
-    if pool.has_key(key):
-        raise Conflict("this sessionKey is already in the pool", param="session_key")
-    probe = request.app[upstream_key].for_key(key, proxy=spec.proxy.get_secret_value() if spec.proxy else None)
-    try:
-        found = await probe.discover_org()
-    except UpstreamFailure as failure:
-        raise Unprocessable(
-            f"claude.ai refused this sessionKey: {failure.message}", param="session_key", code="session_key_refused"
-        ) from None
-    if pool.has_key(key):  # added meanwhile by a concurrent request
-        raise Conflict("this sessionKey is already in the pool", param="session_key")
-    account = await pool.add(spec.model_copy(update={"org_id": spec.org_id or found}))
-    service.warm_up()
-    return web.json_response(account.view(), status=201)
-
-
-def _account(request: web.Request, *, retiring_ok: bool = True) -> Account:
-    """The account a route's {alias} names, or a 404."""
-    account = request.app[pool_key].find(request.match_info["alias"])
-    if account is None or (account.retiring and not retiring_ok):
-        raise NotFound(f"no account {request.match_info['alias']!r}; GET /v1/accounts lists them", code="account_not_found")
-    return account
-
-
-async def remove_account(request: web.Request) -> web.Response:
-    """DELETE /v1/admin/accounts/{alias}: no new request gets it; it leaves once its streams end."""
-    pool = request.app[pool_key]
-    account = _account(request, retiring_ok=False)
-    request.app[service_key].spawn(pool.retire(account))
-    return web.json_response(
-        {"alias": account.alias, "key": account.masked, "removing": True, "in_flight": account.in_flight}, status=202
-    )
-
-
-async def check_account(request: web.Request) -> web.Response:
-    """POST /v1/admin/accounts/{alias}/check: ask claude.ai about the account now."""
-    account = _account(request)
-    await request.app[pool_key].check(account, request.app[service_key].api(account))
-    return web.json_response(account.view())
-
-
-async def add_key(request: web.Request) -> web.Response:
-    """POST /v1/admin/keys: a named client key with optional limits; the key is shown only here."""
-    body = await read_json(request)
-    name = body.get("name") if isinstance(body, dict) else None
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise InvalidRequest("name: 1-64 letters, digits, '.', '_' or '-'", param="name")
-    limits: dict[str, Any] = {}
-    for field in ("rpm", "concurrency"):
-        value = body.get(field)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise InvalidRequest(f"{field}: a whole number of at least 1", param=field)
-        limits[field] = value
-    models = body.get("models")
-    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
-        raise InvalidRequest("models: a list of model names", param="models")
-    store = request.app[pool_key].store
-    keys = await request.app[client_keys_key].sync(store)
-    if keys.named(name) is not None:
-        raise Conflict(f"a key named {name!r} exists", param="name")
-    secret = keys.create(name, limits["rpm"], limits["concurrency"], models)
-    await keys.save(store)
-    return web.json_response({**keys.named(name).view(), "key": secret}, status=201)  # type: ignore[union-attr]
-
-
-async def list_keys(request: web.Request) -> web.Response:
-    keys = await request.app[client_keys_key].sync(request.app[pool_key].store)
-    return web.json_response({"object": "list", "data": [k.view() for k in keys.keys]})
-
-
-async def remove_key(request: web.Request) -> web.Response:
-    store = request.app[pool_key].store
-    keys = await request.app[client_keys_key].sync(store)
-    if not keys.delete(request.match_info["name"]):
-        raise NotFound(f"no key named {request.match_info['name']!r}", code="key_not_found")
-    await keys.save(store)
-    return web.json_response({"name": request.match_info["name"], "deleted": True})

@@ -1,0 +1,63 @@
+"""Starting one completion on one account: the chat created on the way (inline) when the account
+takes it, else explicitly first; the features the account refuses dropped as it goes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from ..claude import webapi
+from ..claude.failures import UpstreamFailure
+from ..reply import ReplyEvent
+from .features import EFFORT, INLINE_CREATE, Negotiation
+from .job import ChatJob
+from .seats import Seat
+
+
+@dataclass(slots=True)
+class ChatRecord:
+    """One attempt's chat on claude.ai: `settled` once claude.ai answered (or refused) its creation,
+    so that what a delete finds is the truth; `unreachable` when the account cannot even delete it."""
+
+    uuid: str
+    settled: bool = False
+    unreachable: bool = False
+
+
+async def start_completion(
+    stack: AsyncExitStack, seat: Seat, org: str, chat: ChatRecord, job: ChatJob, files: list[str], *, temporary: bool
+) -> AsyncIterator[list[ReplyEvent]]:
+    """The completion's events (closed with `stack`); one round trip when the account creates inline."""
+    api, conv = seat.api, chat.uuid
+    features = Negotiation(seat.account, job)
+    created = False
+    while True:
+        inline = features.uses(INLINE_CREATE)
+        if not inline and not created:
+            await api.create_conversation(org, conv, job.model, temporary)
+            chat.settled = created = True
+            if job.thinking:
+                await api.enable_thinking(org, conv)
+        body = webapi.completion_body(
+            job.prompt.text,
+            model=job.model,
+            attachments=job.prompt.attachments,
+            files=files,
+            artifacts=job.artifacts,
+            web_search=job.web_search,
+            effort=job.effort if features.uses(EFFORT) else None,
+            thinking=job.thinking,
+            create=webapi.conversation_params(conv, job.model, job.thinking, temporary) if inline else None,
+        )
+        try:
+            events = await stack.enter_async_context(api.completion(org, conv, body))
+        except UpstreamFailure as failure:
+            if inline:
+                chat.settled = failure.status is not None  # claude.ai answered, so it created nothing
+            if features.drop_refused(failure):
+                continue
+            raise
+        chat.settled = True
+        features.settle()
+        return events

@@ -1,0 +1,67 @@
+"""What to ask claude.ai for one request, independent of the client API that asked."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..claude.prompt import Prompt, build_prompt
+from ..config import THINK_SUFFIX, Settings
+from ..conversation import Chat, Effort, ToolPlan
+from ..errors import ModelNotFound
+from ..reply import estimate_tokens
+
+CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]*$")
+
+
+@dataclass(slots=True)
+class ChatJob:
+    """What to ask claude.ai: the prompt and the options of the completion."""
+
+    model: str
+    thinking: bool
+    prompt: Prompt
+    artifacts: bool = True
+    tools: ToolPlan | None = None
+    web_search: bool = False
+    effort: Effort | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Estimated input tokens: the prompt and its text attachments."""
+        return estimate_tokens(len(self.prompt.text) + sum(len(a.content) for a in self.prompt.attachments))
+
+
+def resolve_model(settings: Settings, name: str) -> tuple[str, bool]:
+    """(upstream model, thinking on) for a model a client asked for.
+
+    Listed models and any other `claude-*` name pass (claude.ai decides whether the account has
+    it, so dated ids such as Claude Code's work); anything else is a clear 404.
+    """
+    if name not in settings.served_models and not CLAUDE_MODEL.match(name):
+        raise ModelNotFound(f"model {name!r} is not served here; GET /v1/models lists the models (set MODELS to change them)")
+    if name.endswith(THINK_SUFFIX):
+        return name.removesuffix(THINK_SUFFIX), True
+    return name, False
+
+
+def build_job(settings: Settings, chat: Chat) -> ChatJob:
+    """The job for a chat; every problem with the request is raised here."""
+    model, think_model = resolve_model(settings, chat.model)
+    tools = chat.tools if chat.tools and chat.tools.active else None
+    prompt = build_prompt(
+        chat.turns,
+        no_role_prefix=settings.no_role_prefix,
+        disable_artifacts=settings.prompt_disable_artifacts or tools is not None,
+        max_history=settings.max_chat_history_length,
+        tools=tools,
+    )
+    return ChatJob(
+        model=model,
+        thinking=chat.thinking or think_model,
+        prompt=prompt,
+        artifacts=not settings.prompt_disable_artifacts and tools is None,
+        tools=tools,
+        web_search=chat.web_search,
+        effort=chat.effort,
+    )

@@ -1,0 +1,156 @@
+"""The admin API (`/v1/admin`, `/hf/v1/admin`): an aiohttp sub-app with its own key (ADMIN_KEY,
+else APIKEY; never open) and pydantic request bodies. Adds, checks and removes accounts, makes and
+revokes named client keys."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from ..chat.service import ChatService
+from ..claude.client import UpstreamClient
+from ..claude.failures import UpstreamFailure
+from ..client_api import validate
+from ..config import SessionSpec, first_problem
+from ..errors import AuthError, Conflict, NotFound, Unprocessable
+from ..pool.account import Account
+from ..pool.client_keys import ClientKeys
+from ..pool.pool import AccountPool
+from .body import read_json
+from .middlewares import bearer
+
+Limit = Annotated[int, Field(ge=1, strict=True)]
+
+
+class AddAccount(BaseModel):
+    """POST /admin/accounts: a cookie, and optionally its org id and its own proxy."""
+
+    session_key: Annotated[str, Field(description="a claude.ai sessionKey cookie (sk-ant-sid01-...)")]
+    org_id: str | None = None
+    proxy: str | None = None
+
+
+class AddKey(BaseModel):
+    """POST /admin/keys: a named client key with optional limits."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._\-]{1,64}$")]
+    rpm: Limit | None = None
+    concurrency: Limit | None = None
+    models: list[str] | None = None
+
+
+def admin_auth(admin_key: str, api_key: str) -> Middleware:
+    """ADMIN_KEY (else APIKEY) on every admin route; with neither set, the routes stay closed."""
+    expected = (admin_key or api_key).encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not expected:  # never open, not even with --insecure-no-auth
+            raise AuthError("admin routes need ADMIN_KEY (or APIKEY) to be set", code="admin_disabled")
+        given = bearer(request).encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, expected):
+            raise AuthError("admin routes take ADMIN_KEY" if admin_key else "incorrect API key", code="invalid_admin_key")
+        return await handler(request)
+
+    return middleware
+
+
+class AdminApi:
+    """The admin routes, with what they change passed in."""
+
+    def __init__(self, pool: AccountPool, service: ChatService, upstream: UpstreamClient, keys: ClientKeys) -> None:
+        self.body_timeout = service.settings.request_body_timeout
+        self.pool = pool
+        self.service = service
+        self.upstream = upstream
+        self.keys = keys
+
+    def app(self, admin_key: str, api_key: str) -> web.Application:
+        """A sub-app to mount under an API prefix's `/admin`."""
+        app = web.Application(middlewares=[admin_auth(admin_key, api_key)])
+        app.router.add_routes(
+            [
+                web.post("/accounts", self.add_account),
+                web.delete("/accounts/{alias}", self.remove_account),
+                web.post("/accounts/{alias}/check", self.check_account),
+                web.post("/keys", self.add_key),
+                web.get("/keys", self.list_keys),
+                web.delete("/keys/{name}", self.remove_key),
+            ]
+        )
+        return app
+
+    async def add_account(self, request: web.Request) -> web.Response:
+        """Check a cookie against claude.ai, then add it to the pool."""
+        body = validate(AddAccount, await read_json(request, self.body_timeout))
+        try:
+            spec = SessionSpec.model_validate({"key": body.session_key.strip(), "org_id": body.org_id, "proxy": body.proxy})
+        except ValidationError as exc:
+            field, message = first_problem(exc)
+            raise Unprocessable(message, param="proxy" if field == "proxy" else "session_key") from None
+        key = spec.key.get_secret_value()
+        if self.pool.has_key(key):
+            raise Conflict("this sessionKey is already in the pool", param="session_key")
+        probe = self.upstream.for_key(key, proxy=spec.proxy.get_secret_value() if spec.proxy else None)
+        try:
+            found = await probe.discover_org()
+        except UpstreamFailure as failure:
+            message = f"claude.ai refused this sessionKey: {failure.message}"
+            raise Unprocessable(message, param="session_key", code="session_key_refused") from None
+        if self.pool.has_key(key):  # added meanwhile by a concurrent request
+            raise Conflict("this sessionKey is already in the pool", param="session_key")
+        account = await self.pool.add(spec.model_copy(update={"org_id": spec.org_id or found}))
+        self.service.discover_orgs()
+        return web.json_response(account.view(), status=201)
+
+    def _account(self, request: web.Request, *, retiring_ok: bool = True) -> Account:
+        """The account a route's {alias} names, or a 404."""
+        alias = request.match_info["alias"]
+        account = self.pool.find(alias)
+        if account is None or (account.retiring and not retiring_ok):
+            raise NotFound(f"no account {alias!r}; GET /v1/accounts lists them", code="account_not_found")
+        return account
+
+    async def remove_account(self, request: web.Request) -> web.Response:
+        """No new request gets the account; it leaves once its streams end."""
+        account = self._account(request, retiring_ok=False)
+        self.service.spawn(self.pool.retire(account))
+        body = {"alias": account.alias, "key": account.masked, "removing": True, "in_flight": account.in_flight}
+        return web.json_response(body, status=202)
+
+    async def check_account(self, request: web.Request) -> web.Response:
+        """Ask claude.ai about the account now."""
+        account = self._account(request)
+        await self.pool.check(account, self.service.api(account))
+        return web.json_response(account.view())
+
+    async def add_key(self, request: web.Request) -> web.Response:
+        """A named client key with optional limits; the key itself is shown only here."""
+        body = validate(AddKey, await read_json(request, self.body_timeout))
+        store = self.pool.store
+        keys = await self.keys.sync(store)
+        if keys.named(body.name) is not None:
+            raise Conflict(f"a key named {body.name!r} exists", param="name")
+        secret = keys.create(body.name, body.rpm, body.concurrency, body.models)
+        await keys.save(store)
+        made = keys.named(body.name)
+        assert made is not None
+        return web.json_response({**made.view(), "key": secret}, status=201)
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        keys = await self.keys.sync(self.pool.store)
+        return web.json_response({"object": "list", "data": [k.view() for k in keys.keys]})
+
+    async def remove_key(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        keys = await self.keys.sync(self.pool.store)
+        if not keys.delete(name):
+            raise NotFound(f"no key named {name!r}", code="key_not_found")
+        await keys.save(self.pool.store)
+        return web.json_response({"name": name, "deleted": True})

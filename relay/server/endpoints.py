@@ -1,0 +1,68 @@
+"""A client API's endpoints, bound to its adapter and to what they use (as aiohttp-demos'
+`SiteHandler`): parse the wire request, build the job, then deliver whole or streamed."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from aiohttp import web
+
+from ..chat.service import ChatService
+from ..client_api import ClientApi, Memory
+from ..fallback import Ask
+from ..pool.client_keys import ClientKeys
+from .body import read_json
+from .delivery import Delivery, Order
+from .keys import access_key, client_key, guest_key
+
+
+class ApiEndpoint:
+    """The chat (and token-count) endpoint of one client API."""
+
+    def __init__(
+        self, api: ClientApi[Any], service: ChatService, delivery: Delivery, memory: Memory, client_keys: ClientKeys
+    ) -> None:
+        self.api = api
+        self.service = service
+        self.delivery = delivery
+        self.memory = memory
+        self.client_keys = client_keys
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """Parse, build the job, then stream or answer whole."""
+        api = self.api
+        parsed = api.parse(await read_json(request, self.service.settings.request_body_timeout))
+        access = request[access_key]
+        access.model = parsed.chat.model
+        named = request.get(client_key)
+        if named is not None:
+            self.client_keys.admit(named, parsed.chat.model)
+        try:
+            await api.recall(parsed, self.memory)
+            job = self.service.job(parsed.chat)
+            access.tokens_in = job.prompt_tokens
+            renderer = api.renderer(parsed, job.prompt_tokens)
+            ask = Ask(api.wire, parsed.body, dataclasses.replace(parsed.chat, thinking=job.thinking))
+            remember = functools.partial(api.remember, parsed, renderer, self.memory)
+            order = Order(job, ask, request.get(guest_key), access, remember)
+            if parsed.chat.stream:
+                return await self.delivery.stream(request, order, renderer)
+            return await self.delivery.complete(order, renderer)
+        finally:
+            if named is not None:
+                named.in_flight -= 1
+                named.tokens_in += access.tokens_in
+                named.tokens_out += access.tokens_out
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """An estimate (about four characters a token) of the prompt the request would send."""
+        job = self.service.job(self.api.parse_count(await read_json(request, self.service.settings.request_body_timeout)))
+        return web.json_response({"input_tokens": job.prompt_tokens})
+
+
+def endpoint_of(request: web.Request) -> ApiEndpoint | None:
+    """The client-API endpoint a request was routed to (its errors take that API's shape)."""
+    owner = getattr(request.match_info.handler, "__self__", None)
+    return owner if isinstance(owner, ApiEndpoint) else None
