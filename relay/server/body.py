@@ -13,7 +13,8 @@ from ..errors import InvalidRequest, RequestTimeout
 
 
 async def read_json(request: web.Request, timeout: float) -> Any:
-    """The decoded body, received within `timeout` seconds (REQUEST_BODY_TIMEOUT); oversize bodies are refused by aiohttp (client_max_size) before this parses.
+    """The decoded body, received within `timeout` seconds (REQUEST_BODY_TIMEOUT); oversize bodies
+    are refused by aiohttp (client_max_size) before this parses.
 
     orjson refuses what must never reach claude.ai: invalid UTF-8 and lone surrogates (`\\ud800`).
     """
