@@ -78,3 +78,29 @@ def test_curl_cffi_is_used_only_in_the_claude_client() -> None:
 def test_curl_cffi_still_has_the_internals_relay_relies_on() -> None:
     # If this fails after a curl_cffi upgrade, relay/claude/curl.py must be adapted.
     assert missing_internals() == []
+
+
+# A module a reader takes in at one sitting, and functions that fit on a screen.
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 50
+
+
+def test_modules_and_functions_stay_small() -> None:
+    too_long: list[str] = []
+    for path in _modules():
+        text = path.read_text()
+        rel = path.relative_to(ROOT)
+        if (lines := len(text.splitlines())) > MAX_MODULE_LINES:
+            too_long.append(f"{rel}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.end_lineno is None:
+                continue
+            if (length := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
+                too_long.append(f"{rel}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, too_long
+
+
+def test_every_registered_client_api_has_its_folder_and_routes() -> None:
+    for spec in REGISTRY:
+        assert (ROOT / spec.package / "__init__.py").is_file(), spec.package
+        assert spec.path.startswith("/") and spec.package in FORBIDDEN

@@ -1,6 +1,7 @@
 """The built-in fake claude.ai upstream used by `relay --demo`, the tests and the benchmark."""
 
-from .fake_claude import Behavior, FakeClaude, org_for
+from .behavior import Behavior, org_for
+from .fake_claude import FakeClaude
 
 # Demo cookies: well-formed, obviously fake, accepted only by the fake upstream.
 DEMO_SESSIONS = ",".join(f"sk-ant-sid01-demo{'x' * 90}-demo{n:02d}AA" for n in range(1, 4))
