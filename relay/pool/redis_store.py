@@ -75,7 +75,7 @@ class RedisStore(StateStore):
         self._redis_problem: str | None = None
 
     @property
-    def degraded(self) -> str | None:  # type: ignore[override]
+    def degraded(self) -> str | None:
         return self._redis_problem or self.local.degraded
 
     def _key(self, kind: str, account_id: str) -> str:

@@ -6,9 +6,6 @@ for each attempt atomically (across replicas, for Redis).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -21,6 +18,7 @@ from loguru import logger
 
 from ..claude.failures import Failure
 from .account import Account, State
+from .state_file import ANSWERS_WRITE_INTERVAL, StateFile
 
 # Answers kept in this process for the Responses API's previous_response_id, at most.
 MAX_KEPT_ANSWERS = 1000
@@ -43,8 +41,10 @@ class Lease:
 class StateStore(ABC):
     """What the pool needs from wherever state lives."""
 
-    #: Why the store is not working as configured (e.g. Redis unreachable), or None.
-    degraded: str | None = None
+    @property
+    def degraded(self) -> str | None:
+        """Why the store is not working as configured (e.g. Redis unreachable), or None."""
+        return None
 
     async def start(self, accounts: Callable[[], list[Account]]) -> None:
         """Bring earlier or shared state into the accounts (the pool's current list)."""
@@ -92,66 +92,79 @@ class StateStore(ABC):
 
 
 class MemoryStore(StateStore):
-    """State in the Account objects of this process; with a path, kept across restarts in a file.
+    """State in the Account objects of this process; with a path, kept across restarts in a file
+    (written off the event loop, see `state_file`).
 
-    Kept answers live in a bounded LRU; they go to the file when it is written and at shutdown.
+    Kept answers live in a bounded LRU, and in a file of their own beside STATE_FILE.
     """
 
     def __init__(
         self, path: str | Path | None = None, *, answer_ttl: float = 3600.0, clock: Callable[[], float] = time.time
     ) -> None:
-        self.path = Path(path) if path else None
         self.answer_ttl = answer_ttl
         self._clock = clock
         self._accounts: Callable[[], list[Account]] = list
         self._answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (expiry, JSON text)
-        self._records: dict[str, list[dict[str, Any]]] | None = None  # read from the file once
+        self._records: dict[str, list[dict[str, Any]]] = {}
+        self._file = StateFile(Path(path), self._state_snapshot) if path else None
+        self._answers_file = (
+            StateFile(Path(f"{path}.answers"), self._answers_snapshot, min_interval=ANSWERS_WRITE_INTERVAL) if path else None
+        )
+        if self._file is not None:
+            self._take_records(self._file.read())
+
+    @property
+    def degraded(self) -> str | None:
+        problem = self._file.problem if self._file is not None else None
+        return f"STATE_FILE {problem}" if problem else None
 
     async def start(self, accounts: Callable[[], list[Account]]) -> None:
         self._accounts = accounts
-        if self.path is None:
+        if self._file is None or self._answers_file is None:
             return
-        if self.path.is_file():
-            self._restore(self.path, accounts())
-        self._write()  # finds out now, not at the first cooldown, whether the file can be written
-
-    def _restore(self, path: Path, accounts: list[Account]) -> None:
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            logger.warning("STATE_FILE {} is unreadable, starting fresh: {}", path, exc)
-            return
-        saved = saved if isinstance(saved, dict) else {}
-        restore(accounts, saved)
+        saved = self._file.read()
+        restore(accounts(), saved)
         now = self._clock()
-        for answer_id, (expires, text) in (saved.get(ANSWERS_KEY) or {}).items():
-            if expires > now:
-                self._answers[answer_id] = (expires, text)
+        # Answers kept by an older relay inside STATE_FILE are taken in too.
+        for answers in (saved.get(ANSWERS_KEY), self._answers_file.read()):
+            for answer_id, kept in (answers or {}).items():
+                if isinstance(kept, list) and len(kept) == 2 and kept[0] > now:
+                    self._answers[answer_id] = (float(kept[0]), str(kept[1]))
+        await self._file.write_now()  # finds out now, not at the first cooldown, whether the file can be written
+
+    def _take_records(self, saved: dict[str, Any]) -> None:
+        for kind in ("added", "keys"):
+            found = saved.get("_" + kind)
+            self._records[kind] = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+
+    def _state_snapshot(self) -> dict[str, Any]:
+        data: dict[str, Any] = {a.id: record(a) for a in self._accounts()}
+        for kind, records in self._records.items():
+            if records:
+                data["_" + kind] = records
+        return data
+
+    def _answers_snapshot(self) -> dict[str, Any]:
+        now = self._clock()
+        return {k: list(v) for k, v in self._answers.items() if v[0] > now}
+
+    def _changed(self) -> None:
+        if self._file is not None:
+            self._file.dirty()
 
     async def load_records(self, kind: RecordKind) -> list[dict[str, Any]]:
-        return list(self._saved_records().get(kind, []))
+        return list(self._records.get(kind, []))
 
     async def save_records(self, kind: RecordKind, records: list[dict[str, Any]]) -> None:
-        self._saved_records()[kind] = list(records)
-        self._write()
-
-    def _saved_records(self) -> dict[str, list[dict[str, Any]]]:
-        if self._records is None:
-            self._records = {}
-            if self.path is not None and self.path.is_file():
-                try:
-                    saved = json.loads(self.path.read_text())
-                except (OSError, ValueError):
-                    saved = {}
-                for kind in ("added", "keys"):
-                    found = saved.get("_" + kind) if isinstance(saved, dict) else None
-                    self._records[kind] = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
-        return self._records
+        self._records[kind] = list(records)
+        self._changed()
 
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
         self._answers[answer_id] = (self._clock() + self.answer_ttl, data.decode())
         while len(self._answers) > MAX_KEPT_ANSWERS:
             self._answers.popitem(last=False)
+        if self._answers_file is not None:
+            self._answers_file.dirty()
 
     async def load_answer(self, answer_id: str) -> bytes | None:
         kept = self._answers.get(answer_id)
@@ -162,8 +175,9 @@ class MemoryStore(StateStore):
         return kept[1].encode()
 
     async def close(self) -> None:
-        if self._answers:
-            self._write()
+        for file in (self._file, self._answers_file):
+            if file is not None:
+                await file.flush()
 
     async def acquire(self, candidates: list[Account], now: float) -> Lease | None:
         if not candidates:
@@ -180,28 +194,10 @@ class MemoryStore(StateStore):
     async def save(self, account: Account, *, failed: bool, changed: bool) -> None:
         # The counters already live on the account; only states and orgs go to the file.
         if changed:
-            self._write()
+            self._changed()
 
     async def save_org(self, account: Account) -> None:
-        self._write()
-
-    def _write(self) -> None:
-        if self.path is None:
-            return
-        data: dict[str, Any] = {a.id: record(a) for a in self._accounts()}
-        now = self._clock()
-        data[ANSWERS_KEY] = {k: v for k, v in self._answers.items() if v[0] > now}
-        for kind, records in (self._records or {}).items():
-            if records:
-                data["_" + kind] = records
-        try:
-            write_atomically(self.path, json.dumps(data, indent=1))
-        except OSError as exc:
-            if self.degraded is None:
-                logger.warning("could not write STATE_FILE {}: {}", self.path, exc)
-            self.degraded = f"STATE_FILE cannot be written ({exc.strerror or exc.__class__.__name__})"
-        else:
-            self.degraded = None
+        self._changed()
 
 
 def record(account: Account) -> dict[str, Any]:
@@ -235,18 +231,3 @@ def restore(accounts: list[Account], saved: dict[str, Any]) -> None:
         if isinstance(rec, dict):
             apply(account, rec)
             logger.info("account {} restored as {}", account.alias, account.state.value)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename over it: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
