@@ -165,6 +165,19 @@ async def test_streamed_answer_is_kept_before_the_stream_ends(relay: Relay, fake
     assert "remember this" in fake.calls_named("completion")[-1].body["prompt"]
 
 
+async def test_kept_answers_survive_a_restart_in_their_own_file(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "state.json"
+    script_all(fake, text="Noted.")
+    relay = await make_relay(state_file=str(state))
+    first = await relay.openai().responses.create(model=MODEL, input="My name is Ada.")
+    await relay.server.close()  # shutdown writes what is pending
+    assert "_answers" not in json.loads(state.read_text())
+    assert first.id in json.loads((tmp_path / "state.json.answers").read_text())
+    again = await make_relay(state_file=str(state))
+    await again.openai().responses.create(model=MODEL, input="What is my name?", previous_response_id=first.id)
+    assert "My name is Ada." in fake.calls_named("completion")[-1].body["prompt"]
+
+
 @needs_redis
 async def test_previous_response_is_shared_between_replicas(make_relay: RelayFactory, fake, shared_redis: str) -> None:
     prefix = f"t{time.monotonic_ns()}"
