@@ -80,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             '-d \'{"model":"claude-sonnet-4-6","messages":[{"role":"user","content":"hi"}]}\'',
             file=sys.stderr,
         )
-    asyncio.run(_serve(settings, args))
+    try:
+        asyncio.run(_serve(settings, args))
+    except ConfigError as exc:  # e.g. a curl_cffi without the internals relay needs
+        _fail(str(exc))
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:

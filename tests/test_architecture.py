@@ -104,3 +104,14 @@ def test_every_registered_client_api_has_its_folder_and_routes() -> None:
     for spec in REGISTRY:
         assert (ROOT / spec.package / "__init__.py").is_file(), spec.package
         assert spec.path.startswith("/") and spec.package in FORBIDDEN
+
+
+def test_a_curl_cffi_without_those_internals_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from curl_cffi import Curl
+
+    from relay.config import ConfigError, Settings
+    from relay.server.app import create_app
+
+    monkeypatch.delattr(Curl, "_WS_RECV_BUFFER_SIZE")
+    with pytest.raises(ConfigError, match=r"lacks Curl\._WS_RECV_BUFFER_SIZE; install curl-cffi>=0\.16,<0\.17"):
+        create_app(Settings(sessions="", apikey="k"))

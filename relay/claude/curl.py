@@ -10,11 +10,14 @@ fails loudly instead of leaking connections.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from collections.abc import AsyncIterator
 
 from curl_cffi import Curl
 from curl_cffi.requests import Response
 from curl_cffi.requests.streams import STREAM_END
+
+from ..config import ConfigError
 
 # Queued network reads joined into one chunk at most; bounds the buffer one stream holds at once.
 MAX_COALESCED = 64 * 1024
@@ -28,6 +31,14 @@ def missing_internals() -> list[str]:
     missing = [] if hasattr(Curl, "_WS_RECV_BUFFER_SIZE") else ["Curl._WS_RECV_BUFFER_SIZE"]
     probe = Response()
     return missing + [f"Response.{name}" for name in _RESPONSE_INTERNALS if not hasattr(probe, name)]
+
+
+def require_internals() -> None:
+    """Refuse to start on a curl_cffi whose internals relay cannot use: streams would leak
+    connections instead of failing loudly."""
+    if missing := missing_internals():
+        found = importlib.metadata.version("curl_cffi")
+        raise ConfigError(f"curl_cffi {found} lacks {', '.join(missing)}; install curl-cffi>=0.16,<0.17 (see constraints.txt)")
 
 
 def shrink_ws_buffer() -> None:

@@ -96,6 +96,7 @@ def _state_store(settings: Settings) -> StateStore:
 
 
 def _upstream(settings: Settings) -> UpstreamClient:
+    curl.require_internals()
     curl.shrink_ws_buffer()
     config = UpstreamConfig(
         base_url=settings.claude_base_url,
