@@ -36,7 +36,7 @@ class _Live(Collector):
             states.add_metric([state.value], n)
         yield states
         in_flight = GaugeMetricFamily("relay_requests_in_flight", "Upstream requests in flight")
-        in_flight.add_metric([], sum(a.in_flight for a in self._pool.accounts))
+        in_flight.add_metric([], sum(a.in_flight_here for a in self._pool.accounts))
         yield in_flight
         used = GaugeMetricFamily(
             "relay_account_window_utilization", "Share of a quota window used (0..1)", labels=["account", "window"]

@@ -75,7 +75,7 @@ async def test_faulty_pool_under_load_with_hang_ups(aiohttp_server: Any, fake) -
         broken = [o for o in outcomes if o.startswith("broken") or o.startswith("status 5") and o != "status 503"]
         assert not broken, broken
         assert outcomes.count("done") > STREAMS // 3, outcomes
-        await eventually(lambda: sum(a.in_flight for a in relay.pool.accounts) == 0, timeout=10)
+        await eventually(lambda: sum(a.in_flight_here for a in relay.pool.accounts) == 0, timeout=10)
         # Every chat claude.ai created was deleted, hang-ups included.
         await eventually(lambda: not fake.conversations, timeout=30)
         async with aiohttp.ClientSession() as http, http.get(relay.url + "/metrics", headers=AUTH) as r:

@@ -130,7 +130,7 @@ async def test_hang_ups_as_answers_start_are_499_not_500(relay: Relay, fake) -> 
             writer.write(head + body)
             await reader.readexactly(12)  # the status line has begun: the answer is starting
             writer.transport.abort()
-        await eventually(lambda: sum(a.in_flight for a in relay.pool.accounts) == 0)
+        await eventually(lambda: sum(a.in_flight_here for a in relay.pool.accounts) == 0)
         async with aiohttp.ClientSession() as http, http.get(relay.url + "/metrics", headers=AUTH) as r:
             metrics = await r.text()
     finally:

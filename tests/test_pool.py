@@ -174,7 +174,7 @@ async def test_client_disconnect_closes_upstream_and_deletes_chat(make_relay: Re
         await r.content.readuntil(b"word")
     await eventually(lambda: fake.disconnects == 1 and fake.open_streams == 0, timeout=3)
     account = relay.pool.accounts[0]
-    await eventually(lambda: account.in_flight == 0)
+    await eventually(lambda: account.in_flight_here == 0)
     conv = fake.calls_named("completion")[0].path.split("/")[-2]
     await eventually(lambda: conv in fake.deleted)
 
@@ -210,7 +210,7 @@ async def test_concurrent_requests_spread_over_accounts(make_relay: RelayFactory
     await asyncio.gather(*(ask(relay) for _ in range(6)))
     used = [c.session_key for c in fake.calls_named("completion")]
     assert sorted(used.count(session_key(n)) for n in (1, 2, 3)) == [2, 2, 2]
-    assert all(a.in_flight == 0 for a in relay.pool.accounts)
+    assert all(a.in_flight_here == 0 for a in relay.pool.accounts)
 
 
 async def test_max_retries_bounds_attempts(make_relay: RelayFactory, fake) -> None:

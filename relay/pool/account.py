@@ -59,7 +59,10 @@ class Account:
     until: float | None = None
     requests: int = 0
     failures: int = 0
-    in_flight: int = 0
+    # Requests in flight on this account: this replica's, and all replicas' as the store shares
+    # them (the same number when nothing is shared).
+    in_flight_here: int = 0
+    in_flight_all: int = 0
     last_error: str = ""
     last_used: float = 0.0
     # Optional upstream features by name (relay.chat.features): True works, False refused, absent not known yet.
@@ -99,7 +102,7 @@ class Account:
 
     def score(self, now: float) -> float:
         """Headroom less what the requests in flight will use (their cost is not known yet)."""
-        return self.headroom(now) - self.in_flight * IN_FLIGHT_SHARE
+        return self.headroom(now) - self.in_flight_all * IN_FLIGHT_SHARE
 
     def healthy(self, now: float) -> bool:
         """Usable and not backing off after transient failures."""
@@ -117,16 +120,17 @@ class Account:
             "cooldown_until": self.until,
             "requests": self.requests,
             "failures": self.failures,
-            "in_flight": self.in_flight,
+            "in_flight": self.in_flight_all,
+            "in_flight_here": self.in_flight_here,
             "last_error": self.last_error or None,
             "last_used": self.last_used or None,
             "consecutive_failures": self.streak,
             "backoff_until": self.backoff_until,
-            "usage": self.usage_view(),
+            "usage": self._usage_view(),
             "models_unavailable": sorted(self.models_unavailable),
         }
 
-    def usage_view(self) -> dict[str, Any] | None:
+    def _usage_view(self) -> dict[str, Any] | None:
         if self.usage is None:
             return None
         windows: dict[str, Any] = {

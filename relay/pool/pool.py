@@ -127,7 +127,7 @@ class AccountPool:
         """Take an account out: no new request gets it, and it leaves once its requests are done.
         An account from SESSIONS comes back with the next reload or restart unless removed there."""
         account.retiring = True
-        while account.in_flight > 0:
+        while account.in_flight_here > 0:
             await asyncio.sleep(RETIRE_POLL)
         key = account.key
         self._added = [s for s in self._added if s.key.get_secret_value() != key]

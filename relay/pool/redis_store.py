@@ -21,12 +21,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from loguru import logger
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ..reply import Window
 from .account import IN_FLIGHT_SHARE, Account, State
-from .state import Lease, MemoryStore, RecordKind, StateStore, apply, record
+from .records import StateRecord, UsageRecord
+from .state import Lease, MemoryStore, RecordKind, StateStore
 
 T = TypeVar("T")
 
@@ -139,7 +140,8 @@ class RedisStore(StateStore):
             return None
         account = next(a for a in candidates if a.id == chosen)
         account.requests += 1
-        account.in_flight += 1
+        account.in_flight_here += 1
+        account.in_flight_all += 1
         account.last_used = now
         lease = Lease(account, token, shared=True)
         self._leases[token] = lease
@@ -150,7 +152,8 @@ class RedisStore(StateStore):
             await self.local.release(lease)
             return
         self._leases.pop(lease.token, None)
-        lease.account.in_flight = max(0, lease.account.in_flight - 1)
+        lease.account.in_flight_here = max(0, lease.account.in_flight_here - 1)
+        lease.account.in_flight_all = max(0, lease.account.in_flight_all - 1)
         await self._try(lambda: self.client.zrem(self._key("inflight", lease.account.id), lease.token))
 
     async def save(self, account: Account, *, failed: bool, changed: bool) -> None:
@@ -166,14 +169,14 @@ class RedisStore(StateStore):
             elif changed:
                 # A cooldown expires with its key, so the account comes back by itself everywhere.
                 expires = int(account.until * 1000) if account.until else None
-                pipe.set(state_key, json.dumps(record(account)), pxat=expires)
+                pipe.set(state_key, StateRecord.of(account).model_dump_json(), pxat=expires)
             if failed:
                 pipe.hincrby(self._key("acct", account.id), "failures", 1)
                 pipe.hset(self._key("acct", account.id), "last_error", account.last_error)
             await pipe.execute()
 
     async def save_usage(self, account: Account) -> None:
-        usage = json.dumps(account.usage_view())
+        usage = UsageRecord.of(account).model_dump_json()
         await self._try(lambda: self.client.hset(self._key("acct", account.id), "usage", usage))
 
     async def save_org(self, account: Account) -> None:
@@ -216,7 +219,7 @@ class RedisStore(StateStore):
         assert isinstance(fetched, list)
         for account, (state, fields, in_flight) in zip(accounts, zip(fetched[0::3], fetched[1::3], fetched[2::3]), strict=True):
             if state:
-                apply(account, json.loads(state))
+                _apply_state(account, state)
             elif account.state is not State.ACTIVE:
                 account.state, account.failure, account.reason, account.until = State.ACTIVE, None, "", None
             requests, failures, last_error, last_used, org_id, usage = fields
@@ -224,11 +227,11 @@ class RedisStore(StateStore):
             account.failures = int(failures or 0)
             account.last_error = last_error or ""
             account.last_used = float(last_used or 0)
-            account.in_flight = int(in_flight)
+            account.in_flight_all = int(in_flight)
             if org_id and not account.org_id:
                 account.org_id = org_id
-            if usage:
-                account.usage, account.usage_at = _usage(usage)
+            if usage and (shared := UsageRecord.parse(usage)) is not None:
+                shared.apply(account)
 
     async def _fetch(self, accounts: list[Account], now: float) -> list[object]:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -246,18 +249,9 @@ class RedisStore(StateStore):
                 self._dirty.add(account)
 
 
-def _usage(text: str) -> tuple[dict[str, Window] | None, float | None]:
-    """Quota windows as another replica kept them (`Account.usage_view`)."""
+def _apply_state(account: Account, text: str) -> None:
+    """An account's state as another replica kept it; a record that does not validate is skipped."""
     try:
-        doc = json.loads(text)
-    except ValueError:
-        return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    at = doc.pop("updated_at", None)
-    windows = {
-        str(name): Window(float(w["utilization"]), w.get("resets_at"), str(w.get("status") or "within_limit"))
-        for name, w in doc.items()
-        if isinstance(w, dict) and isinstance(w.get("utilization"), (int, float))
-    }
-    return windows, float(at) if isinstance(at, (int, float)) else None
+        StateRecord.model_validate_json(text).apply(account)
+    except ValidationError:
+        logger.warning("the shared state of {} is malformed; kept what this replica knows", account.alias)

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from loguru import logger
+from pydantic import ValidationError
 
-from ..claude.failures import Failure
-from .account import Account, State
+from .account import Account
+from .records import StateRecord
 from .state_file import ANSWERS_WRITE_INTERVAL, StateFile
 
 # Answers kept in this process for the Responses API's previous_response_id, at most.
@@ -138,7 +139,7 @@ class MemoryStore(StateStore):
             self._records[kind] = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
 
     def _state_snapshot(self) -> dict[str, Any]:
-        data: dict[str, Any] = {a.id: record(a) for a in self._accounts()}
+        data: dict[str, Any] = {a.id: StateRecord.of(a).model_dump(mode="json") for a in self._accounts()}
         for kind, records in self._records.items():
             if records:
                 data["_" + kind] = records
@@ -183,13 +184,15 @@ class MemoryStore(StateStore):
         if not candidates:
             return None
         account = min(candidates, key=lambda a: (-a.score(now), a.last_used))
-        account.in_flight += 1
+        account.in_flight_here += 1
+        account.in_flight_all += 1
         account.requests += 1
         account.last_used = now
         return Lease(account, "")
 
     async def release(self, lease: Lease) -> None:
-        lease.account.in_flight = max(0, lease.account.in_flight - 1)
+        lease.account.in_flight_here = max(0, lease.account.in_flight_here - 1)
+        lease.account.in_flight_all = max(0, lease.account.in_flight_all - 1)
 
     async def save(self, account: Account, *, failed: bool, changed: bool) -> None:
         # The counters already live on the account; only states and orgs go to the file.
@@ -200,34 +203,14 @@ class MemoryStore(StateStore):
         self._changed()
 
 
-def record(account: Account) -> dict[str, Any]:
-    """An account's durable state: what a restart or another replica must not forget."""
-    return {
-        "state": account.state.value,
-        "failure": account.failure.value if account.failure else None,
-        "reason": account.reason,
-        "until": account.until,
-        "org_id": account.org_id,
-    }
-
-
-def apply(account: Account, rec: dict[str, Any]) -> None:
-    """Set an account's state from a record; an expired cooldown means active."""
-    try:
-        state = State(rec.get("state", "active"))
-        failure = Failure(rec["failure"]) if rec.get("failure") else None
-    except ValueError:
-        return
-    account.state, account.failure = state, failure
-    account.reason = str(rec.get("reason") or "")
-    account.until = float(rec["until"]) if rec.get("until") else None
-    if rec.get("org_id") and not account.org_id:
-        account.org_id = str(rec["org_id"])
-
-
 def restore(accounts: list[Account], saved: dict[str, Any]) -> None:
+    """Accounts' states as a file kept them; records that do not validate are skipped."""
     for account in accounts:
         rec = saved.get(account.id)
-        if isinstance(rec, dict):
-            apply(account, rec)
-            logger.info("account {} restored as {}", account.alias, account.state.value)
+        if not isinstance(rec, dict):
+            continue
+        try:
+            StateRecord.model_validate(rec).apply(account)
+        except ValidationError:
+            continue
+        logger.info("account {} restored as {}", account.alias, account.state.value)

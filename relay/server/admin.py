@@ -121,7 +121,7 @@ class AdminApi:
         """No new request gets the account; it leaves once its streams end."""
         account = self._account(request, retiring_ok=False)
         self.service.spawn(self.pool.retire(account))
-        body = {"alias": account.alias, "key": account.masked, "removing": True, "in_flight": account.in_flight}
+        body = {"alias": account.alias, "key": account.masked, "removing": True, "in_flight": account.in_flight_here}
         return web.json_response(body, status=202)
 
     async def check_account(self, request: web.Request) -> web.Response:
