@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,9 @@ class Behavior:
     stop_reason: str = "end_turn"
     tool_block: tuple[str, dict[str, Any]] | None = None  # an upstream tool_use block (e.g. artifacts) after the text
     fail_calls: frozenset[str] = frozenset({"completion"})  # which calls the failure modes hit
+    # Tests hold an answer at an exact moment: before its headers, and before its last events.
+    hold_start: asyncio.Event | None = None
+    hold_end: asyncio.Event | None = None
 
 
 MODES = (

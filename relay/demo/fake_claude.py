@@ -255,6 +255,8 @@ class FakeClaude:
             return web.Response(status=500)
         if (refusal := _refusal(body, behavior)) is not None:
             return refusal
+        if behavior.hold_start is not None:
+            await behavior.hold_start.wait()
         if behavior.accept_delay:
             # Like claude.ai, the chat is created even if the caller has gone meanwhile.
             await asyncio.sleep(behavior.accept_delay)

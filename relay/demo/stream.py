@@ -63,6 +63,8 @@ async def write_answer(resp: web.StreamResponse, plan: AnswerPlan) -> None:
         return
     if behavior.tool_block:
         await tool_block(resp, index + 1, *behavior.tool_block)
+    if behavior.hold_end is not None:
+        await behavior.hold_end.wait()
     delta = {"stop_reason": behavior.stop_reason, "stop_sequence": None}
     await resp.write(sse("message_delta", {"type": "message_delta", "delta": delta}))
     limit: dict[str, Any] = {"type": "within_limit", "resetsAt": None, "remaining": None, "windows": plan.windows}
