@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -98,6 +99,12 @@ class UpstreamClient:
             trust_env=False,
             curl_options={
                 CurlOpt.CONNECTTIMEOUT_MS: int(self.config.connect_timeout * 1000),
+                # A backstop that frees the connection: relay's own timers give up on a silent
+                # upstream at READ_TIMEOUT, but a transfer cut off before its headers would stay in
+                # curl (and hold a connection slot) for good; curl ends any transfer that receives
+                # nothing for a second longer.
+                CurlOpt.LOW_SPEED_LIMIT: 1,
+                CurlOpt.LOW_SPEED_TIME: math.ceil(self.config.read_timeout) + 1,
                 # libcurl's default 64 KB upload buffer per handle is far more than a chat request needs.
                 CurlOpt.UPLOAD_BUFFERSIZE: 16 * 1024,
                 **(extra or {}),

@@ -59,8 +59,6 @@ MODES = (
     "garbage",  # answers 200 with an event stream of junk, then closes
     "unavailable",  # 503 with a plain-text body
 )
-# How often a silent answer ("hang", "stall") checks whether its caller has gone.
-SILENCE_POLL = 0.05
 
 
 @dataclass

@@ -51,6 +51,7 @@ class FakeClaude:
         self.inline_create = True  # honour create_conversation_params like the 2026 web app
         self.inline_refusal = 404  # the status for an unknown chat when inline creation is off
         self.open_streams = 0
+        self.hanging = 0  # "hang" completions whose caller still holds the connection
         # Quota windows per sessionKey, growing with every answer; they reset at fixed times.
         self.windows: dict[str, dict[str, float]] = {}
         now = time.time()
@@ -251,7 +252,12 @@ class FakeClaude:
         if (failed := self._failure(behavior, "completion")) is not None:
             return failed
         if behavior.mode == "hang":
-            await silence(request)
+            # Held open without a byte, not even headers, for as long as the caller keeps it.
+            self.hanging += 1
+            try:
+                await silence(request)
+            finally:
+                self.hanging -= 1
             return web.Response(status=500)
         if (refusal := _refusal(body, behavior)) is not None:
             return refusal
