@@ -4,11 +4,18 @@ leaks, replicas, secrets at rest."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+import tracemalloc
+import zlib
 
+import aiohttp
 import openai
 import pytest
 
-from tests.conftest import HI, MODEL, RelayFactory, eventually, session_key
+from tests.conftest import AUTH, HI, MODEL, RelayFactory, eventually, session_key
+
+CHAT = "/v1/chat/completions"
 
 
 async def test_an_upstream_that_hangs_before_its_headers_keeps_no_connection(make_relay: RelayFactory, fake) -> None:
@@ -31,3 +38,36 @@ async def test_an_upstream_that_hangs_before_its_headers_keeps_no_connection(mak
     fake.script(session_key(1))  # claude.ai recovered: the account's two connection slots are free
     done = await client.chat.completions.create(model=MODEL, messages=HI)
     assert done.choices[0].message.content
+
+
+async def test_a_compressed_body_is_inflated_only_up_to_the_body_limit(make_relay: RelayFactory, fake) -> None:
+    relay = await make_relay(max_body_size=1024 * 1024)
+    inflated = b'{"model": "%s", "messages": [{"role": "user", "content": "' % MODEL.encode() + b" " * (64 << 20) + b'"}]}'
+    bomb = gzip.compress(inflated, 9)  # about 64 KB on the wire
+    headers = {**AUTH, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    tracemalloc.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(relay.url + CHAT, data=bomb, headers=headers) as r,
+        ):
+            status, body = r.status, await r.json()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Refusing it costs about the limit, not the 64 MB it would inflate to.
+    assert peak < 5 << 20, peak  # about 2.4 MB here; aiohttp inflating ahead of the reader took 9.7 MB
+    assert status == 413 and "inflated" in body["error"]["message"]
+    small = {"model": MODEL, "messages": HI}
+    for encoding, data in (
+        ("gzip", gzip.compress(json.dumps(small).encode())),
+        ("deflate", zlib.compress(json.dumps(small).encode())),
+    ):
+        async with aiohttp.ClientSession() as http:
+            post = http.post(relay.url + CHAT, data=data, headers={**headers, "Content-Encoding": encoding})
+            async with post as r:
+                assert r.status == 200, await r.text()
+    async with aiohttp.ClientSession() as http:
+        post = http.post(relay.url + CHAT, data=bomb, headers={**headers, "Content-Encoding": "br"})
+        async with post as r:
+            assert r.status == 400 and "not supported" in (await r.json())["error"]["message"]

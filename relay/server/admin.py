@@ -20,7 +20,7 @@ from ..errors import AuthError, Conflict, NotFound, Unprocessable
 from ..pool.account import Account
 from ..pool.client_keys import ClientKeys
 from ..pool.pool import AccountPool
-from .body import read_json
+from .body import BodyLimits, read_json
 from .middlewares import bearer
 
 Limit = Annotated[int, Field(ge=1, strict=True)]
@@ -65,7 +65,7 @@ class AdminApi:
     """The admin routes, with what they change passed in."""
 
     def __init__(self, pool: AccountPool, service: ChatService, upstream: UpstreamClient, keys: ClientKeys) -> None:
-        self.body_timeout = service.settings.request_body_timeout
+        self.limits = BodyLimits.of(service.settings)
         self.pool = pool
         self.service = service
         self.upstream = upstream
@@ -88,7 +88,7 @@ class AdminApi:
 
     async def add_account(self, request: web.Request) -> web.Response:
         """Check a cookie against claude.ai, then add it to the pool."""
-        body = validate(AddAccount, await read_json(request, self.body_timeout))
+        body = validate(AddAccount, await read_json(request, self.limits))
         try:
             spec = SessionSpec.model_validate({"key": body.session_key.strip(), "org_id": body.org_id, "proxy": body.proxy})
         except ValidationError as exc:
@@ -132,7 +132,7 @@ class AdminApi:
 
     async def add_key(self, request: web.Request) -> web.Response:
         """A named client key with optional limits; the key itself is shown only here."""
-        body = validate(AddKey, await read_json(request, self.body_timeout))
+        body = validate(AddKey, await read_json(request, self.limits))
         store = self.pool.store
         keys = await self.keys.sync(store)
         if keys.named(body.name) is not None:

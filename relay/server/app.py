@@ -40,6 +40,7 @@ from .keys import (
 )
 from .live_stream import LiveStream
 from .middlewares import add_request_id, auth_middleware, error_middleware
+from .serve import HANDLER_OPTIONS
 
 API_PREFIXES = ("/v1", "/hf/v1")
 
@@ -129,7 +130,9 @@ def create_app(
     auth = auth_middleware(
         settings.apikey.get_secret_value(), mirror, metrics_public=settings.metrics_public, keys=keys, store=pool.store
     )
-    app = web.Application(middlewares=[error_middleware, auth], client_max_size=settings.max_body_size)
+    app = web.Application(
+        middlewares=[error_middleware, auth], client_max_size=settings.max_body_size, handler_args=HANDLER_OPTIONS
+    )
     app[settings_key], app[pool_key], app[client_keys_key], app[streams_key] = settings, pool, keys, streams
     app[metrics_key], app[upstream_key], app[service_key], app[fallbacks_key] = metrics, upstream, service, fallbacks
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)

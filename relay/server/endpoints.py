@@ -13,7 +13,7 @@ from ..chat.service import ChatService
 from ..client_api import ClientApi, Memory
 from ..fallback import Ask
 from ..pool.client_keys import ClientKeys
-from .body import read_json
+from .body import BodyLimits, read_json
 from .delivery import Delivery, Order
 from .keys import access_key, client_key, guest_key
 
@@ -29,11 +29,12 @@ class ApiEndpoint:
         self.delivery = delivery
         self.memory = memory
         self.client_keys = client_keys
+        self.limits = BodyLimits.of(service.settings)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """Parse, build the job, then stream or answer whole."""
         api = self.api
-        parsed = api.parse(await read_json(request, self.service.settings.request_body_timeout))
+        parsed = api.parse(await read_json(request, self.limits))
         access = request[access_key]
         access.model = parsed.chat.model
         named = request.get(client_key)
@@ -58,7 +59,7 @@ class ApiEndpoint:
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         """An estimate (about four characters a token) of the prompt the request would send."""
-        job = self.service.job(self.api.parse_count(await read_json(request, self.service.settings.request_body_timeout)))
+        job = self.service.job(self.api.parse_count(await read_json(request, self.limits)))
         return web.json_response({"input_tokens": job.prompt_tokens})
 
 

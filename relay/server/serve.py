@@ -24,9 +24,10 @@ from loguru import logger
 
 from ..errors import InvalidRequest, PayloadTooLarge, RelayError
 
-# Options for every connection handler, given both to AppRunner and to relay's own protocol
-# factory: aiohttp's access log is off because the error middleware writes one line per request.
-HANDLER_OPTIONS: dict[str, Any] = {"access_log": None, "access_log_class": AccessLogger}
+# Options for every connection handler: the app carries them (`handler_args`, which any AppRunner
+# applies) and relay's own protocol factory gives them too. aiohttp's access log is off because the
+# error middleware writes one line per request; bodies are inflated by `body.read_json`, capped.
+HANDLER_OPTIONS: dict[str, Any] = {"access_log": None, "auto_decompress": False}
 # How often idle connections are looked at; a slow client may keep one up to this much longer.
 SWEEP_INTERVAL = 1.0
 
@@ -123,7 +124,7 @@ class Serving:
 async def start_serving(app: web.Application, host: str, port: int, *, header_timeout: float, shutdown_timeout: float) -> Serving:
     """Listen on host:port (0 picks a free port) with relay's guards."""
     # A client that hangs up cancels its handler at once (and so its upstream request).
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=shutdown_timeout, **HANDLER_OPTIONS)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=shutdown_timeout)
     guard = ConnectionGuard(header_timeout)
     app.middlewares.insert(0, guard.middleware)
     await runner.setup()
@@ -133,7 +134,7 @@ async def start_serving(app: web.Application, host: str, port: int, *, header_ti
 
     def protocol() -> RequestHandler:
         # The same options AppRunner gives the connection handlers it would build itself.
-        return JsonErrorsHandler(server, loop=loop, **HANDLER_OPTIONS)
+        return JsonErrorsHandler(server, loop=loop, access_log_class=AccessLogger, **HANDLER_OPTIONS)
 
     # "::" means every address on both stacks (asyncio would otherwise bind IPv6 only).
     listener = await loop.create_server(protocol, None if host in ("", "::") else host, port, reuse_address=True)
