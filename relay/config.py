@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     state_url: str | None = None
     state_file: str | None = None
     state_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    # Encrypts what STATE_FILE and Redis keep of secrets and conversations, and keys client-key hashes.
+    state_secret: SecretStr = SecretStr("")
+    # Lets added accounts' cookies be kept unencrypted when STATE_SECRET is not set.
+    state_plaintext: bool = False
     state_lease_seconds: float = Field(default=30.0, gt=0)
     response_ttl: float = Field(default=3600.0, gt=0)
     usage_refresh: float = Field(default=300.0, ge=10)
@@ -209,6 +213,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("state_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (or empty)")
+        return value
 
     @field_validator("state_url")
     @classmethod

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
+
+# An error message quotes what the client sent at most this long (a 10 KB value must not come back
+# whole), and is never longer than MAX_MESSAGE in all.
+MAX_QUOTED = 64
+MAX_MESSAGE = 600
+_QUOTED = re.compile(rf"'([^']{{{MAX_QUOTED}}})[^']+'")
+
+
+def shortened(message: str) -> str:
+    """`message` with every long quoted value cut short, and cut as a whole past MAX_MESSAGE."""
+    message = _QUOTED.sub(lambda m: f"'{m[1]}...'", message)
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
 class RelayError(Exception):
@@ -21,6 +34,7 @@ class RelayError(Exception):
         code: str | None = None,
         retry_after: int | None = None,
     ) -> None:
+        message = shortened(message)
         super().__init__(message)
         self.message = message
         self.param = param

@@ -28,6 +28,8 @@ from relay.server.keys import pool_key
 API_KEY = "test-api-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ADMIN_KEY = "admin-key-0123456789"
+# Encrypts what STATE_FILE and Redis keep (tests that add accounts keep them there).
+STATE_SECRET = "state-secret-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 MODEL = "claude-sonnet-4-6"
 HI = [{"role": "user", "content": "hi"}]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import ADMIN, AUTH, HI, MODEL, RelayFactory, admin_call, eventually, needs_redis, session_key
+from tests.conftest import ADMIN, AUTH, HI, MODEL, STATE_SECRET, RelayFactory, admin_call, eventually, needs_redis, session_key
 
 
 async def test_an_added_account_is_checked_serves_and_survives_a_restart(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = str(tmp_path / "state.json")
-    relay = await make_relay(sessions=session_key(1), admin_key="admin-key-0123456789", state_file=state)
+    relay = await make_relay(
+        sessions=session_key(1), admin_key="admin-key-0123456789", state_file=state, state_secret=STATE_SECRET
+    )
     status, account = await admin_call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(2)})
     assert status == 201 and account["alias"] == "acct-2" and account["key"].startswith("sk-ant-sid01-...")
     assert session_key(2) not in str(account) and account["org_id"]
@@ -19,7 +21,9 @@ async def test_an_added_account_is_checked_serves_and_survives_a_restart(make_re
     assert done.choices[0].message.content and fake.calls_named("completion")[-1].session_key == session_key(2)
     status, _ = await admin_call(relay, "POST", "/v1/admin/accounts", {"session_key": session_key(2)})
     assert status == 409
-    again = await make_relay(sessions=session_key(1), admin_key="admin-key-0123456789", state_file=state)
+    again = await make_relay(
+        sessions=session_key(1), admin_key="admin-key-0123456789", state_file=state, state_secret=STATE_SECRET
+    )
     status, listed = await admin_call(again, "GET", "/v1/accounts", headers=AUTH)
     assert [a["key"][-4:] for a in listed["data"]] == [session_key(1)[-4:], session_key(2)[-4:]]
 
@@ -69,8 +73,14 @@ async def test_check_brings_a_fixed_account_back(make_relay: RelayFactory, fake)
 @needs_redis
 async def test_a_second_replica_takes_in_added_accounts(make_relay: RelayFactory, fake, shared_redis: str) -> None:
     prefix = f"a{time.monotonic_ns()}"
-    one = await make_relay(sessions=session_key(1), state_url=shared_redis, state_prefix=prefix, admin_key="admin-key-0123456789")
-    two = await make_relay(sessions=session_key(1), state_url=shared_redis, state_prefix=prefix)
+    one = await make_relay(
+        sessions=session_key(1),
+        state_url=shared_redis,
+        state_prefix=prefix,
+        admin_key="admin-key-0123456789",
+        state_secret=STATE_SECRET,
+    )
+    two = await make_relay(sessions=session_key(1), state_url=shared_redis, state_prefix=prefix, state_secret=STATE_SECRET)
     status, _ = await admin_call(one, "POST", "/v1/admin/accounts", {"session_key": session_key(3)})
     assert status == 201
     await two.pool.refresh()

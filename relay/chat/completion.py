@@ -3,7 +3,7 @@ takes it, else explicitly first; the features the account refuses dropped as it 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -26,9 +26,18 @@ class ChatRecord:
 
 
 async def start_completion(
-    stack: AsyncExitStack, seat: Seat, org: str, chat: ChatRecord, job: ChatJob, files: list[str], *, temporary: bool
+    stack: AsyncExitStack,
+    seat: Seat,
+    org: str,
+    chat: ChatRecord,
+    job: ChatJob,
+    files: list[str],
+    *,
+    temporary: bool,
+    learned: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[list[ReplyEvent]]:
-    """The completion's events (closed with `stack`); one round trip when the account creates inline."""
+    """The completion's events (closed with `stack`); one round trip when the account creates
+    inline. `learned` is told when the account's features are news."""
     api, conv = seat.api, chat.uuid
     features = Negotiation(seat.account, job)
     created = False
@@ -59,5 +68,6 @@ async def start_completion(
                 continue
             raise
         chat.settled = True
-        features.settle()
+        if features.settle():
+            await learned()
         return events

@@ -78,11 +78,15 @@ class Negotiation:
         self._on = [f for f in self._wanted if FEATURES.index(f) < rank or (f in self._on and f is not culprit)]
         return True
 
-    def settle(self) -> None:
-        """The completion started: what it used works on this account, what it gave up does not."""
-        features = self._account.features
+    def settle(self) -> bool:
+        """The completion started: what it used works on this account, what it gave up does not;
+        True when that is news."""
+        features, news = self._account.features, False
         for feature in self._wanted:
             works = feature in self._on
-            if not works and features.get(feature.name) is not False:
-                logger.info("{} does not take {}; {}", self._account.alias, feature.name, feature.instead)
+            if features.get(feature.name) is not works:
+                news = True
+                if not works:
+                    logger.info("{} does not take {}; {}", self._account.alias, feature.name, feature.instead)
             features[feature.name] = works
+        return news

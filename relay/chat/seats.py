@@ -48,8 +48,11 @@ class Source(ABC):
     async def learn(self, seat: Seat, failure: UpstreamFailure) -> None:
         """Record what the failure says about the account (nothing, for a caller's own key)."""
 
-    def succeeded(self, seat: Seat) -> None:
+    async def succeeded(self, seat: Seat) -> None:
         """The account's answer started (nothing to record for a caller's own key)."""
+
+    async def learned(self, seat: Seat) -> None:
+        """The account's optional upstream features were learned (kept on the account)."""
 
     async def limit_reached(self, seat: Seat, resets_at: float | None) -> None:
         """The account reached its usage limit with an answer that is itself fine."""
@@ -107,12 +110,15 @@ class PoolSource(Source):
 
     async def learn(self, seat: Seat, failure: UpstreamFailure) -> None:
         if failure.kind is Failure.MODEL_UNAVAILABLE and self.model is not None:
-            self.pool.record_missing_model(seat.account, self.model)
+            await self.pool.record_missing_model(seat.account, self.model)
             return
         await self.pool.record_failure(seat.account, failure)
 
-    def succeeded(self, seat: Seat) -> None:
-        self.pool.record_success(seat.account)
+    async def succeeded(self, seat: Seat) -> None:
+        await self.pool.record_success(seat.account)
+
+    async def learned(self, seat: Seat) -> None:
+        await self.pool.save_learned(seat.account)
 
     async def limit_reached(self, seat: Seat, resets_at: float | None) -> None:
         await self.pool.cool_down(seat.account, resets_at)

@@ -4,6 +4,7 @@ returns an answer once one has started, and the background work the pool needs."
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -152,7 +153,7 @@ class ChatService:
         except UpstreamFailure as failure:
             chat.unreachable = failure.kind in UNREACHABLE  # nothing was created, and it could not be deleted anyway
             raise
-        source.succeeded(seat)
+        await source.succeeded(seat)
 
         async def on_failure(failure: UpstreamFailure) -> None:
             await self._learn(source, seat, failure)
@@ -165,7 +166,10 @@ class ChatService:
         """Uploads (concurrently), then the completion, its quota notices taken out and its tool calls found."""
         api = seat.api
         files = list(await asyncio.gather(*(api.upload(org, u.filename, u.content_type, u.data) for u in uploads)))
-        events = await start_completion(stack, seat, org, chat, job, files, temporary=self.settings.temporary_chats)
+        temporary = self.settings.temporary_chats
+        events = await start_completion(
+            stack, seat, org, chat, job, files, temporary=temporary, learned=functools.partial(source.learned, seat)
+        )
         watched = watch_limits(events, source, seat)
         stack.push_async_callback(watched.aclose)
         if job.tools is None:

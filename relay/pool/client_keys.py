@@ -1,47 +1,73 @@
 """Named client keys beside APIKEY: who spent the pool, and limits per key.
 
-Keys are kept only as SHA-256 hashes (in memory, STATE_FILE or Redis); the key itself is shown
-once, when the admin API makes it. Limits: requests per minute, concurrent requests, allowed
-models. Counters (requests, estimated tokens) are per replica.
+Keys are kept only as hashes: HMAC-SHA-256 under STATE_SECRET when it is set (a reader of Redis
+or STATE_FILE cannot test guesses offline), plain SHA-256 otherwise. The key itself is shown once,
+when the admin API makes it. Keys come from two places that never overwrite each other: the
+CLIENT_KEYS file (read at start) and the state store (made through the admin API). Limits are
+counted by the state store, so they hold across replicas; the usage counters shown per key
+(requests, estimated tokens) are this replica's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import PermissionDenied, RateLimited
+from pydantic import BaseModel, TypeAdapter
+
+from ..errors import PermissionDenied
+from .key_limits import KeyLimit, KeyTicket
 from .state import StateStore
 
-# Seconds of the requests-per-minute window.
-MINUTE = 60.0
+# An unknown key is looked up in the shared store at most this often: a flood of made-up keys
+# must not become a flood of Redis reads.
+RESYNC_INTERVAL = 1.0
+KEYED = "hmac-sha256:"
 
 
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+def digest(key: str, secret: str = "") -> str:
+    """The hash a key is kept as: keyed with STATE_SECRET when there is one."""
+    raw = key.encode("utf-8", "surrogateescape")
+    if secret:
+        return KEYED + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    return hashlib.sha256(raw).hexdigest()
+
+
+class FileKey(BaseModel):
+    """One entry of the CLIENT_KEYS file."""
+
+    name: str
+    key: str
+    rpm: int | None = None
+    concurrency: int | None = None
+    models: list[str] | None = None
 
 
 @dataclass(slots=True)
 class ClientKey:
-    """One named key: its hash, its limits and what it has used."""
+    """One named key: its hash, its limits and what it has used on this replica."""
 
     name: str
     hash: str
     rpm: int | None = None
     concurrency: int | None = None
     models: list[str] | None = None
+    source: Literal["admin", "file"] = "admin"
     requests: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     in_flight: int = 0
-    recent: deque[float] = field(default_factory=deque)
+
+    @property
+    def limit(self) -> KeyLimit:
+        return KeyLimit(self.name, self.hash, self.rpm, self.concurrency)
 
     def record(self) -> dict[str, Any]:
         """What the state store keeps: never the key."""
@@ -50,6 +76,7 @@ class ClientKey:
     def view(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "source": self.source,
             "limits": {"rpm": self.rpm, "concurrency": self.concurrency, "models": self.models},
             "usage": {
                 "requests": self.requests,
@@ -63,89 +90,100 @@ class ClientKey:
 class ClientKeys:
     """The named keys of this relay and their limits."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, secret: str = "", clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret
         self._clock = clock
-        self._by_hash: dict[str, ClientKey] = {}
+        self._stored: dict[str, ClientKey] = {}  # made through the admin API, as the store has them
+        self._file: dict[str, ClientKey] = {}  # from CLIENT_KEYS; no store sync touches them
+        self._synced_at = float("-inf")
 
     def __len__(self) -> int:
-        return len(self._by_hash)
+        return len(self._stored) + len(self._file)
 
     @property
     def keys(self) -> list[ClientKey]:
-        return sorted(self._by_hash.values(), key=lambda k: k.name)
+        return sorted([*self._file.values(), *self._stored.values()], key=lambda k: k.name)
 
     def find(self, given: str) -> ClientKey | None:
-        return self._by_hash.get(digest(given)) if given else None
+        if not given:
+            return None
+        for hashed in dict.fromkeys((digest(given, self._secret), digest(given))):  # keyed, then made before STATE_SECRET
+            if found := self._file.get(hashed) or self._stored.get(hashed):
+                return found
+        return None
+
+    async def lookup(self, given: str, store: StateStore) -> ClientKey | None:
+        """A key by its value; one made on another replica is found after a look at the store,
+        which unknown keys trigger at most once per RESYNC_INTERVAL."""
+        if (found := self.find(given)) is not None or self._clock() - self._synced_at < RESYNC_INTERVAL:
+            return found
+        return (await self.sync(store)).find(given)
 
     def named(self, name: str) -> ClientKey | None:
-        return next((k for k in self._by_hash.values() if k.name == name), None)
+        return next((k for k in self.keys if k.name == name), None)
 
     def load(self, records: list[dict[str, Any]]) -> None:
-        """Take in stored keys (keeping the counters of those already known)."""
+        """Take in the stored keys (keeping the counters of those already known)."""
         fresh: dict[str, ClientKey] = {}
         for rec in records:
             if not isinstance(rec, dict) or not isinstance(rec.get("hash"), str) or not isinstance(rec.get("name"), str):
                 continue
-            known = self._by_hash.get(rec["hash"])
-            key = known or ClientKey(rec["name"], rec["hash"])
+            key = self._stored.get(rec["hash"]) or ClientKey(rec["name"], rec["hash"])
             key.rpm, key.concurrency, key.models = rec.get("rpm"), rec.get("concurrency"), rec.get("models")
             fresh[rec["hash"]] = key
-        self._by_hash = fresh
+        self._stored = fresh
 
     def load_file(self, path: str) -> None:
         """CLIENT_KEYS: a JSON list of {"name", "key", "rpm"?, "concurrency"?, "models"?}."""
-        entries = json.loads(Path(path).read_text())
-        if not isinstance(entries, list):
-            raise TypeError("must hold a JSON list of keys")
-        records = []
-        for entry in entries:
-            if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("name"), str):
-                raise TypeError('each entry needs a "name" and a "key"')
-            records.append({**{k: v for k, v in entry.items() if k != "key"}, "hash": digest(entry["key"])})
-        self.load([*records, *(k.record() for k in self._by_hash.values())])
+        entries = TypeAdapter(list[FileKey]).validate_python(json.loads(Path(path).read_text()))
+        self._file = {
+            (hashed := digest(e.key, self._secret)): ClientKey(e.name, hashed, e.rpm, e.concurrency, e.models, source="file")
+            for e in entries
+        }
 
     def create(self, name: str, rpm: int | None, concurrency: int | None, models: list[str] | None) -> str:
         """A new key; returned once, kept only as its hash."""
         key = "rk-" + secrets.token_urlsafe(32)
-        entry = ClientKey(name, digest(key), rpm, concurrency, models)
-        self._by_hash[entry.hash] = entry
+        entry = ClientKey(name, digest(key, self._secret), rpm, concurrency, models)
+        self._stored[entry.hash] = entry
         return key
 
     def delete(self, name: str) -> bool:
-        found = self.named(name)
+        """Revoke a key made through the admin API (CLIENT_KEYS' keys leave with the file)."""
+        found = next((k for k in self._stored.values() if k.name == name), None)
         if found is not None:
-            del self._by_hash[found.hash]
+            del self._stored[found.hash]
         return found is not None
 
     def records(self) -> list[dict[str, Any]]:
-        return [k.record() for k in self.keys]
+        return [k.record() for k in sorted(self._stored.values(), key=lambda k: k.name)]
 
     async def sync(self, store: StateStore) -> ClientKeys:
-        """Take in the keys as the store has them now (another replica may have changed them)."""
-        self.load(await store.load_records("keys"))
+        """Take in the keys as the store has them now (another replica may have changed them); a
+        store that cannot be read changes nothing."""
+        self._synced_at = self._clock()
+        records = await store.load_records("keys")
+        if records is not None:
+            self.load(records)
         return self
 
     async def save(self, store: StateStore) -> None:
         await store.save_records("keys", self.records())
 
-    def admit(self, key: ClientKey, model: str) -> None:
-        """Count a request against the key's limits, or refuse it (429 with Retry-After, or 403)."""
+    async def admit(self, key: ClientKey, model: str, store: StateStore) -> KeyTicket:
+        """Count a request against the key's limits on every replica, or refuse it (429 with
+        Retry-After, or 403 for a model the key may not use)."""
         if key.models is not None and model not in key.models:
             raise PermissionDenied(
                 f"model {model!r} is not allowed for key {key.name!r}", param="model", code="model_not_allowed"
             )
-        now = self._clock()
-        while key.recent and key.recent[0] <= now - MINUTE:
-            key.recent.popleft()
-        if key.rpm is not None and len(key.recent) >= key.rpm:
-            wait = max(1, int(key.recent[0] + MINUTE - now) + 1)
-            raise RateLimited(
-                f"key {key.name!r} is over its {key.rpm} requests per minute", code="key_rate_limited", retry_after=wait
-            )
-        if key.concurrency is not None and key.in_flight >= key.concurrency:
-            raise RateLimited(
-                f"key {key.name!r} already has {key.in_flight} requests running", code="key_concurrency", retry_after=1
-            )
-        key.recent.append(now)
+        ticket = await store.admit_key(key.limit, self._clock())
         key.requests += 1
         key.in_flight += 1
+        return ticket
+
+    async def release(self, key: ClientKey, ticket: KeyTicket, store: StateStore, tokens_in: int, tokens_out: int) -> None:
+        key.in_flight -= 1
+        key.tokens_in += tokens_in
+        key.tokens_out += tokens_out
+        await store.release_key(ticket)

@@ -81,11 +81,16 @@ class AccountPool:
 
     async def refresh(self) -> None:
         """Take in what other replicas learned (no-op for a single process)."""
-        if (added := await self.store.load_records("added")) != [s.record() for s in self._added]:
+        added = await self.store.load_records("added")
+        if added is not None and added != [s.record() for s in self._added]:
             await self._take_added(added)
         await self.store.refresh(self._accounts)
 
-    async def _take_added(self, records: list[dict[str, Any]]) -> None:
+    async def _take_added(self, records: list[dict[str, Any]] | None) -> None:
+        """The accounts added through the admin API, as the store has them; a store that cannot
+        say now (Redis unreachable) changes nothing."""
+        if records is None:
+            return
         specs = []
         for rec in records:
             try:
@@ -204,6 +209,7 @@ class AccountPool:
             pause = min(BACKOFF_FIRST * 2 ** (account.streak - 1), BACKOFF_MAX)
             account.backoff_until = self._clock() + pause
             logger.info("account {} backs off {:.0f} s after {} failure(s) in a row", account.alias, pause, account.streak)
+            await self.store.save_learned(account)
         state = STATE_OF.get(failure.kind)
         if state is not None:
             self._set(account, state, failure.kind, failure.message, failure.cooldown_until(self._clock()))
@@ -212,17 +218,22 @@ class AccountPool:
         if state is not None or counted:
             await self.store.save(account, failed=counted, changed=state is not None)
 
-    @staticmethod
-    def record_missing_model(account: Account, model: str) -> None:
+    async def record_missing_model(self, account: Account, model: str) -> None:
         """The account's plan lacks the model: the account stays, requests for it go elsewhere."""
         if model not in account.models_unavailable:
             logger.info("account {} has no {}; requests for it go to other accounts", account.alias, model)
             account.models_unavailable.add(model)
+            await self.store.save_learned(account)
 
-    @staticmethod
-    def record_success(account: Account) -> None:
+    async def record_success(self, account: Account) -> None:
         """An answer started: the account is healthy again."""
-        account.streak, account.backoff_until = 0, None
+        if account.streak or account.backoff_until is not None:
+            account.streak, account.backoff_until = 0, None
+            await self.store.save_learned(account)
+
+    async def save_learned(self, account: Account) -> None:
+        """Share what was learned about the account (e.g. the upstream features it takes)."""
+        await self.store.save_learned(account)
 
     async def record_usage(self, account: Account, windows: dict[str, Window]) -> None:
         """Keep what claude.ai said of the account's quota windows; a used-up window cools the

@@ -65,3 +65,28 @@ class UsageRecord(BaseModel):
     def apply(self, account: Account) -> None:
         account.usage = {n: Window(w.utilization, w.resets_at, w.status) for n, w in self.windows.items()}
         account.usage_at = self.updated_at
+
+
+class LearnedRecord(BaseModel):
+    """What requests taught about an account beyond its state: transient failures in a row and the
+    back-off they earned, models its plan lacks, optional upstream features it takes or refuses.
+    Shared so that one replica does not try again what another has just learned."""
+
+    streak: int = 0
+    backoff_until: float | None = None
+    models_unavailable: list[str] = []
+    features: dict[str, bool] = {}
+
+    @classmethod
+    def of(cls, account: Account) -> LearnedRecord:
+        return cls(
+            streak=account.streak,
+            backoff_until=account.backoff_until,
+            models_unavailable=sorted(account.models_unavailable),
+            features=dict(account.features),
+        )
+
+    def apply(self, account: Account) -> None:
+        account.streak, account.backoff_until = self.streak, self.backoff_until
+        account.models_unavailable = set(self.models_unavailable)
+        account.features = dict(self.features)

@@ -26,8 +26,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .account import IN_FLIGHT_SHARE, Account, State
-from .records import StateRecord, UsageRecord
-from .state import Lease, MemoryStore, RecordKind, StateStore
+from .key_limits import KeyLimit, KeyTicket, RedisKeyLimits
+from .records import LearnedRecord, StateRecord, UsageRecord
+from .sealing import SealError, is_sealed
+from .state import Lease, MemoryStore, RecordKind, StateStore, opened_records, sealed_records
 
 T = TypeVar("T")
 
@@ -69,6 +71,7 @@ class RedisStore(StateStore):
         self.lease_seconds = lease_seconds
         self.local = local  # serves while Redis is unreachable
         self._acquire = self.client.register_script(ACQUIRE)
+        self._key_limits = RedisKeyLimits(self.client, prefix, lease_seconds)
         self._accounts: Callable[[], list[Account]] = list
         self._leases: dict[str, Lease] = {}
         self._dirty: set[Account] = set()
@@ -117,8 +120,10 @@ class RedisStore(StateStore):
         interval = min(5.0, self.lease_seconds / 3)
         while True:
             await asyncio.sleep(interval)
+            expires = time.time() + self.lease_seconds
             if self._leases:
-                await self._try(partial(self._renew, time.time() + self.lease_seconds))
+                await self._try(partial(self._renew, expires))
+            await self._try(partial(self._key_limits.renew, expires))
             await self.refresh(self._accounts())
 
     async def _renew(self, expires: float) -> None:
@@ -156,6 +161,19 @@ class RedisStore(StateStore):
         lease.account.in_flight_all = max(0, lease.account.in_flight_all - 1)
         await self._try(lambda: self.client.zrem(self._key("inflight", lease.account.id), lease.token))
 
+    async def admit_key(self, limit: KeyLimit, now: float) -> KeyTicket:
+        ticket = await self._try(partial(self._key_limits.admit, limit, now))
+        if ticket is _FAILED:
+            return await self.local.admit_key(limit, now)
+        assert isinstance(ticket, KeyTicket)
+        return ticket
+
+    async def release_key(self, ticket: KeyTicket) -> None:
+        if not ticket.shared:
+            await self.local.release_key(ticket)
+            return
+        await self._try(partial(self._key_limits.release, ticket))
+
     async def save(self, account: Account, *, failed: bool, changed: bool) -> None:
         await self.local.save(account, failed=failed, changed=changed)
         if await self._try(lambda: self._save(account, failed, changed)) is _FAILED and changed:
@@ -179,35 +197,64 @@ class RedisStore(StateStore):
         usage = UsageRecord.of(account).model_dump_json()
         await self._try(lambda: self.client.hset(self._key("acct", account.id), "usage", usage))
 
+    async def save_learned(self, account: Account) -> None:
+        learned = LearnedRecord.of(account).model_dump_json()
+        await self._try(lambda: self.client.hset(self._key("acct", account.id), "learned", learned))
+
     async def save_org(self, account: Account) -> None:
         await self.local.save_org(account)
         if account.org_id:
             await self._try(lambda: self.client.hset(self._key("acct", account.id), "org_id", account.org_id or ""))
 
-    async def load_records(self, kind: RecordKind) -> list[dict[str, Any]]:
-        found = await self._try(lambda: self.client.get(f"{self.prefix}:{kind}"))
-        if isinstance(found, str):
-            try:
-                doc = json.loads(found)
-            except ValueError:
-                doc = []
-            return [a for a in doc if isinstance(a, dict)] if isinstance(doc, list) else []
-        return await self.local.load_records(kind)
+    @property
+    def secrets_refused(self) -> str | None:
+        if self.local.sealer is not None or self.local.plaintext:
+            return None
+        return "Redis would keep the cookie unencrypted"
+
+    async def load_records(self, kind: RecordKind) -> list[dict[str, Any]] | None:
+        """The shared records; None while Redis is unreachable. Records Redis has lost (a restart
+        without persistence) are written back from what this replica knows."""
+        name = f"{self.prefix}:{kind}"
+        found = await self._try(lambda: self.client.get(name))
+        if found is _FAILED:
+            return None
+        known = await self.local.load_records(kind)
+        if found is None:
+            if known:
+                logger.warning("Redis has lost the {} records; writing back the {} this replica knows", kind, len(known))
+                await self.save_records(kind, known or [])
+            return known
+        records = opened_records(found if is_sealed(str(found)) else _json(str(found)), self.local.sealer)
+        if records is not None:
+            await self.local.save_records(kind, records)  # kept, should Redis lose them
+        return records
 
     async def save_records(self, kind: RecordKind, records: list[dict[str, Any]]) -> None:
         await self.local.save_records(kind, records)
-        await self._try(lambda: self.client.set(f"{self.prefix}:{kind}", json.dumps(records)))
+        shared = sealed_records(kind, records, self.local.sealer)
+        text = shared if isinstance(shared, str) else json.dumps(shared)
+        await self._try(lambda: self.client.set(f"{self.prefix}:{kind}", text))
 
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
         ttl = max(1, int(self.local.answer_ttl))
-        if await self._try(lambda: self.client.set(self._key("answer", answer_id), data.decode(), ex=ttl)) is _FAILED:
+        sealer = self.local.sealer
+        text = sealer.seal(data) if sealer else data.decode()
+        if await self._try(lambda: self.client.set(self._key("answer", answer_id), text, ex=ttl)) is _FAILED:
             await self.local.keep_answer(answer_id, data)
 
     async def load_answer(self, answer_id: str) -> bytes | None:
         found = await self._try(lambda: self.client.get(self._key("answer", answer_id)))
-        if isinstance(found, str):
+        if not isinstance(found, str):
+            return await self.local.load_answer(answer_id)
+        if not is_sealed(found):
             return found.encode()
-        return await self.local.load_answer(answer_id)
+        try:
+            assert self.local.sealer is not None
+            return self.local.sealer.open(found)
+        except (AssertionError, SealError):
+            logger.warning("a kept answer does not open with this STATE_SECRET")
+            return None
 
     async def refresh(self, accounts: list[Account]) -> None:
         if not accounts:
@@ -222,7 +269,7 @@ class RedisStore(StateStore):
                 _apply_state(account, state)
             elif account.state is not State.ACTIVE:
                 account.state, account.failure, account.reason, account.until = State.ACTIVE, None, "", None
-            requests, failures, last_error, last_used, org_id, usage = fields
+            requests, failures, last_error, last_used, org_id, usage, learned = fields
             account.requests = int(requests or 0)
             account.failures = int(failures or 0)
             account.last_error = last_error or ""
@@ -232,12 +279,17 @@ class RedisStore(StateStore):
                 account.org_id = org_id
             if usage and (shared := UsageRecord.parse(usage)) is not None:
                 shared.apply(account)
+            if learned:
+                _apply_learned(account, learned)
 
     async def _fetch(self, accounts: list[Account], now: float) -> list[object]:
         async with self.client.pipeline(transaction=False) as pipe:
             for account in accounts:
                 pipe.get(self._key("state", account.id))
-                pipe.hmget(self._key("acct", account.id), ["requests", "failures", "last_error", "last_used", "org_id", "usage"])
+                pipe.hmget(
+                    self._key("acct", account.id),
+                    ["requests", "failures", "last_error", "last_used", "org_id", "usage", "learned"],
+                )
                 pipe.zcount(self._key("inflight", account.id), now, "+inf")
             return list(await pipe.execute())
 
@@ -247,6 +299,20 @@ class RedisStore(StateStore):
         for account in dirty:
             if await self._try(lambda a=account: self._save(a, False, True)) is _FAILED:  # type: ignore[misc]
                 self._dirty.add(account)
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _apply_learned(account: Account, text: str) -> None:
+    try:
+        LearnedRecord.model_validate_json(text).apply(account)
+    except ValidationError:
+        logger.debug("what another replica learned of {} is malformed; kept what this one knows", account.alias)
 
 
 def _apply_state(account: Account, text: str) -> None:

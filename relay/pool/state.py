@@ -6,6 +6,7 @@ for each attempt atomically (across replicas, for Redis).
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -18,7 +19,9 @@ from loguru import logger
 from pydantic import ValidationError
 
 from .account import Account
+from .key_limits import KeyLimit, KeyTicket, LocalKeyLimits
 from .records import StateRecord
+from .sealing import Sealer, SealError, is_sealed
 from .state_file import ANSWERS_WRITE_INTERVAL, StateFile
 
 # Answers kept in this process for the Responses API's previous_response_id, at most.
@@ -28,6 +31,7 @@ ANSWERS_KEY = "_answers"
 # What the admin API made, kept beside the accounts as `_added` (accounts, with their cookies:
 # the file must stay private) and `_keys` (client keys, hashed).
 RecordKind = Literal["added", "keys"]
+RECORD_KINDS: tuple[RecordKind, ...] = ("added", "keys")
 
 
 @dataclass(eq=False, slots=True)
@@ -45,6 +49,12 @@ class StateStore(ABC):
     @property
     def degraded(self) -> str | None:
         """Why the store is not working as configured (e.g. Redis unreachable), or None."""
+        return None
+
+    @property
+    def secrets_refused(self) -> str | None:
+        """Why the store will not keep an added account's cookie (no STATE_SECRET to encrypt it
+        with, and STATE_PLAINTEXT not set), or None."""
         return None
 
     async def start(self, accounts: Callable[[], list[Account]]) -> None:
@@ -71,12 +81,16 @@ class StateStore(ABC):
     async def save_usage(self, account: Account) -> None:
         """Share the account's quota windows (already set on it)."""
 
+    async def save_learned(self, account: Account) -> None:
+        """Share what requests taught about the account (back-off, models, features)."""
+
     async def refresh(self, accounts: list[Account]) -> None:
         """Update the accounts from shared state (no-op when this process is the only one)."""
 
     @abstractmethod
-    async def load_records(self, kind: RecordKind) -> list[dict[str, Any]]:
-        """What the admin API made: `added` accounts (with their cookies) or client `keys` (hashed)."""
+    async def load_records(self, kind: RecordKind) -> list[dict[str, Any]] | None:
+        """What the admin API made: `added` accounts (with their cookies) or client `keys` (hashed);
+        None when the store cannot say now (then callers keep what they know)."""
 
     @abstractmethod
     async def save_records(self, kind: RecordKind, records: list[dict[str, Any]]) -> None: ...
@@ -89,6 +103,13 @@ class StateStore(ABC):
     async def load_answer(self, answer_id: str) -> bytes | None:
         """A kept answer, or None when it is unknown or expired."""
 
+    @abstractmethod
+    async def admit_key(self, limit: KeyLimit, now: float) -> KeyTicket:
+        """Count a named key's request against its limits (every replica's), or raise RateLimited."""
+
+    @abstractmethod
+    async def release_key(self, ticket: KeyTicket) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -100,24 +121,41 @@ class MemoryStore(StateStore):
     """
 
     def __init__(
-        self, path: str | Path | None = None, *, answer_ttl: float = 3600.0, clock: Callable[[], float] = time.time
+        self,
+        path: str | Path | None = None,
+        *,
+        answer_ttl: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        sealer: Sealer | None = None,
+        plaintext: bool = False,
     ) -> None:
         self.answer_ttl = answer_ttl
+        self.sealer = sealer
+        self.plaintext = plaintext
         self._clock = clock
         self._accounts: Callable[[], list[Account]] = list
         self._answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (expiry, JSON text)
         self._records: dict[str, list[dict[str, Any]]] = {}
+        self.key_limits = LocalKeyLimits()
         self._file = StateFile(Path(path), self._state_snapshot) if path else None
         self._answers_file = (
             StateFile(Path(f"{path}.answers"), self._answers_snapshot, min_interval=ANSWERS_WRITE_INTERVAL) if path else None
         )
-        if self._file is not None:
+        if self._file is not None and self._answers_file is not None:
+            self._file.remove_leftovers()
+            self._answers_file.remove_leftovers()
             self._take_records(self._file.read())
 
     @property
     def degraded(self) -> str | None:
         problem = self._file.problem if self._file is not None else None
         return f"STATE_FILE {problem}" if problem else None
+
+    @property
+    def secrets_refused(self) -> str | None:
+        if self._file is None or self.sealer is not None or self.plaintext:
+            return None
+        return "STATE_FILE would keep the cookie unencrypted"
 
     async def start(self, accounts: Callable[[], list[Account]]) -> None:
         self._accounts = accounts
@@ -127,27 +165,40 @@ class MemoryStore(StateStore):
         restore(accounts(), saved)
         now = self._clock()
         # Answers kept by an older relay inside STATE_FILE are taken in too.
-        for answers in (saved.get(ANSWERS_KEY), self._answers_file.read()):
+        for answers in (saved.get(ANSWERS_KEY), self._opened(self._answers_file.read())):
             for answer_id, kept in (answers or {}).items():
                 if isinstance(kept, list) and len(kept) == 2 and kept[0] > now:
                     self._answers[answer_id] = (float(kept[0]), str(kept[1]))
         await self._file.write_now()  # finds out now, not at the first cooldown, whether the file can be written
 
     def _take_records(self, saved: dict[str, Any]) -> None:
-        for kind in ("added", "keys"):
-            found = saved.get("_" + kind)
-            self._records[kind] = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+        for kind in RECORD_KINDS:
+            found = opened_records(saved.get("_" + kind), self.sealer)
+            self._records[kind] = found or []
 
     def _state_snapshot(self) -> dict[str, Any]:
         data: dict[str, Any] = {a.id: StateRecord.of(a).model_dump(mode="json") for a in self._accounts()}
-        for kind, records in self._records.items():
-            if records:
-                data["_" + kind] = records
+        for kind in RECORD_KINDS:
+            if records := self._records.get(kind):
+                data["_" + kind] = sealed_records(kind, records, self.sealer)
         return data
 
     def _answers_snapshot(self) -> dict[str, Any]:
         now = self._clock()
-        return {k: list(v) for k, v in self._answers.items() if v[0] > now}
+        answers = {k: list(v) for k, v in self._answers.items() if v[0] > now}
+        return {"sealed": self.sealer.seal(json.dumps(answers).encode())} if self.sealer else answers
+
+    def _opened(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """The answers file as written: sealed whole under STATE_SECRET, or plain."""
+        if not isinstance(sealed := saved.get("sealed"), str):
+            return saved
+        try:
+            assert self.sealer is not None
+            answers = json.loads(self.sealer.open(sealed))
+        except (AssertionError, SealError, ValueError):
+            logger.warning("kept answers are sealed with another STATE_SECRET; starting without them")
+            return {}
+        return answers if isinstance(answers, dict) else {}
 
     def _changed(self) -> None:
         if self._file is not None:
@@ -157,8 +208,9 @@ class MemoryStore(StateStore):
         return list(self._records.get(kind, []))
 
     async def save_records(self, kind: RecordKind, records: list[dict[str, Any]]) -> None:
-        self._records[kind] = list(records)
-        self._changed()
+        if self._records.get(kind) != records:
+            self._records[kind] = list(records)
+            self._changed()
 
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
         self._answers[answer_id] = (self._clock() + self.answer_ttl, data.decode())
@@ -201,6 +253,34 @@ class MemoryStore(StateStore):
 
     async def save_org(self, account: Account) -> None:
         self._changed()
+
+    async def admit_key(self, limit: KeyLimit, now: float) -> KeyTicket:
+        return self.key_limits.admit(limit, now)
+
+    async def release_key(self, ticket: KeyTicket) -> None:
+        self.key_limits.release(ticket)
+
+
+def sealed_records(kind: RecordKind, records: list[dict[str, Any]], sealer: Sealer | None) -> Any:
+    """Added accounts (cookies, proxy passwords) are sealed under STATE_SECRET; key records hold
+    only names, limits and hashes."""
+    if kind == "added" and sealer is not None:
+        return sealer.seal(json.dumps(records).encode())
+    return records
+
+
+def opened_records(found: Any, sealer: Sealer | None) -> list[dict[str, Any]] | None:
+    """Records as a store kept them (sealed or plain); None when they cannot be read."""
+    if isinstance(found, str) and is_sealed(found):
+        if sealer is None:
+            logger.warning("added accounts are sealed but STATE_SECRET is not set; they are not taken in")
+            return None
+        try:
+            found = json.loads(sealer.open(found))
+        except (SealError, ValueError) as exc:
+            logger.warning("added accounts could not be read: {}", exc)
+            return None
+    return [r for r in found if isinstance(r, dict)] if isinstance(found, list) else None
 
 
 def restore(accounts: list[Account], saved: dict[str, Any]) -> None:

@@ -33,6 +33,21 @@ class StateFile:
         self._task: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()  # shutdown: no more waiting between writes
 
+    def remove_leftovers(self) -> int:
+        """Delete the temporary copies a write cut off by kill -9 left beside the file (they may
+        hold cookies of accounts removed since); returns how many. Only at start-up, when no
+        write of this process is under way."""
+        removed = 0
+        for leftover in self.path.parent.glob(f".{self.path.name}.*"):
+            try:
+                leftover.unlink()
+                removed += 1
+            except OSError as exc:
+                logger.warning("could not remove the leftover {}: {}", leftover, exc)
+        if removed:
+            logger.info("removed {} unfinished copy(ies) of {}", removed, self.path)
+        return removed
+
     def read(self) -> dict[str, Any]:
         """What the file holds; empty when it is missing or unreadable (logged)."""
         if not self.path.is_file():

@@ -97,6 +97,9 @@ class AdminApi:
         key = spec.key.get_secret_value()
         if self.pool.has_key(key):
             raise Conflict("this sessionKey is already in the pool", param="session_key")
+        if refused := self.pool.store.secrets_refused:
+            message = f"an added account is kept with its cookie, and {refused}: set STATE_SECRET (or STATE_PLAINTEXT=true)"
+            raise Conflict(message, code="state_secret_required")
         probe = self.upstream.for_key(key, proxy=spec.proxy.get_secret_value() if spec.proxy else None)
         try:
             found = await probe.discover_org()

@@ -22,6 +22,7 @@ from ..metrics import Metrics
 from ..pool.client_keys import ClientKeys
 from ..pool.pool import AccountPool
 from ..pool.redis_store import RedisStore
+from ..pool.sealing import Sealer
 from ..pool.state import MemoryStore, StateStore
 from . import views
 from .admin import AdminApi
@@ -39,10 +40,12 @@ from .keys import (
     upstream_key,
 )
 from .live_stream import LiveStream
-from .middlewares import add_request_id, auth_middleware, error_middleware
+from .middlewares import add_headers, auth_middleware, error_middleware
 from .serve import HANDLER_OPTIONS
 
 API_PREFIXES = ("/v1", "/hf/v1")
+# Routes for the operator only (APIKEY or ADMIN_KEY; never a named client key), under each prefix.
+OPERATOR_PATHS = ("/accounts", "/accounts/reload")
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -90,7 +93,9 @@ async def _stop_streams(app: web.Application) -> None:
 
 def _state_store(settings: Settings) -> StateStore:
     """In-process state (kept in STATE_FILE if set), or Redis shared by replicas when STATE_URL is set."""
-    local = MemoryStore(settings.state_file, answer_ttl=settings.response_ttl)
+    secret = settings.state_secret.get_secret_value()
+    sealer = Sealer(secret) if secret else None
+    local = MemoryStore(settings.state_file, answer_ttl=settings.response_ttl, sealer=sealer, plaintext=settings.state_plaintext)
     if not settings.state_url:
         return local
     return RedisStore(settings.state_url, prefix=settings.state_prefix, lease_seconds=settings.state_lease_seconds, local=local)
@@ -117,7 +122,7 @@ def create_app(
 ) -> web.Application:
     """The relay as an aiohttp application; no I/O happens until it starts."""
     pool = AccountPool(settings.sessions, _state_store(settings), clock)
-    keys = ClientKeys()
+    keys = ClientKeys(settings.state_secret.get_secret_value())
     streams = weakref.WeakSet[LiveStream]()
     metrics = Metrics(pool, lambda: len(streams), lambda: keys.keys)
     upstream = _upstream(settings)
@@ -128,7 +133,13 @@ def create_app(
 
     mirror = settings.mirror_api_prefix if settings.enable_mirror_api else None
     auth = auth_middleware(
-        settings.apikey.get_secret_value(), mirror, metrics_public=settings.metrics_public, keys=keys, store=pool.store
+        settings.apikey.get_secret_value(),
+        mirror,
+        metrics_public=settings.metrics_public,
+        keys=keys,
+        store=pool.store,
+        admin_key=settings.admin_key.get_secret_value(),
+        operator_paths=frozenset(p + path for p in API_PREFIXES for path in OPERATOR_PATHS),
     )
     app = web.Application(
         middlewares=[error_middleware, auth], client_max_size=settings.max_body_size, handler_args=HANDLER_OPTIONS
@@ -137,7 +148,7 @@ def create_app(
     app[metrics_key], app[upstream_key], app[service_key], app[fallbacks_key] = metrics, upstream, service, fallbacks
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)
     app.cleanup_ctx.extend([_upstream_ctx, _pool_ctx, _service_ctx, _fallbacks_ctx])
-    app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(add_headers)
     app.on_shutdown.append(_stop_streams)
 
     app.router.add_get("/health", views.health)
@@ -167,4 +178,5 @@ def _api_routes(prefix: str, endpoints: list[tuple[ClientApiSpec, ApiEndpoint]])
 
 def _pool_routes(prefix: str) -> list[web.RouteDef]:
     """The operator's view of the pool (never on the mirror prefix)."""
-    return [web.get(f"{prefix}/accounts", views.list_accounts), web.post(f"{prefix}/accounts/reload", views.reload_accounts)]
+    accounts, reload = OPERATOR_PATHS
+    return [web.get(prefix + accounts, views.list_accounts), web.post(prefix + reload, views.reload_accounts)]

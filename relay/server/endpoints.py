@@ -10,9 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from ..chat.service import ChatService
-from ..client_api import ClientApi, Memory
+from ..client_api import ClientApi
 from ..fallback import Ask
 from ..pool.client_keys import ClientKeys
+from ..pool.state import StateStore
 from .body import BodyLimits, read_json
 from .delivery import Delivery, Order
 from .keys import access_key, client_key, guest_key
@@ -22,12 +23,12 @@ class ApiEndpoint:
     """The chat (and token-count) endpoint of one client API."""
 
     def __init__(
-        self, api: ClientApi[Any], service: ChatService, delivery: Delivery, memory: Memory, client_keys: ClientKeys
+        self, api: ClientApi[Any], service: ChatService, delivery: Delivery, store: StateStore, client_keys: ClientKeys
     ) -> None:
         self.api = api
         self.service = service
         self.delivery = delivery
-        self.memory = memory
+        self.store = store  # kept answers (the Responses API's memory) and key limits
         self.client_keys = client_keys
         self.limits = BodyLimits.of(service.settings)
 
@@ -38,24 +39,21 @@ class ApiEndpoint:
         access = request[access_key]
         access.model = parsed.chat.model
         named = request.get(client_key)
-        if named is not None:
-            self.client_keys.admit(named, parsed.chat.model)
+        ticket = await self.client_keys.admit(named, parsed.chat.model, self.store) if named is not None else None
         try:
-            await api.recall(parsed, self.memory)
+            await api.recall(parsed, self.store)
             job = self.service.job(parsed.chat)
             access.tokens_in = job.prompt_tokens
             renderer = api.renderer(parsed, job.prompt_tokens)
             ask = Ask(api.wire, parsed.body, dataclasses.replace(parsed.chat, thinking=job.thinking))
-            remember = functools.partial(api.remember, parsed, renderer, self.memory)
+            remember = functools.partial(api.remember, parsed, renderer, self.store)
             order = Order(job, ask, request.get(guest_key), access, remember)
             if parsed.chat.stream:
                 return await self.delivery.stream(request, order, renderer)
             return await self.delivery.complete(order, renderer)
         finally:
-            if named is not None:
-                named.in_flight -= 1
-                named.tokens_in += access.tokens_in
-                named.tokens_out += access.tokens_out
+            if named is not None and ticket is not None:
+                await self.client_keys.release(named, ticket, self.store, access.tokens_in, access.tokens_out)
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         """An estimate (about four characters a token) of the prompt the request would send."""

@@ -13,9 +13,9 @@ from aiohttp.typedefs import Handler, Middleware
 from loguru import logger
 
 from ..config import SessionSpec
-from ..errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError
+from ..errors import AuthError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, PermissionDenied, RelayError
 from ..logs import printable
-from ..pool.client_keys import ClientKey, ClientKeys
+from ..pool.client_keys import ClientKeys
 from ..pool.state import StateStore
 from .access import AccessLog
 from .endpoints import endpoint_of
@@ -43,11 +43,20 @@ def _is_api(path: str, prefix: str = "") -> bool:
 
 
 def auth_middleware(
-    apikey: str, mirror_prefix: str | None, *, metrics_public: bool, keys: ClientKeys, store: StateStore
+    apikey: str,
+    mirror_prefix: str | None,
+    *,
+    metrics_public: bool,
+    keys: ClientKeys,
+    store: StateStore,
+    admin_key: str = "",
+    operator_paths: frozenset[str] = frozenset(),
 ) -> Middleware:
-    """APIKEY (or a named client key) on /v1, /hf/v1, /stats and /metrics; in mirror mode the
-    caller's own sessionKey on the mirror prefix. The admin sub-app checks its own key."""
+    """APIKEY (or a named client key) on /v1, /hf/v1, /stats and /metrics; only APIKEY or
+    ADMIN_KEY on the operator's routes (`operator_paths`: the pool's view and reload); in mirror
+    mode the caller's own sessionKey on the mirror prefix. The admin sub-app checks its own key."""
     expected = apikey.encode()
+    operators = [k.encode() for k in (apikey, admin_key) if k]
     private = ("/stats",) if metrics_public else ("/stats", "/metrics")
 
     @web.middleware
@@ -55,17 +64,10 @@ def auth_middleware(
         path = request.path
         if len(request.match_info.apps) > 1:
             pass  # a sub-app's route (the admin API): its own middleware checks its own key
+        elif path in operator_paths and operators:
+            await _operator_only(request, operators, keys, store)
         elif mirror_prefix and _is_api(path, mirror_prefix):
-            try:
-                spec = SessionSpec.parse(bearer(request))
-                if spec.proxy is not None:  # a caller must not choose where the relay connects
-                    raise ValueError("no proxy in mirror keys")
-                request[guest_key] = spec
-            except ValueError:
-                raise AuthError(
-                    "mirror routes take your own claude.ai sessionKey (sk-ant-sid01-...) as the bearer token",
-                    code="invalid_session_key",
-                ) from None
+            request[guest_key] = _guest(request)
         elif expected and (_is_api(path) or path in private):
             # Headers are decoded with surrogateescape: bytes that are not UTF-8 still compare (and fail).
             token = bearer(request)
@@ -73,7 +75,7 @@ def auth_middleware(
             if not given:
                 raise AuthError("missing API key: send Authorization: Bearer <APIKEY>")
             if not hmac.compare_digest(given, expected):
-                named = await _client_key(keys, store, token) if _is_api(path) else None
+                named = await keys.lookup(token, store) if _is_api(path) else None
                 if named is None:
                     raise AuthError("incorrect API key")
                 request[client_key] = named
@@ -82,9 +84,27 @@ def auth_middleware(
     return middleware
 
 
-async def _client_key(keys: ClientKeys, store: StateStore, token: str) -> ClientKey | None:
-    """A named client key; one made on another replica is found after a look at the store."""
-    return keys.find(token) or (await keys.sync(store)).find(token)
+async def _operator_only(request: web.Request, operators: list[bytes], keys: ClientKeys, store: StateStore) -> None:
+    """APIKEY or ADMIN_KEY; a named client key is known but not allowed here (403)."""
+    given = bearer(request).encode("utf-8", "surrogateescape")
+    matches = [hmac.compare_digest(given, k) for k in operators]  # every comparison made: constant time
+    if any(matches):
+        return
+    if await keys.lookup(bearer(request), store) is not None:
+        raise PermissionDenied("the operator's routes take APIKEY or ADMIN_KEY, not a named key", code="operator_only")
+    raise AuthError("incorrect API key")
+
+
+def _guest(request: web.Request) -> SessionSpec:
+    """Mirror mode: the caller's own claude.ai sessionKey, with no proxy of its choosing."""
+    try:
+        spec = SessionSpec.parse(bearer(request))
+        if spec.proxy is not None:  # a caller must not choose where the relay connects
+            raise ValueError("no proxy in mirror keys")
+    except ValueError:
+        message = "mirror routes take your own claude.ai sessionKey (sk-ant-sid01-...) as the bearer token"
+        raise AuthError(message, code="invalid_session_key") from None
+    return spec
 
 
 @web.middleware
@@ -171,7 +191,18 @@ def _http_error(exc: web.HTTPException) -> RelayError:
     return InvalidRequest(exc.reason or "bad request")
 
 
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response, streams included, carries the request id."""
+# Every answer: no browser guesses another content type, and no page may frame relay's (the
+# status page takes the API key: a framing page could trick a click).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+}
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, streams included, carries the request id and the
+    security headers."""
+    response.headers.update(SECURITY_HEADERS)
     if access_key in request:
         response.headers["x-request-id"] = request[access_key].request_id
