@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import openai
@@ -219,3 +220,57 @@ async def admin_call(
     async with aiohttp.ClientSession() as http:
         async with http.request(method, relay.url + path, json=body, headers=headers or ADMIN) as r:
             return r.status, await r.json()
+
+
+class LoopbackProxy:
+    """A plain HTTP forward proxy on loopback that notes each request line it relays."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            writer.close()
+            return
+        line = head.split(b"\r\n", 1)[0].decode()
+        self.seen.append(line)
+        target = urlsplit(line.split(" ")[1])
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        up_writer.write(head)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, note: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if note and data.startswith((b"GET ", b"POST ", b"PUT ", b"DELETE ")):
+                        self.seen.append(data.split(b"\r\n", 1)[0].decode())
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[LoopbackProxy]:
+    server = LoopbackProxy()
+    await server.start()
+    yield server
+    await server.close()

@@ -6,14 +6,39 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
 import tracemalloc
+import uuid
 import zlib
 
 import aiohttp
 import openai
 import pytest
+from redis.asyncio import Redis
 
-from tests.conftest import AUTH, HI, MODEL, RelayFactory, eventually, session_key
+from relay.config import Settings
+from tests.conftest import (
+    ADMIN_KEY,
+    API_KEY,
+    AUTH,
+    HI,
+    MODEL,
+    STATE_SECRET,
+    LoopbackProxy,
+    RedisServer,
+    Relay,
+    RelayFactory,
+    admin_call,
+    eventually,
+    fake_url,
+    free_port,
+    needs_redis,
+    session_key,
+    wait_healthy,
+)
 
 CHAT = "/v1/chat/completions"
 
@@ -71,3 +96,194 @@ async def test_a_compressed_body_is_inflated_only_up_to_the_body_limit(make_rela
         post = http.post(relay.url + CHAT, data=bomb, headers={**headers, "Content-Encoding": "br"})
         async with post as r:
             assert r.status == 400 and "not supported" in (await r.json())["error"]["message"]
+
+
+async def test_one_wrong_key_revokes_no_key_of_the_keys_file(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps([{"name": "carol", "key": "carol-secret-key-123"}]))
+    relay = await make_relay(client_keys=str(keys))
+    carol = relay.openai(api_key="carol-secret-key-123")
+    assert (await carol.chat.completions.create(model=MODEL, messages=HI)).choices
+    with pytest.raises(openai.AuthenticationError):
+        await relay.openai(api_key="made-up-key").chat.completions.create(model=MODEL, messages=HI)
+    assert (await carol.chat.completions.create(model=MODEL, messages=HI)).choices
+
+
+async def test_a_named_key_cannot_use_the_operators_routes(make_relay: RelayFactory, fake) -> None:
+    relay = await make_relay(admin_key=ADMIN_KEY)
+    status, made = await admin_call(relay, "POST", "/v1/admin/keys", {"name": "dave"})
+    assert status == 201
+    dave = {"Authorization": f"Bearer {made['key']}"}
+    for method, path in (("GET", "/v1/accounts"), ("POST", "/v1/accounts/reload"), ("GET", "/hf/v1/accounts")):
+        status, body = await admin_call(relay, method, path, headers=dave)
+        assert status == 403 and body["error"]["code"] == "operator_only", (path, body)
+    assert (await admin_call(relay, "GET", "/v1/accounts", headers=AUTH))[0] == 200
+    assert (await admin_call(relay, "GET", "/v1/accounts"))[0] == 200  # ADMIN_KEY
+    assert (await admin_call(relay, "GET", "/v1/accounts", headers={"Authorization": "Bearer nope"}))[0] == 401
+    assert (await relay.openai(api_key=made["key"]).chat.completions.create(model=MODEL, messages=HI)).choices
+
+
+async def test_the_status_page_cannot_be_framed_or_sniffed(relay: Relay) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/", "/health", "/v1/models"):
+            async with http.get(relay.url + path, headers=AUTH) as r:
+                assert r.headers["X-Frame-Options"] == "DENY", path
+                assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_errors_quote_client_input_cut_short(relay: Relay) -> None:
+    huge = "x" * 10_000
+    bodies = (
+        {"model": MODEL, "messages": [{"role": "user", "content": [{"type": huge, "text": "hi"}]}]},
+        {"model": huge, "messages": HI},
+        {"model": MODEL, "messages": [{"role": huge, "content": "hi"}]},
+    )
+    async with aiohttp.ClientSession() as http:
+        for body in bodies:
+            async with http.post(relay.url + CHAT, json=body, headers=AUTH) as r:
+                answer = await r.json()
+            assert r.status in (400, 404) and len(answer["error"]["message"]) <= 600, answer["error"]["message"][:200]
+            assert "x" * 100 not in answer["error"]["message"]
+
+
+@needs_redis
+async def test_named_key_limits_hold_over_two_replicas(make_relay: RelayFactory, fake, shared_redis: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    one = await make_relay(state_url=shared_redis, state_prefix=prefix, admin_key=ADMIN_KEY)
+    two = await make_relay(state_url=shared_redis, state_prefix=prefix, admin_key=ADMIN_KEY)
+    status, erin = await admin_call(one, "POST", "/v1/admin/keys", {"name": "erin", "rpm": 3})
+    assert status == 201
+    served = []
+    for replica in (one, two, one, two, one, two):
+        try:
+            await replica.openai(api_key=erin["key"]).chat.completions.create(model=MODEL, messages=HI)
+            served.append(True)
+        except openai.RateLimitError as exc:
+            assert exc.code == "key_rate_limited" and int(exc.response.headers["Retry-After"]) >= 1
+            served.append(False)
+    assert served == [True, True, True, False, False, False]
+    status, fred = await admin_call(two, "POST", "/v1/admin/keys", {"name": "fred", "concurrency": 1})
+    for n in (1, 2, 3):
+        fake.script(session_key(n), text=" ".join(["w"] * 30), chunk_delay=0.02)
+    stream = await one.openai(api_key=fred["key"]).chat.completions.create(model=MODEL, messages=HI, stream=True)
+    async for _ in stream:
+        with pytest.raises(openai.RateLimitError) as info:
+            await two.openai(api_key=fred["key"]).chat.completions.create(model=MODEL, messages=HI)
+        assert info.value.code == "key_concurrency"
+        break
+    await stream.close()
+    await eventually(lambda: one.pool.accounts and all(a.in_flight_here == 0 for a in one.pool.accounts))
+    assert (await two.openai(api_key=fred["key"]).chat.completions.create(model=MODEL, messages=HI)).choices
+
+
+@needs_redis
+async def test_what_one_replica_learns_of_an_account_the_other_knows(make_relay: RelayFactory, fake, shared_redis: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    fake.script(session_key(1), "server_error")
+    fake.script(session_key(2), models=frozenset({"claude-other"}), refuse_fields=frozenset({"effort"}))
+    one = await make_relay(sessions=f"{session_key(1)},{session_key(2)}", state_url=shared_redis, state_prefix=prefix)
+    two = await make_relay(sessions=f"{session_key(1)},{session_key(2)}", state_url=shared_redis, state_prefix=prefix)
+    await one.openai().chat.completions.create(model="claude-other", messages=HI, reasoning_effort="low")
+    with pytest.raises(openai.APIStatusError):
+        await one.openai().chat.completions.create(model=MODEL, messages=HI)
+    await two.pool.refresh()
+    first, second = two.pool.accounts
+    assert first.backoff_until is not None and first.streak >= 1  # the back-off one learned
+    assert MODEL in second.models_unavailable and second.features.get("effort") is False
+    before = len(fake.calls_named("completion"))
+    await two.openai().chat.completions.create(model="claude-other", messages=HI, reasoning_effort="low")
+    asked = fake.calls_named("completion")[before:]
+    assert [c.session_key for c in asked] == [session_key(2)] and "effort" not in asked[0].body
+
+
+@needs_redis
+async def test_a_redis_outage_forgets_nothing_an_operator_added(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        shared = {"state_url": server.url, "state_secret": STATE_SECRET, "admin_key": ADMIN_KEY}
+        one = await make_relay(sessions=session_key(1), **shared)
+        two = await make_relay(sessions=session_key(1), **shared)
+        assert (await admin_call(one, "POST", "/v1/admin/accounts", {"session_key": session_key(2)}))[0] == 201
+        status, gina = await admin_call(one, "POST", "/v1/admin/keys", {"name": "gina"})
+        assert status == 201
+        await two.pool.refresh()
+        assert len(two.pool) == 2
+        assert (await two.openai(api_key=gina["key"]).chat.completions.create(model=MODEL, messages=HI)).choices
+        server.stop()  # Redis goes away ...
+        status, listed = await admin_call(two, "GET", "/v1/accounts")
+        assert status == 200 and len(listed["data"]) == 2  # ... and the other replica forgets nothing
+        assert (await two.openai(api_key=gina["key"]).chat.completions.create(model=MODEL, messages=HI)).choices
+        server.start()  # back, but empty (no persistence)
+        await eventually(lambda: two.pool.store.degraded is None, timeout=15)
+        await two.pool.refresh()
+        probe = Redis.from_url(server.url, decode_responses=True)
+        try:
+            added = await probe.get("relay:added")
+            keys = await probe.get("relay:keys")
+        finally:
+            await probe.aclose()
+        assert added and session_key(2) not in added  # written back, sealed
+        assert keys and "gina" in keys
+        three = await make_relay(sessions=session_key(1), **shared)
+        assert len(three.pool) == 2
+        assert (await three.openai(api_key=gina["key"]).chat.completions.create(model=MODEL, messages=HI)).choices
+    finally:
+        server.stop()
+
+
+async def test_secrets_at_rest_are_sealed_or_refused(proxy: LoopbackProxy, make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "state.json"
+    bare = await make_relay(sessions=session_key(1), admin_key=ADMIN_KEY, state_file=str(state))
+    status, body = await admin_call(bare, "POST", "/v1/admin/accounts", {"session_key": session_key(2)})
+    assert status == 409 and body["error"]["code"] == "state_secret_required"
+    await bare.server.close()
+    relay = await make_relay(sessions=session_key(1), admin_key=ADMIN_KEY, state_file=str(state), state_secret=STATE_SECRET)
+    proxied = {"session_key": session_key(2), "proxy": proxy.url.replace("http://", "http://user:proxy-password@")}
+    assert (await admin_call(relay, "POST", "/v1/admin/accounts", proxied))[0] == 201
+    assert (await admin_call(relay, "POST", "/v1/admin/keys", {"name": "hal"}))[0] == 201
+    secret_answer = await relay.openai().responses.create(model=MODEL, input="my secret diary entry")
+    await relay.server.close()
+    on_disk = state.read_text() + (tmp_path / "state.json.answers").read_text()
+    for secret in (session_key(2), "proxy-password", "my secret diary entry", secret_answer.output_text):
+        assert secret not in on_disk
+    assert "hmac-sha256:" in on_disk  # the client key's hash is keyed
+    again = await make_relay(sessions=session_key(1), admin_key=ADMIN_KEY, state_file=str(state), state_secret=STATE_SECRET)
+    assert len(again.pool) == 2 and again.pool.accounts[1].proxy == proxied["proxy"]
+    follow = await again.openai().responses.create(model=MODEL, input="and?", previous_response_id=secret_answer.id)
+    assert follow.status == "completed" and "my secret diary entry" in fake.calls_named("completion")[-1].body["prompt"]
+    plain = await make_relay(
+        sessions=session_key(1), admin_key=ADMIN_KEY, state_file=str(tmp_path / "p.json"), state_plaintext=True
+    )
+    assert (await admin_call(plain, "POST", "/v1/admin/accounts", {"session_key": session_key(3)}))[0] == 201
+
+
+async def test_a_write_cut_by_kill_9_leaves_no_copy_behind(fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "state.json"
+    for life in ("killed", "restarted"):
+        port = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields},
+            "STATE_FILE": str(state),
+            "STATE_SECRET": STATE_SECRET,
+            "SESSIONS": session_key(1),
+            "APIKEY": API_KEY,
+            "CLAUDE_BASE_URL": fake_url(fake),
+            "PORT": str(port),
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], env=env, stderr=subprocess.DEVNULL)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await wait_healthy(http, port)
+            if life == "killed":
+                # What a write cut off by kill -9 leaves: a full copy beside the file, cookies included.
+                (tmp_path / ".state.json.k1ll9x").write_text(json.dumps({"_added": [{"key": session_key(7)}]}))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            else:
+                assert not list(tmp_path.glob(".state.json.*")) and state.exists()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)

@@ -26,9 +26,9 @@ from ..errors import PermissionDenied
 from .key_limits import KeyLimit, KeyTicket
 from .state import StateStore
 
-# An unknown key is looked up in the shared store at most this often: a flood of made-up keys
-# must not become a flood of Redis reads.
-RESYNC_INTERVAL = 1.0
+# Unknown keys send relay to the shared store at most this often: a flood of made-up keys must not
+# become a flood of Redis reads, and a key just made on another replica is found within this.
+RESYNC_INTERVAL = 0.25
 KEYED = "hmac-sha256:"
 
 
@@ -95,7 +95,7 @@ class ClientKeys:
         self._clock = clock
         self._stored: dict[str, ClientKey] = {}  # made through the admin API, as the store has them
         self._file: dict[str, ClientKey] = {}  # from CLIENT_KEYS; no store sync touches them
-        self._synced_at = float("-inf")
+        self._looked_up_at = float("-inf")  # when an unknown key last sent us to the store
 
     def __len__(self) -> int:
         return len(self._stored) + len(self._file)
@@ -115,8 +115,10 @@ class ClientKeys:
     async def lookup(self, given: str, store: StateStore) -> ClientKey | None:
         """A key by its value; one made on another replica is found after a look at the store,
         which unknown keys trigger at most once per RESYNC_INTERVAL."""
-        if (found := self.find(given)) is not None or self._clock() - self._synced_at < RESYNC_INTERVAL:
+        now = self._clock()
+        if (found := self.find(given)) is not None or now - self._looked_up_at < RESYNC_INTERVAL:
             return found
+        self._looked_up_at = now
         return (await self.sync(store)).find(given)
 
     def named(self, name: str) -> ClientKey | None:
@@ -161,7 +163,6 @@ class ClientKeys:
     async def sync(self, store: StateStore) -> ClientKeys:
         """Take in the keys as the store has them now (another replica may have changed them); a
         store that cannot be read changes nothing."""
-        self._synced_at = self._clock()
         records = await store.load_records("keys")
         if records is not None:
             self.load(records)

@@ -23,13 +23,15 @@ from typing import Any, TypeVar
 from loguru import logger
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, RedisError
 
 from .account import IN_FLIGHT_SHARE, Account, State
 from .key_limits import KeyLimit, KeyTicket, RedisKeyLimits
 from .records import LearnedRecord, StateRecord, UsageRecord
 from .sealing import SealError, is_sealed
-from .state import Lease, MemoryStore, RecordKind, StateStore, opened_records, sealed_records
+from .state import RECORD_KINDS, Lease, MemoryStore, RecordKind, StateStore, opened_records, sealed_records
 
 T = TypeVar("T")
 
@@ -66,7 +68,16 @@ class RedisStore(StateStore):
     """Shared state for several relays over the same accounts."""
 
     def __init__(self, url: str, *, prefix: str, lease_seconds: float, local: MemoryStore) -> None:
-        self.client: Redis = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, decode_responses=True)
+        # One retry on a fresh connection: after Redis restarts, every pooled connection is dead and
+        # the first command on each would fail otherwise.
+        self.client: Redis = Redis.from_url(
+            url,
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[ConnectionError],
+        )
         self.prefix = prefix
         self.lease_seconds = lease_seconds
         self.local = local  # serves while Redis is unreachable
@@ -294,11 +305,14 @@ class RedisStore(StateStore):
             return list(await pipe.execute())
 
     async def _push_dirty(self) -> None:
-        """What was learned while Redis was away goes there as soon as it is back."""
+        """What was learned while Redis was away goes there as soon as it is back, and what an
+        operator added is written back if Redis lost it meanwhile."""
         dirty, self._dirty = self._dirty, set()
         for account in dirty:
             if await self._try(lambda a=account: self._save(a, False, True)) is _FAILED:  # type: ignore[misc]
                 self._dirty.add(account)
+        for kind in RECORD_KINDS:
+            await self.load_records(kind)
 
 
 def _json(text: str) -> Any:
