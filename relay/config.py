@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     state_plaintext: bool = False
     state_lease_seconds: float = Field(default=30.0, gt=0)
     response_ttl: float = Field(default=3600.0, gt=0)
+    # sessions: a client's conversation continues one claude.ai chat; fresh: one chat per request.
+    conversations: Literal["sessions", "fresh"] = "sessions"
+    session_ttl: float = Field(default=3600.0, gt=0)
     usage_refresh: float = Field(default=300.0, ge=10)
     fallback_mode: Literal["when_pool_unavailable", "off"] = "when_pool_unavailable"
     # Filled from the numbered FALLBACK_API_*_n variables by load_settings.

@@ -38,6 +38,10 @@ class _Live(Collector):
         in_flight = GaugeMetricFamily("relay_requests_in_flight", "Upstream requests in flight")
         in_flight.add_metric([], sum(a.in_flight_here for a in self._pool.accounts))
         yield in_flight
+        sessions = GaugeMetricFamily("relay_sessions_open", "Kept claude.ai chats of sessions per account", labels=["account"])
+        for account in self._pool.accounts:
+            sessions.add_metric([account.alias], account.open_sessions)
+        yield sessions
         used = GaugeMetricFamily(
             "relay_account_window_utilization", "Share of a quota window used (0..1)", labels=["account", "window"]
         )
@@ -83,6 +87,12 @@ class Metrics:
         self.chat_delete_failures = Counter("relay_chat_delete_failures", "Chats that could not be deleted", registry=r)
         self.fallbacks = Counter(
             "relay_fallbacks", "Requests answered by a fallback provider", ["provider", "outcome"], registry=r
+        )
+        self.session_turns = Counter(
+            "relay_session_turns",
+            "Turns by how their claude.ai chat was found: continued, branched, or fresh (by reason)",
+            ["kind", "reason"],
+            registry=r,
         )
         r.register(_Live(pool, streams, keys))
 

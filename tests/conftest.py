@@ -113,6 +113,15 @@ async def relay(make_relay: RelayFactory) -> Relay:
     return await make_relay()
 
 
+def continues(fake: FakeClaude, n: int = -1) -> bool:
+    """Whether completion `n` continued the chat of the one before it: the same chat, as a child
+    of that one's answer (so only its new turns were sent)."""
+    calls = fake.calls_named("completion")
+    this, before = calls[n], calls[n - 1]
+    parent = before.body["turn_message_uuids"]["assistant_message_uuid"]
+    return bool(this.path == before.path and this.body["parent_message_uuid"] == parent)
+
+
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait until `check()` holds; fails the test after `timeout` seconds instead of hanging."""
     async with asyncio.timeout(timeout):

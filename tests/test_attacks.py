@@ -252,7 +252,10 @@ async def test_secrets_at_rest_are_sealed_or_refused(proxy: LoopbackProxy, make_
     again = await make_relay(sessions=session_key(1), admin_key=ADMIN_KEY, state_file=str(state), state_secret=STATE_SECRET)
     assert len(again.pool) == 2 and again.pool.accounts[1].proxy == proxied["proxy"]
     follow = await again.openai().responses.create(model=MODEL, input="and?", previous_response_id=secret_answer.id)
-    assert follow.status == "completed" and "my secret diary entry" in fake.calls_named("completion")[-1].body["prompt"]
+    asked = fake.calls_named("completion")[-1].body
+    # The conversation survived the restart: its chat goes on, with only the new turn.
+    assert follow.status == "completed" and asked["prompt"] == "Human: and?"
+    assert asked["parent_message_uuid"] == fake.calls_named("completion")[-2].body["turn_message_uuids"]["assistant_message_uuid"]
     plain = await make_relay(
         sessions=session_key(1), admin_key=ADMIN_KEY, state_file=str(tmp_path / "p.json"), state_plaintext=True
     )

@@ -63,7 +63,13 @@ async def test_faulty_pool_under_load_with_hang_ups(aiohttp_server: Any, fake) -
     for key in keys[len(FAULTS) :]:
         fake.script(key, text="one two three four five six", chunk_delay=0.005)
     settings = make_settings(
-        fake_url(fake), sessions=",".join(keys), read_timeout=1, connect_timeout=1, max_retries=len(keys), heartbeat_interval=0.5
+        fake_url(fake),
+        sessions=",".join(keys),
+        read_timeout=1,
+        connect_timeout=1,
+        max_retries=len(keys),
+        heartbeat_interval=0.5,
+        conversations="fresh",  # every chat is deleted after its answer, hang-ups included
     )
     app = create_app(settings)
     relay = Relay(await aiohttp_server(app), app)  # test servers cancel the handler of a client that hangs up, as `relay` does

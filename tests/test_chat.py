@@ -159,7 +159,8 @@ async def test_health_needs_no_auth_and_shows_no_secret(relay: Relay) -> None:
     assert "sk-ant" not in text and API_KEY not in text
 
 
-async def test_chats_are_deleted_after_use(relay: Relay, fake) -> None:
+async def test_chats_are_deleted_after_use(make_relay: RelayFactory, fake) -> None:
+    relay = await make_relay(conversations="fresh")  # one chat per request (sessions: tests/test_sessions.py)
     await relay.openai().chat.completions.create(model="claude-sonnet-4-6", messages=HI)
     conv = fake.calls_named("completion")[0].path.split("/")[-2]
     await eventually(lambda: conv in fake.deleted)

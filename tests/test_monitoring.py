@@ -50,7 +50,7 @@ async def _scripted_mix(relay: Relay, fake: Any) -> None:
 
 
 async def test_metrics_count_what_happened(make_relay: RelayFactory, fake) -> None:
-    relay = await make_relay(sessions=f"{session_key(1)},{session_key(2)}")
+    relay = await make_relay(sessions=f"{session_key(1)},{session_key(2)}", conversations="fresh")
     await _scripted_mix(relay, fake)
     refused = 2  # the two invalid attempts created nothing, so nothing is deleted for them
     answered = fake.calls_named("completion")[:-refused]

@@ -10,7 +10,7 @@ from tests.conftest import AUTH, HI, MODEL, LoopbackProxy, RelayFactory, eventua
 
 
 async def test_an_account_with_its_own_proxy_uses_it_for_every_call(make_relay: RelayFactory, fake, proxy: LoopbackProxy) -> None:
-    relay = await make_relay(sessions=f"{session_key(1)}@{proxy.url},{session_key(2)}")
+    relay = await make_relay(sessions=f"{session_key(1)}@{proxy.url},{session_key(2)}", conversations="fresh")
     await eventually(lambda: all(a.org_id for a in relay.pool.accounts))
     async with aiohttp.ClientSession() as http:
         for _ in range(4):

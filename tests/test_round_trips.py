@@ -25,7 +25,7 @@ async def test_org_discovery_happens_at_start_up(make_relay: RelayFactory, fake)
 
 
 async def test_plain_and_thinking_requests_take_one_call_before_the_first_token(make_relay: RelayFactory, fake) -> None:
-    relay = await make_relay(sessions=session_key(1))
+    relay = await make_relay(sessions=session_key(1), conversations="fresh")
     await _warm(relay)
     client = relay.openai()
     await client.chat.completions.create(model="claude-sonnet-4-6", messages=HI)
@@ -41,7 +41,7 @@ async def test_plain_and_thinking_requests_take_one_call_before_the_first_token(
 async def test_upstream_without_inline_creation_falls_back_once_per_account(make_relay: RelayFactory, fake, refusal: int) -> None:
     fake.inline_create = False
     fake.inline_refusal = refusal
-    relay = await make_relay(sessions=session_key(1))
+    relay = await make_relay(sessions=session_key(1), conversations="fresh")
     await _warm(relay)
     client = relay.openai()
     first = await client.chat.completions.create(model="claude-sonnet-4-6-think", messages=HI)
@@ -65,7 +65,7 @@ async def test_upstream_without_inline_creation_falls_back_once_per_account(make
 
 
 async def test_uploads_run_concurrently(make_relay: RelayFactory, fake) -> None:
-    relay = await make_relay(sessions=session_key(1))
+    relay = await make_relay(sessions=session_key(1), conversations="fresh")
     await _warm(relay)
     fake.latency = 0.2
     parts = [{"type": "image_url", "image_url": {"url": data_url("image/png", tiny_png())}} for _ in range(4)]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ..claude.failures import UpstreamFailure
 from ..reply import ReplyEvent
+from .transcript import AnswerForm
 
 # What the client-facing side calls the pool as a provider.
 POOL_PROVIDER = "claude.ai"
@@ -31,18 +32,34 @@ class ChatAnswer:
     stack: AsyncExitStack
     first_byte_at: float = field(default_factory=time.monotonic)
     provider: str = POOL_PROVIDER
+    # How the answer's chat was found (continued, branched, fresh), and what keeps its session.
+    session: str = ""
+    keep: Callable[[], Awaitable[None]] | None = None
+    form: AnswerForm | None = None
 
     async def batches(self) -> AsyncGenerator[list[ReplyEvent], None]:
         """The answer in batches of events, the head first."""
+        form = self.form
+        if form is not None:
+            form.feed(self.head)
         yield self.head
         if self.rest is None:
             return
         try:
             async for batch in self.rest:
+                if form is not None:
+                    form.feed(batch)
                 yield batch
         except UpstreamFailure as failure:
             await self.on_failure(failure)
             raise
+
+    async def keep_session(self) -> None:
+        """The whole answer reached its last frame: remember where it left the chat (before the
+        client sees the end, so that its next turn finds it)."""
+        if self.keep is not None:
+            keep, self.keep = self.keep, None
+            await keep()
 
     async def aclose(self) -> None:
         """Close the upstream stream, hand the account back, schedule the chat's deletion."""

@@ -59,9 +59,11 @@ class Negotiation:
 
     __slots__ = ("_account", "_on", "_wanted")
 
-    def __init__(self, account: Account, job: ChatJob) -> None:
+    def __init__(self, account: Account, job: ChatJob, *, continuing: bool = False) -> None:
         self._account = account
-        self._wanted = [f for f in FEATURES if f.wanted(job) and account.features.get(f.name) is not False]
+        # A continued chat exists already: nothing to create, inline or not.
+        offered = [f for f in FEATURES if not (continuing and f is INLINE_CREATE)]
+        self._wanted = [f for f in offered if f.wanted(job) and account.features.get(f.name) is not False]
         self._on = list(self._wanted)
 
     def uses(self, feature: Feature) -> bool:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..claude.prompt import Prompt, build_prompt
 from ..config import THINK_SUFFIX, Settings
-from ..conversation import Chat, Effort, ToolPlan
+from ..conversation import Chat, Effort, ToolPlan, Turn
 from ..errors import ModelNotFound
 from ..reply import estimate_tokens
+from .transcript import chain
 
 CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]*$")
 
@@ -25,6 +26,10 @@ class ChatJob:
     tools: ToolPlan | None = None
     web_search: bool = False
     effort: Effort | None = None
+    # Conversation sessions: the turns and the transcript digest after each (empty: no session).
+    turns: list[Turn] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    scope: str = ""  # who the session belongs to: a client key, or a mirror-mode cookie
 
     @property
     def prompt_tokens(self) -> int:
@@ -45,8 +50,9 @@ def resolve_model(settings: Settings, name: str) -> tuple[str, bool]:
     return name, False
 
 
-def build_job(settings: Settings, chat: Chat) -> ChatJob:
-    """The job for a chat; every problem with the request is raised here."""
+def build_job(settings: Settings, chat: Chat, scope: str = "") -> ChatJob:
+    """The job for a chat; every problem with the request is raised here. With sessions on, the
+    job carries its transcript digests, scoped to `scope`."""
     model, think_model = resolve_model(settings, chat.model)
     tools = chat.tools if chat.tools and chat.tools.active else None
     prompt = build_prompt(
@@ -56,12 +62,17 @@ def build_job(settings: Settings, chat: Chat) -> ChatJob:
         max_history=settings.max_chat_history_length,
         tools=tools,
     )
+    thinking = chat.thinking or think_model
+    sessions = settings.conversations == "sessions" and bool(scope)
     return ChatJob(
         model=model,
-        thinking=chat.thinking or think_model,
+        thinking=thinking,
         prompt=prompt,
         artifacts=not settings.prompt_disable_artifacts and tools is None,
         tools=tools,
         web_search=chat.web_search,
         effort=chat.effort,
+        turns=chat.turns if sessions else [],
+        digests=chain(chat, scope, model, thinking) if sessions else [],
+        scope=scope,
     )

@@ -37,7 +37,8 @@ class Source(ABC):
     attempts: int
 
     @abstractmethod
-    async def take(self, tried: set[Account], failures: Failures) -> Seat: ...
+    async def take(self, tried: set[Account], failures: Failures, prefer: str | None = None) -> Seat:
+        """An account for the next attempt; `prefer` names (by id) the one a session continues on."""
 
     async def give_back(self, seat: Seat) -> None:
         """Release what `take` held."""
@@ -88,9 +89,9 @@ class PoolSource(Source):
         self.attempts = max_retries or max(1, min(len(pool), 5))
         self.model = model
 
-    async def take(self, tried: set[Account], failures: Failures) -> Seat:
+    async def take(self, tried: set[Account], failures: Failures, prefer: str | None = None) -> Seat:
         try:
-            lease = await self.pool.acquire(exclude=tried, model=self.model)
+            lease = await self.pool.acquire(exclude=tried, model=self.model, prefer=prefer)
         except InvalidRequest:
             raise
         except RelayError:
@@ -155,7 +156,7 @@ class GuestSource(Source):
         self.seat = Seat(Account(key=key, alias="mirror", org_id=spec.org_id), upstream.for_key(key, guest=True))
         self.orgs = orgs
 
-    async def take(self, tried: set[Account], failures: Failures) -> Seat:
+    async def take(self, tried: set[Account], failures: Failures, prefer: str | None = None) -> Seat:
         return self.seat
 
     async def org(self, seat: Seat) -> str:

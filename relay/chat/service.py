@@ -14,20 +14,23 @@ from loguru import logger
 
 from ..claude.client import AccountApi, UpstreamClient
 from ..claude.failures import Failure, UpstreamFailure
-from ..claude.prompt import RemoteImage, Upload
+from ..claude.prompt import Prompt, RemoteImage, Upload
 from ..config import SessionSpec, Settings
 from ..conversation import Chat
 from ..metrics import Metrics
 from ..pool.account import Account
 from ..pool.pool import AccountPool
+from ..pool.sessions import SessionPoint
 from ..reply import ReplyEvent
 from .answer import ChatAnswer
-from .completion import ChatRecord, start_completion
+from .completion import ChatRecord, CompletionTurn, start_completion
 from .deletion import delete_chat
 from .filters import find_tool_calls, first_part, watch_limits
 from .job import ChatJob, build_job, resolve_model
 from .orgs import OrgDiscovery
 from .seats import Failures, GuestSource, PoolSource, Seat, Source
+from .sessions import Continuation, SessionKind, Sessions, SessionTicket
+from .transcript import AnswerForm
 from .usage import UsagePoller
 
 # Failures after which the account cannot be asked for anything, a delete included.
@@ -48,6 +51,7 @@ class ChatService:
         self.metrics = metrics
         self.orgs = OrgDiscovery()
         self.usage = UsagePoller(pool, self.api, settings.usage_refresh)
+        self.sessions = Sessions(pool.store, settings, metrics)
         self._fetch_image = fetch_image
         self._background: set[asyncio.Task[None]] = set()
 
@@ -58,8 +62,8 @@ class ChatService:
     def resolve_model(self, name: str) -> tuple[str, bool]:
         return resolve_model(self.settings, name)
 
-    def job(self, chat: Chat) -> ChatJob:
-        return build_job(self.settings, chat)
+    def job(self, chat: Chat, scope: str = "") -> ChatJob:
+        return build_job(self.settings, chat, scope)
 
     # -- background work -----------------------------------------------------------------------
 
@@ -103,28 +107,45 @@ class ChatService:
 
         With `buffered` the whole answer is read before it is returned, so any failure can still
         move to another account. Otherwise only failures before the first content may; later ones
-        come out of `ChatAnswer.batches()` for the caller to report in-band.
+        come out of `ChatAnswer.batches()` for the caller to report in-band. A request that extends
+        a session continues its chat on its account; it starts a fresh chat (with the whole
+        transcript) wherever that is not possible.
         """
-        uploads = await self._fetch_remote(job)
         source: Source = GuestSource(guest, self.upstream, self.orgs) if guest else self._pool_source(job.model)
+        run = _Run(await self.sessions.find(job) if job.digests else None)
         tried: set[Account] = set()
         failures: Failures = []
-        for attempt in range(1, source.attempts + 1):
-            seat = await source.take(tried, failures)
+        while run.attempts < source.attempts:
+            seat = await source.take(tried, failures, prefer=run.cont.point.account if run.cont else None)
+            run.seated(self._session_account(seat))
             if failures:
                 self.metrics.failovers.labels(failures[-1][1].kind.value).inc()
             tried.add(seat.account)
             stack = AsyncExitStack()
             try:
-                return await self._attempt(stack, source, seat, job, uploads, buffered, attempt)
+                answer = await self._attempt(stack, source, seat, job, buffered, run)
             except UpstreamFailure as failure:
                 await stack.aclose()
+                if run.continuing is not None and failure.kind is Failure.REJECTED:
+                    await self.sessions.refused(run.continuing, failure.message)
+                    run.refused()
+                    tried.discard(seat.account)  # the same account, with a fresh chat
+                    continue
                 await self._failed(source, seat, failure)
                 failures.append((seat.account, failure))
             except BaseException:
                 await stack.aclose()
                 raise
+            else:
+                if job.digests:
+                    self.sessions.counted(run.kind, run.fresh_reason)
+                return answer
         raise source.exhausted(failures)
+
+    def _session_account(self, seat: Seat) -> str:
+        """Who a session's chat belongs to: the pooled account, or the caller's own cookie."""
+        account = seat.account
+        return self.sessions.guest(account.id, account.key) if seat.lease is None else account.id
 
     async def _failed(self, source: Source, seat: Seat, failure: UpstreamFailure) -> None:
         """An attempt failed before its answer started: learn, then give up or let the loop go on."""
@@ -139,16 +160,20 @@ class ChatService:
         await source.learn(seat, failure)
 
     async def _attempt(
-        self, stack: AsyncExitStack, source: Source, seat: Seat, job: ChatJob, uploads: list[Upload], buffered: bool, attempt: int
+        self, stack: AsyncExitStack, source: Source, seat: Seat, job: ChatJob, buffered: bool, run: _Run
     ) -> ChatAnswer:
         """One account's try; everything it holds is on `stack`, closed when the answer is."""
         stack.push_async_callback(source.give_back, seat)
-        chat = ChatRecord(str(uuid.uuid4()))
-        org = await source.org(seat)
-        if self.settings.chat_delete:
-            stack.callback(self._delete_later, seat, org, chat)
+        cont = run.continuing
+        if cont is not None:  # the session's chat: never deleted here, whatever happens
+            chat, org = ChatRecord(cont.point.conv, settled=True, kept=True), cont.point.org
+            turn = CompletionTurn(cont.prompt, parent=cont.point.parent)
+        else:
+            chat, org, turn = ChatRecord(str(uuid.uuid4())), await source.org(seat), CompletionTurn(job.prompt)
+            if self.settings.chat_delete:
+                stack.callback(self._delete_later, seat, org, chat)
         try:
-            batches = await self._answer_events(stack, source, seat, org, chat, job, uploads)
+            batches = await self._answer_events(stack, source, seat, org, chat, job, turn)
             head, more = await first_part(batches, buffered)
         except UpstreamFailure as failure:
             chat.unreachable = failure.kind in UNREACHABLE  # nothing was created, and it could not be deleted anyway
@@ -158,18 +183,35 @@ class ChatService:
         async def on_failure(failure: UpstreamFailure) -> None:
             await self._learn(source, seat, failure)
 
-        return ChatAnswer(seat.account.alias, head, batches if more else None, attempt, on_failure, stack)
+        answer = ChatAnswer(seat.account.alias, head, batches if more else None, run.attempts, on_failure, stack)
+        if job.digests:
+            point = SessionPoint(conv=chat.uuid, parent=turn.assistant, account=run.account, org=org)
+            ticket = SessionTicket(job.digests[-1], point, AnswerForm())
+            answer.session, answer.form = run.kind, ticket.form
+            answer.keep = functools.partial(self._keep, ticket, chat)
+        return answer
+
+    async def _keep(self, ticket: SessionTicket, chat: ChatRecord) -> None:
+        chat.kept = True  # the session keeps it: deleted once idle, not now
+        await self.sessions.keep(ticket)
 
     async def _answer_events(
-        self, stack: AsyncExitStack, source: Source, seat: Seat, org: str, chat: ChatRecord, job: ChatJob, uploads: list[Upload]
+        self,
+        stack: AsyncExitStack,
+        source: Source,
+        seat: Seat,
+        org: str,
+        chat: ChatRecord,
+        job: ChatJob,
+        turn: CompletionTurn,
     ) -> AsyncGenerator[list[ReplyEvent], None]:
         """Uploads (concurrently), then the completion, its quota notices taken out and its tool calls found."""
         api = seat.api
+        uploads = await self._fetch_remote(turn.prompt)
         files = list(await asyncio.gather(*(api.upload(org, u.filename, u.content_type, u.data) for u in uploads)))
         temporary = self.settings.temporary_chats
-        events = await start_completion(
-            stack, seat, org, chat, job, files, temporary=temporary, learned=functools.partial(source.learned, seat)
-        )
+        learned = functools.partial(source.learned, seat)
+        events = await start_completion(stack, seat, org, chat, job, turn, files, temporary=temporary, learned=learned)
         watched = watch_limits(events, source, seat)
         stack.push_async_callback(watched.aclose)
         if job.tools is None:
@@ -179,13 +221,47 @@ class ChatService:
         return found
 
     def _delete_later(self, seat: Seat, org: str, chat: ChatRecord) -> None:
-        if not chat.unreachable:
+        if not chat.unreachable and not chat.kept:
             self.spawn(delete_chat(seat.api, seat.account.alias, org, chat, self.metrics))
 
-    async def _fetch_remote(self, job: ChatJob) -> list[Upload]:
-        """Fetch http(s) images once per request (all at once), before any account is used."""
+    async def _fetch_remote(self, prompt: Prompt) -> list[Upload]:
+        """The prompt's uploads, http(s) images fetched (all at once) the first time they are needed."""
 
-        async def one(item: Upload | RemoteImage) -> Upload:
-            return item if isinstance(item, Upload) else await self._fetch_image(item)
+        async def one(index: int, item: Upload | RemoteImage) -> Upload:
+            if isinstance(item, RemoteImage):
+                item = prompt.files[index] = await self._fetch_image(item)
+            return item
 
-        return list(await asyncio.gather(*(one(f) for f in job.prompt.files)))
+        return list(await asyncio.gather(*(one(i, f) for i, f in enumerate(prompt.files))))
+
+
+class _Run:
+    """One request's way through the pool: attempts made, and whether it still continues a session."""
+
+    __slots__ = ("account", "attempts", "cont", "continuing", "fresh_reason")
+
+    def __init__(self, cont: Continuation | None) -> None:
+        self.cont = cont
+        self.continuing: Continuation | None = None
+        self.attempts = 0
+        self.account = ""
+        self.fresh_reason = "" if cont else "no_match"
+
+    def seated(self, account: str) -> None:
+        """An attempt on `account`: it continues the session when the session's account it is."""
+        self.attempts += 1
+        self.account = account
+        if self.cont is not None and self.cont.point.account != account:
+            self.cont, self.fresh_reason = None, "account_moved"
+        self.continuing = self.cont
+
+    def refused(self) -> None:
+        """claude.ai refused the continuation: a fresh chat on the same account, not counted as an attempt."""
+        self.cont, self.continuing, self.fresh_reason = None, None, "refused"
+        self.attempts -= 1
+
+    @property
+    def kind(self) -> SessionKind:
+        if self.continuing is None:
+            return "fresh"
+        return "branched" if self.continuing.branched else "continued"

@@ -169,11 +169,16 @@ def completion_body(
     effort: str | None = None,
     thinking: bool = False,
     create: dict[str, Any] | None = None,
+    parent: str | None = None,
+    turn: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The completion request of a fresh single-turn conversation (created on the way with `create`)."""
+    """The completion request of one turn: the first of a chat (created on the way with `create`),
+    or a child of the assistant message `parent`. `turn` names the turn's (human, assistant)
+    messages, as the current web app does; new ids when not given."""
+    human, assistant = turn or (str(uuid.uuid4()), str(uuid.uuid4()))
     body: dict[str, Any] = {
         "prompt": prompt,
-        "parent_message_uuid": ROOT_PARENT_UUID,
+        "parent_message_uuid": parent or ROOT_PARENT_UUID,
         "timezone": "UTC",
         "locale": "en-US",
         "attachments": [a.wire() for a in attachments],
@@ -181,7 +186,7 @@ def completion_body(
         "sync_sources": [],
         "rendering_mode": "messages",
         # The current web app names the turn's two messages itself.
-        "turn_message_uuids": {"human_message_uuid": str(uuid.uuid4()), "assistant_message_uuid": str(uuid.uuid4())},
+        "turn_message_uuids": {"human_message_uuid": human, "assistant_message_uuid": assistant},
         # claude.ai's own tools for this conversation only; web search only when the client asked.
         "tools": [
             *([{"type": "artifacts_v0", "name": "artifacts"}] if artifacts else []),

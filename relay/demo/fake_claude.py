@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from .behavior import CLOUDFLARE_PAGE, MODES, Behavior, Call, org_for
+from .chats import take_turn
 from .model import demo_reply
 from .stream import AnswerPlan, silence, write_answer
 
@@ -50,7 +51,11 @@ class FakeClaude:
         self.max_parallel_uploads = 0
         self.inline_create = True  # honour create_conversation_params like the 2026 web app
         self.inline_refusal = 404  # the status for an unknown chat when inline creation is off
+        # A chat whose conversation (every message on the way to the new one) grows past this is
+        # "too long to continue", as claude.ai says when a chat outgrows the model's context.
+        self.max_conversation_chars = 10_000_000
         self.open_streams = 0
+        self.seen: list[str] = []  # the whole conversation the model read, per completion
         self.hanging = 0  # "hang" completions whose caller still holds the connection
         # Quota windows per sessionKey, growing with every answer; they reset at fixed times.
         self.windows: dict[str, dict[str, float]] = {}
@@ -206,7 +211,7 @@ class FakeClaude:
         if (failed := self._failure(behavior, "create")) is not None:
             return failed
         conv = str((body or {}).get("uuid") or uuid.uuid4())
-        self.conversations[conv] = {"org": request.match_info["org"], "settings": {}, "key": self._key(request)}
+        self.conversations[conv] = {"org": request.match_info["org"], "settings": {}, "key": self._key(request), "messages": {}}
         return web.json_response({"uuid": conv, "name": "", "settings": {}}, status=201)
 
     async def _settings(self, request: web.Request) -> web.StreamResponse:
@@ -276,12 +281,17 @@ class FakeClaude:
                 return _error(self.inline_refusal, "invalid_request_error", message)
             return _error(404, "not_found_error", "Conversation not found")
         thinking = conv["settings"].get("paprika_mode") == "extended"
-        text = behavior.text if behavior.text is not None else self.reply(_model(body), str(body.get("prompt", "")))
+        turn = take_turn(conv["messages"], body, self.max_conversation_chars)
+        if isinstance(turn, web.Response):
+            return turn
+        self.seen.append(turn.conversation)
+        text = behavior.text if behavior.text is not None else self.reply(_model(body), turn.conversation)
+        turn.answer(text)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         self.open_streams += 1
         try:
-            await write_answer(resp, self._plan(request, body, behavior, text, thinking))
+            await write_answer(resp, self._plan(request, body, behavior, text, thinking, turn.assistant))
         except ConnectionResetError:
             self.disconnects += 1
         except asyncio.CancelledError:
@@ -300,10 +310,17 @@ class FakeClaude:
         if conv_id not in self.conversations and inline:
             assert isinstance(params, dict)
             settings = {"paprika_mode": params["paprika_mode"]} if params.get("paprika_mode") else {}
-            self.conversations[conv_id] = {"org": request.match_info["org"], "settings": settings, "key": self._key(request)}
+            self.conversations[conv_id] = {
+                "org": request.match_info["org"],
+                "settings": settings,
+                "key": self._key(request),
+                "messages": {},
+            }
         return self.conversations.get(conv_id)
 
-    def _plan(self, request: web.Request, body: dict[str, Any], behavior: Behavior, text: str, thinking: bool) -> AnswerPlan:
+    def _plan(
+        self, request: web.Request, body: dict[str, Any], behavior: Behavior, text: str, thinking: bool, message: str
+    ) -> AnswerPlan:
         # Like claude.ai, it searches only where the conversation has web search switched on.
         asked = any(isinstance(t, dict) and t.get("type") == "web_search_v0" for t in body.get("tools") or [])
         return AnswerPlan(
@@ -315,6 +332,7 @@ class FakeClaude:
             self.chunks,
             self.chunk_delay if behavior.chunk_delay is None else behavior.chunk_delay,
             self._window_report(self._key(request), behavior),
+            message,
         )
 
 

@@ -75,6 +75,7 @@ class Account:
     # Quota windows as claude.ai last reported them (stream ends, /usage), and when.
     usage: dict[str, Window] | None = None
     usage_at: float | None = None
+    open_sessions: int = 0  # kept chats of conversation sessions (all replicas'), as last counted
     id: str = field(init=False, default="")
 
     def __repr__(self) -> str:
@@ -128,6 +129,7 @@ class Account:
             "backoff_until": self.backoff_until,
             "usage": self._usage_view(),
             "models_unavailable": sorted(self.models_unavailable),
+            "open_sessions": self.open_sessions,
         }
 
     def _usage_view(self) -> dict[str, Any] | None:

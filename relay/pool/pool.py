@@ -174,10 +174,11 @@ class AccountPool:
         self._accounts = list(fresh.values())
         return added, len(old)
 
-    async def acquire(self, exclude: set[Account] | None = None, model: str | None = None) -> Lease:
+    async def acquire(self, exclude: set[Account] | None = None, model: str | None = None, prefer: str | None = None) -> Lease:
         """A lease on the usable account with the most quota headroom (in-flight requests counted),
         then the least recently used; accounts backing off after transient failures only when no
-        other can serve, and never one whose plan lacks `model`."""
+        other can serve, and never one whose plan lacks `model`. The account `prefer` names (a
+        session's) goes first whenever it could serve at all."""
         now = self._clock()
         self.revive(now)
         usable = [a for a in self._accounts if a.usable(now) and not a.retiring and not (exclude and a in exclude)]
@@ -187,7 +188,10 @@ class AccountPool:
             )
         usable = [a for a in usable if model not in a.models_unavailable]
         candidates = [a for a in usable if a.healthy(now)] or usable
-        lease = await self.store.acquire(candidates, now) if candidates else None
+        preferred = [a for a in candidates if a.id == prefer]
+        lease = await self.store.acquire(preferred, now) if preferred else None
+        if lease is None and candidates:
+            lease = await self.store.acquire(candidates, now)
         if lease is None:
             await self.refresh()
             raise self.unavailable()

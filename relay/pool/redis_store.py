@@ -31,6 +31,7 @@ from .account import IN_FLIGHT_SHARE, Account, State
 from .key_limits import KeyLimit, KeyTicket, RedisKeyLimits
 from .records import LearnedRecord, StateRecord, UsageRecord
 from .sealing import SealError, is_sealed
+from .sessions import KeptChat, RedisSessions, SessionPoint
 from .state import RECORD_KINDS, Lease, MemoryStore, RecordKind, StateStore, opened_records, sealed_records
 
 T = TypeVar("T")
@@ -83,6 +84,7 @@ class RedisStore(StateStore):
         self.local = local  # serves while Redis is unreachable
         self._acquire = self.client.register_script(ACQUIRE)
         self._key_limits = RedisKeyLimits(self.client, prefix, lease_seconds)
+        self._sessions = RedisSessions(self.client, prefix, local.sessions.ttl)
         self._accounts: Callable[[], list[Account]] = list
         self._leases: dict[str, Lease] = {}
         self._dirty: set[Account] = set()
@@ -171,6 +173,37 @@ class RedisStore(StateStore):
         lease.account.in_flight_here = max(0, lease.account.in_flight_here - 1)
         lease.account.in_flight_all = max(0, lease.account.in_flight_all - 1)
         await self._try(lambda: self.client.zrem(self._key("inflight", lease.account.id), lease.token))
+
+    async def find_session(self, digests: list[str], now: float) -> tuple[str, SessionPoint] | None:
+        found = await self._try(partial(self._sessions.find, digests))
+        if found is _FAILED:
+            return await self.local.find_session(digests, now)
+        return found  # type: ignore[return-value]
+
+    async def session_chat(self, conv: str) -> KeptChat | None:
+        found = await self._try(partial(self._sessions.chat, conv))
+        return await self.local.session_chat(conv) if found is _FAILED else found  # type: ignore[return-value]
+
+    async def keep_session(self, digest: str, point: SessionPoint, now: float) -> None:
+        if await self._try(partial(self._sessions.keep, digest, point, now)) is _FAILED:
+            await self.local.keep_session(digest, point, now)
+
+    async def forget_chat(self, conv: str, account: str) -> None:
+        await self.local.forget_chat(conv, account)
+        await self._try(partial(self._sessions.forget, conv, account))
+
+    async def expired_chats(self, before: float) -> list[KeptChat]:
+        local = await self.local.expired_chats(before)  # kept here while Redis was away
+        shared = await self._try(partial(self._sessions.expired, before))
+        return local + (shared if isinstance(shared, list) else [])
+
+    async def open_sessions(self, accounts: list[str]) -> dict[str, int]:
+        found = await self._try(partial(self._sessions.open_by_account, accounts))
+        return await self.local.open_sessions(accounts) if found is _FAILED else found  # type: ignore[return-value]
+
+    @property
+    def keeps_sessions(self) -> bool:
+        return True
 
     async def admit_key(self, limit: KeyLimit, now: float) -> KeyTicket:
         ticket = await self._try(partial(self._key_limits.admit, limit, now))

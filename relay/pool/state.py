@@ -22,6 +22,7 @@ from .account import Account
 from .key_limits import KeyLimit, KeyTicket, LocalKeyLimits
 from .records import StateRecord
 from .sealing import Sealer, SealError, is_sealed
+from .sessions import KeptChat, MemorySessions, SessionPoint
 from .state_file import ANSWERS_WRITE_INTERVAL, StateFile
 
 # Answers kept in this process for the Responses API's previous_response_id, at most.
@@ -50,6 +51,11 @@ class StateStore(ABC):
     def degraded(self) -> str | None:
         """Why the store is not working as configured (e.g. Redis unreachable), or None."""
         return None
+
+    @property
+    def keeps_sessions(self) -> bool:
+        """Sessions outlive this process (else shutdown deletes their chats)."""
+        return False
 
     @property
     def secrets_refused(self) -> str | None:
@@ -103,6 +109,31 @@ class StateStore(ABC):
     async def load_answer(self, answer_id: str) -> bytes | None:
         """A kept answer, or None when it is unknown or expired."""
 
+    # -- conversation sessions (relay.chat.sessions) --------------------------------------------
+
+    @abstractmethod
+    async def find_session(self, digests: list[str], now: float) -> tuple[str, SessionPoint] | None:
+        """The latest of these transcript digests that an earlier answer left a chat at."""
+
+    @abstractmethod
+    async def session_chat(self, conv: str) -> KeptChat | None: ...
+
+    @abstractmethod
+    async def keep_session(self, digest: str, point: SessionPoint, now: float) -> None:
+        """Remember where an answer left its chat, and that the chat was used now."""
+
+    @abstractmethod
+    async def forget_chat(self, conv: str, account: str) -> None:
+        """The chat is gone (refused, or deleted): no session continues it."""
+
+    @abstractmethod
+    async def expired_chats(self, before: float) -> list[KeptChat]:
+        """Take out the kept chats idle since `before`, for deletion (each by one replica only)."""
+
+    @abstractmethod
+    async def open_sessions(self, accounts: list[str]) -> dict[str, int]:
+        """Kept chats per account id."""
+
     @abstractmethod
     async def admit_key(self, limit: KeyLimit, now: float) -> KeyTicket:
         """Count a named key's request against its limits (every replica's), or raise RateLimited."""
@@ -128,8 +159,10 @@ class MemoryStore(StateStore):
         clock: Callable[[], float] = time.time,
         sealer: Sealer | None = None,
         plaintext: bool = False,
+        session_ttl: float = 3600.0,
     ) -> None:
         self.answer_ttl = answer_ttl
+        self.sessions = MemorySessions(session_ttl)
         self.sealer = sealer
         self.plaintext = plaintext
         self._clock = clock
@@ -164,8 +197,10 @@ class MemoryStore(StateStore):
         saved = self._file.read()
         restore(accounts(), saved)
         now = self._clock()
-        # Answers kept by an older relay inside STATE_FILE are taken in too.
-        for answers in (saved.get(ANSWERS_KEY), self._opened(self._answers_file.read())):
+        conversations = self._opened(self._answers_file.read())
+        self.sessions.restore(conversations.get("sessions"), now)
+        # Answers kept by an older relay inside STATE_FILE, or in the file's older shape, too.
+        for answers in (saved.get(ANSWERS_KEY), conversations.get("answers", conversations)):
             for answer_id, kept in (answers or {}).items():
                 if isinstance(kept, list) and len(kept) == 2 and kept[0] > now:
                     self._answers[answer_id] = (float(kept[0]), str(kept[1]))
@@ -184,9 +219,11 @@ class MemoryStore(StateStore):
         return data
 
     def _answers_snapshot(self) -> dict[str, Any]:
+        """Kept answers and sessions: what conversations need across a restart."""
         now = self._clock()
         answers = {k: list(v) for k, v in self._answers.items() if v[0] > now}
-        return {"sealed": self.sealer.seal(json.dumps(answers).encode())} if self.sealer else answers
+        doc = {"answers": answers, "sessions": self.sessions.snapshot(now)}
+        return {"sealed": self.sealer.seal(json.dumps(doc).encode())} if self.sealer else doc
 
     def _opened(self, saved: dict[str, Any]) -> dict[str, Any]:
         """The answers file as written: sealed whole under STATE_SECRET, or plain."""
@@ -253,6 +290,31 @@ class MemoryStore(StateStore):
 
     async def save_org(self, account: Account) -> None:
         self._changed()
+
+    async def find_session(self, digests: list[str], now: float) -> tuple[str, SessionPoint] | None:
+        return self.sessions.find(digests, now)
+
+    async def session_chat(self, conv: str) -> KeptChat | None:
+        return self.sessions.chat(conv)
+
+    async def keep_session(self, digest: str, point: SessionPoint, now: float) -> None:
+        self.sessions.keep(digest, point, now)
+        if self._answers_file is not None:
+            self._answers_file.dirty()
+
+    async def forget_chat(self, conv: str, account: str) -> None:
+        self.sessions.forget(conv)
+
+    async def expired_chats(self, before: float) -> list[KeptChat]:
+        return self.sessions.expired(before)
+
+    async def open_sessions(self, accounts: list[str]) -> dict[str, int]:
+        return self.sessions.open_by_account()
+
+    @property
+    def keeps_sessions(self) -> bool:
+        """Sessions outlive this process (then shutdown leaves their chats for the next one)."""
+        return self._file is not None
 
     async def admit_key(self, limit: KeyLimit, now: float) -> KeyTicket:
         return self.key_limits.admit(limit, now)

@@ -21,6 +21,7 @@ class AccessLog:
     tokens_in: int = 0
     tokens_out: int = 0
     attempts: int = 0
+    session: str = ""  # continued, branched or fresh, with conversation sessions on
 
     def served_by(self, who: str, first_byte_at: float, attempts: int = 1) -> None:
         self.account = who
@@ -33,5 +34,6 @@ class AccessLog:
             parts.append(f"attempts={self.attempts}")
         if self.ttfb_ms is not None:
             parts.append(f"ttfb={self.ttfb_ms:.0f}ms")
+        parts.append(f"session={self.session}" if self.session else "")
         parts.append(f"outcome={self.outcome}" if self.outcome else "")
         return " ".join(p for p in parts if p)

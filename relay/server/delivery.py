@@ -5,6 +5,7 @@ answer has started, failures after that reported in-band."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -75,6 +76,8 @@ class Delivery:
                 raise exc from None
         attempts = chosen.attempts if isinstance(chosen, ChatAnswer) else 1
         order.access.served_by(chosen.alias, chosen.first_byte_at, attempts)
+        if isinstance(chosen, ChatAnswer):
+            order.access.session = chosen.session
         return chosen
 
     async def complete(self, order: Order, renderer: Renderer) -> web.Response:
@@ -85,9 +88,9 @@ class Delivery:
                 body = chosen.body
             else:
                 body = await renderer.complete(chosen.batches())
+            await _before_the_end(chosen, order.remember)
         finally:
             await chosen.aclose()
-        await order.remember()
         order.access.outcome = "done"
         order.access.tokens_out = renderer.output_tokens
         return web.json_response(body, headers={PROVIDER_HEADER: chosen.provider})
@@ -131,9 +134,18 @@ class Delivery:
             if not live.response.prepared:
                 live.response.headers[PROVIDER_HEADER] = chosen.provider
             await live.start(request)
-            return await _pump_until_stopped(live, chosen, fmt, order.remember)
+            remember = functools.partial(_before_the_end, chosen, order.remember)
+            return await _pump_until_stopped(live, chosen, fmt, remember)
         finally:
             await chosen.aclose()
+
+
+async def _before_the_end(chosen: Chosen, remember: Callable[[], Awaitable[None]]) -> None:
+    """What must be kept before the client sees the answer's end, so its next request finds it:
+    the Responses API's answer, and where the answer left its session's chat."""
+    await remember()
+    if isinstance(chosen, ChatAnswer):
+        await chosen.keep_session()
 
 
 async def _pump_until_stopped(live: LiveStream, chosen: Chosen, fmt: Renderer, remember: Callable[[], Awaitable[None]]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +43,7 @@ class ApiEndpoint:
         ticket = await self.client_keys.admit(named, parsed.chat.model, self.store) if named is not None else None
         try:
             await api.recall(parsed, self.store)
-            job = self.service.job(parsed.chat)
+            job = self.service.job(parsed.chat, _scope(request))
             access.tokens_in = job.prompt_tokens
             renderer = api.renderer(parsed, job.prompt_tokens)
             ask = Ask(api.wire, parsed.body, dataclasses.replace(parsed.chat, thinking=job.thinking))
@@ -59,6 +60,16 @@ class ApiEndpoint:
         """An estimate (about four characters a token) of the prompt the request would send."""
         job = self.service.job(self.api.parse_count(await read_json(request, self.limits)))
         return web.json_response({"input_tokens": job.prompt_tokens})
+
+
+def _scope(request: web.Request) -> str:
+    """Whose conversation this is: sessions are never shared between client keys, nor between
+    mirror-mode cookies and the pool."""
+    if guest_key in request:
+        return "guest:" + hashlib.sha256(request[guest_key].key.get_secret_value().encode()).hexdigest()
+    if client_key in request:
+        return "key:" + request[client_key].hash
+    return "key:apikey"
 
 
 def endpoint_of(request: web.Request) -> ApiEndpoint | None:
