@@ -30,6 +30,7 @@ from .job import ChatJob, build_job, resolve_model
 from .orgs import OrgDiscovery
 from .seats import Failures, GuestSource, PoolSource, Seat, Source
 from .sessions import Continuation, SessionKind, Sessions, SessionTicket
+from .sweeper import SessionSweeper
 from .transcript import AnswerForm
 from .usage import UsagePoller
 
@@ -52,6 +53,7 @@ class ChatService:
         self.orgs = OrgDiscovery()
         self.usage = UsagePoller(pool, self.api, settings.usage_refresh)
         self.sessions = Sessions(pool.store, settings, metrics)
+        self.sweeper = SessionSweeper(pool, self.sessions, upstream, self.api, settings, metrics)
         self._fetch_image = fetch_image
         self._background: set[asyncio.Task[None]] = set()
 
@@ -89,8 +91,10 @@ class ChatService:
         task.add_done_callback(self._background.discard)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Stop reading usage; let pending chat deletions finish (briefly), then cancel what is left."""
+        """Stop reading usage and sweeping sessions (ending those that end with this process); let
+        pending chat deletions finish (briefly), then cancel what is left."""
         await self.usage.stop()
+        await self.sweeper.stop()
         if self._background:
             _, pending = await asyncio.wait(set(self._background), timeout=timeout)
             for task in pending:

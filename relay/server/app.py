@@ -68,6 +68,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     service = app[service_key]
     service.discover_orgs()
     service.usage.start()
+    service.sweeper.start()
     yield
     await service.close()
 

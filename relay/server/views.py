@@ -91,6 +91,7 @@ async def get_model(request: web.Request) -> web.Response:
 async def list_accounts(request: web.Request) -> web.Response:
     pool = request.app[pool_key]
     await pool.refresh()  # the shared view when replicas share state
+    await request.app[service_key].sweeper.count()
     return web.json_response({"object": "list", "data": [a.view() for a in pool.current()]})
 
 
@@ -119,6 +120,7 @@ async def stats(request: web.Request) -> web.Response:
     now = time.time()
     pool = request.app[pool_key]
     await pool.refresh()
+    await request.app[service_key].sweeper.count()
     accounts = pool.current()
     return web.json_response(
         {
