@@ -70,13 +70,15 @@ class Sessions:
         if found is None:
             return None
         digest, point = found
+        chat = await self.store.session_chat(point.conv)
+        if chat is None:
+            return None  # the chat has ended (refused, or idle and deleted)
         s = self.settings
         new_turns = turns[digests.index(digest) + 1 :]
         prompt = build_prompt(
             new_turns, no_role_prefix=s.no_role_prefix, disable_artifacts=False, max_history=s.max_chat_history_length
         )
-        chat = await self.store.session_chat(point.conv)
-        return Continuation(digest, point, prompt, branched=chat is not None and chat.head != digest)
+        return Continuation(digest, point, prompt, branched=chat.head != digest)
 
     async def keep(self, ticket: SessionTicket) -> None:
         """The answer is complete: remember where it left the chat."""

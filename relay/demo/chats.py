@@ -45,8 +45,10 @@ def take_turn(messages: dict[str, Message], body: dict[str, Any], max_chars: int
     ids: dict[str, Any] = given if isinstance(given, dict) else {}
     prompt = str(body.get("prompt", ""))
     human = Message(str(ids.get("human_message_uuid") or uuid.uuid4()), parent, "human", prompt)
-    conversation = "\n\n".join([*_path(messages, parent), prompt])
-    if len(conversation) > max_chars:
+    # Text files and the long history go along as attachments; the model reads them first.
+    files = [str(a.get("extracted_content", "")) for a in body.get("attachments") or [] if isinstance(a, dict)]
+    conversation = "\n\n".join([*_path(messages, parent), *files, prompt])
+    if parent != ROOT and len(conversation) > max_chars:
         return _refused(400, "invalid_request_error", "This conversation is too long to continue")
     return Turn(messages, human, str(ids.get("assistant_message_uuid") or uuid.uuid4()), conversation)
 

@@ -51,7 +51,7 @@ class FakeClaude:
         self.max_parallel_uploads = 0
         self.inline_create = True  # honour create_conversation_params like the 2026 web app
         self.inline_refusal = 404  # the status for an unknown chat when inline creation is off
-        # A chat whose conversation (every message on the way to the new one) grows past this is
+        # A chat continued past this many characters (every message on the way to the new one) is
         # "too long to continue", as claude.ai says when a chat outgrows the model's context.
         self.max_conversation_chars = 10_000_000
         self.open_streams = 0

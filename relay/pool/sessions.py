@@ -62,6 +62,8 @@ class MemorySessions:
 
     def forget(self, conv: str) -> None:
         self._chats.pop(conv, None)
+        for digest in [d for d, (_, p) in self._points.items() if p.conv == conv]:
+            del self._points[digest]
 
     def expired(self, before: float) -> list[KeptChat]:
         """Take out the chats idle since `before` (their points go with them)."""
