@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import anthropic
 import openai
+import pytest
 from loguru import logger
 
 from relay.demo import FakeClaude
@@ -175,7 +176,9 @@ async def test_refused_continuations_start_a_fresh_chat_on_the_same_account(make
         assert fresh.path != refused.path and "start" in fresh.body["prompt"]  # a fresh chat, whole transcript
         fake.max_conversation_chars = 10_000_000
     _, metrics = await _metrics(relay)
-    assert 'relay_session_turns_total{kind="fresh",reason="refused"} 2.0' in metrics, [x for x in metrics.splitlines() if 'session_turns' in x]
+    assert 'relay_session_turns_total{kind="fresh",reason="refused"} 2.0' in metrics, [
+        x for x in metrics.splitlines() if "session_turns" in x
+    ]
 
 
 async def test_two_requests_extending_one_point_at_once_both_get_answers(make_relay: RelayFactory, fake: FakeClaude) -> None:
@@ -240,3 +243,24 @@ async def test_a_conversation_goes_on_through_another_replica(
     assert continues(fake) and len(_chats(fake)) == 1
     _, accounts = await admin_call(two, "GET", "/v1/accounts", headers=AUTH)
     assert accounts["data"][0]["open_sessions"] == 1
+
+
+async def test_item_references_resolve_and_continue_the_session(make_relay: RelayFactory, fake: FakeClaude) -> None:
+    relay = await make_relay(sessions=session_key(1))
+    client = relay.openai()
+    first = await client.responses.create(model=MODEL, input=[{"role": "user", "content": "My name is Ada."}])
+    message = next(o for o in first.output if o.type == "message")
+    # What the AI SDK sends from its second turn: earlier output by reference.
+    again = await client.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "user", "content": "My name is Ada."},
+            {"type": "item_reference", "id": message.id},
+            {"role": "user", "content": "What is my name?"},
+        ],  # type: ignore[list-item]
+    )
+    assert again.status == "completed" and continues(fake)
+    assert fake.calls_named("completion")[-1].body["prompt"] == "Human: What is my name?"
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.responses.create(model=MODEL, input=[{"type": "item_reference", "id": "msg_unknown"}])  # type: ignore[list-item]
+    assert info.value.code == "item_not_found" and info.value.param == "input.0.id"

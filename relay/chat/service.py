@@ -169,15 +169,16 @@ class ChatService:
         """One account's try; everything it holds is on `stack`, closed when the answer is."""
         stack.push_async_callback(source.give_back, seat)
         cont = run.continuing
+        turn = CompletionTurn(cont.prompt, parent=cont.point.parent) if cont else CompletionTurn(job.prompt)
+        uploads = await self._fetch_remote(turn.prompt)  # a bad image link fails before any chat exists
         if cont is not None:  # the session's chat: never deleted here, whatever happens
             chat, org = ChatRecord(cont.point.conv, settled=True, kept=True), cont.point.org
-            turn = CompletionTurn(cont.prompt, parent=cont.point.parent)
         else:
-            chat, org, turn = ChatRecord(str(uuid.uuid4())), await source.org(seat), CompletionTurn(job.prompt)
+            chat, org = ChatRecord(str(uuid.uuid4())), await source.org(seat)
             if self.settings.chat_delete:
                 stack.callback(self._delete_later, seat, org, chat)
         try:
-            batches = await self._answer_events(stack, source, seat, org, chat, job, turn)
+            batches = await self._answer_events(stack, source, seat, org, chat, job, turn, uploads)
             head, more = await first_part(batches, buffered)
         except UpstreamFailure as failure:
             chat.unreachable = failure.kind in UNREACHABLE  # nothing was created, and it could not be deleted anyway
@@ -208,10 +209,10 @@ class ChatService:
         chat: ChatRecord,
         job: ChatJob,
         turn: CompletionTurn,
+        uploads: list[Upload],
     ) -> AsyncGenerator[list[ReplyEvent], None]:
         """Uploads (concurrently), then the completion, its quota notices taken out and its tool calls found."""
         api = seat.api
-        uploads = await self._fetch_remote(turn.prompt)
         files = list(await asyncio.gather(*(api.upload(org, u.filename, u.content_type, u.data) for u in uploads)))
         temporary = self.settings.temporary_chats
         learned = functools.partial(source.learned, seat)

@@ -58,7 +58,8 @@ class Responses(ClientApi[ResponsesCall]):
         items = [{"role": "user", "content": raw}] if isinstance(raw, str) else list(raw)
         wire_items: list[Item] = [Item(role="user", content=raw)] if isinstance(req.input, str) else list(req.input)
         turns = to_turns(wire_items, "input")
-        require_content(turns, "input")
+        if not any(item.type == "item_reference" for item in wire_items):  # those are read in `recall`
+            require_content(turns, "input")
         if req.instructions:
             turns.insert(0, Turn("system", [TextPart(req.instructions)]))
         plan, names = tool_plan(req)
@@ -101,9 +102,13 @@ class Responses(ClientApi[ResponsesCall]):
         return ResponseRenderer(request.chat.model, prompt_tokens, echo=echo, names=request.names, activity=self.activity)
 
     async def recall(self, request: ResponsesCall, memory: Memory) -> None:
-        """`previous_response_id`: that conversation's items go before this request's input."""
+        """`item_reference`s become the items they name (kept with earlier answers), and with
+        `previous_response_id` that conversation's items go before this request's input."""
         previous = request.req.previous_response_id
+        referenced = await _resolve_references(request.items, memory)
         if previous is None:
+            if referenced:
+                _read_again(request)
             return
         data = await memory.load_answer(previous)
         if data is None:
@@ -114,14 +119,48 @@ class Responses(ClientApi[ResponsesCall]):
                 code="previous_response_not_found",
             )
         request.items = orjson.loads(data) + request.items
-        # The whole conversation is read again, so outputs find the calls they answer by id.
-        turns = to_turns([Item.model_validate(i) for i in request.items], "input")
-        at = 1 if request.req.instructions else 0
-        request.chat.turns[at:] = turns
+        _read_again(request)
 
     async def remember(self, request: ResponsesCall, renderer: Renderer, memory: Memory) -> None:
+        """The answer under its id, and each output item under its own (the AI SDK refers to them
+        with `item_reference` from its second turn)."""
         if request.req.store and isinstance(renderer, ResponseRenderer):
-            await memory.keep_answer(renderer.id, orjson.dumps(request.items + renderer.output_items))
+            output = renderer.output_items
+            await memory.keep_answer(renderer.id, orjson.dumps(request.items + output))
+            for item in output:
+                if isinstance(item.get("id"), str):
+                    await memory.keep_answer(ITEM_PREFIX + item["id"], orjson.dumps(item))
+
+
+# Kept output items live beside the answers, under this prefix and their own id.
+ITEM_PREFIX = "item:"
+
+
+async def _resolve_references(items: list[Any], memory: Memory) -> bool:
+    """Replace each `item_reference` with the item it names; True when there was one."""
+    found = False
+    for i, item in enumerate(items):
+        if not (isinstance(item, dict) and item.get("type") == "item_reference"):
+            continue
+        found = True
+        ref = str(item.get("id") or "")
+        data = await memory.load_answer(ITEM_PREFIX + ref) if ref else None
+        if data is None:
+            raise InvalidRequest(
+                f"input.{i}.id: item {ref!r} was not found (items are kept for RESPONSE_TTL seconds, never with store=false)",
+                param=f"input.{i}.id",
+                code="item_not_found",
+            )
+        items[i] = orjson.loads(data)
+    return found
+
+
+def _read_again(request: ResponsesCall) -> None:
+    """The whole conversation is read again, so outputs find the calls they answer by id."""
+    turns = to_turns([Item.model_validate(i) for i in request.items], "input")
+    require_content(turns, "input")
+    at = 1 if request.req.instructions else 0
+    request.chat.turns[at:] = turns
 
 
 def web_search(tools: list[Tool] | None) -> bool:
@@ -190,7 +229,7 @@ def to_turns(items: list[Item], field: str) -> list[Turn]:
             parts = _parts(item.output, f"{where}.output")
             turns.append(Turn("tool", parts, call_id=item.call_id, name=names.get(item.call_id or "")))
         elif item.type == "item_reference":
-            raise InvalidRequest(f"{where}: item references are not supported; send the items themselves", param=where)
+            continue  # replaced by the item it names before the turns are read again (`recall`)
     return turns
 
 
