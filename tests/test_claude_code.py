@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -67,3 +68,28 @@ async def test_claude_code_web_search_returns_results_through_the_relay(relay: R
     assert len(searched) == 1 and "relay news" in searched[0]["prompt"]
     # What WebSearch made of the web_search_tool_result blocks went back into the conversation.
     assert "https://example.org/1" in bodies[-1]["prompt"] + "".join(a["extracted_content"] for a in bodies[-1]["attachments"])
+
+
+@pytest.mark.skipif(not BINARY and not os.environ.get("CI"), reason="set RELAY_CLAUDE_CODE to a claude binary to run")
+async def test_a_claude_code_session_with_a_tool_round_trip_is_one_chat(relay: Relay, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert BINARY and os.path.exists(BINARY), "CI must provide Claude Code (RELAY_CLAUDE_CODE)"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the launch moved to friday\n")
+
+    def reply(model: str, conversation: str) -> str:
+        if "[tool result (" in conversation:
+            return "The notes say the launch moved to Friday."
+        if "Read" not in conversation:  # Claude Code's side requests (titles, summaries) offer no Read
+            return "Notes."
+        return f"<tool_call>{json.dumps({'name': 'Read', 'arguments': {'file_path': str(notes)}})}</tool_call>"
+
+    fake.reply = reply
+    out = await _claude(relay, tmp_path, "-p", "What do my notes in notes.txt say?", "--allowedTools", "Read")
+    assert "launch moved to Friday" in out
+    calls = fake.calls_named("completion")
+    result = next(i for i, c in enumerate(calls) if "[tool result (" in c.body["prompt"])
+    asked = next(i for i in range(result - 1, -1, -1) if calls[i].path == calls[result].path)
+    # The turn with the file's content continued the chat that asked for it, sending only what is new.
+    parent = calls[asked].body["turn_message_uuids"]["assistant_message_uuid"]
+    assert calls[result].body["parent_message_uuid"] == parent
+    assert "What do my notes" not in calls[result].body["prompt"]

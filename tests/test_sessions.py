@@ -264,3 +264,19 @@ async def test_item_references_resolve_and_continue_the_session(make_relay: Rela
     with pytest.raises(openai.BadRequestError) as info:
         await client.responses.create(model=MODEL, input=[{"type": "item_reference", "id": "msg_unknown"}])  # type: ignore[list-item]
     assert info.value.code == "item_not_found" and info.value.param == "input.0.id"
+
+
+async def test_mirror_mode_cookies_have_sessions_of_their_own(make_relay: RelayFactory, fake: FakeClaude) -> None:
+    relay = await make_relay(sessions=session_key(1), enable_mirror_api=True, mirror_api_prefix="/mirror", session_ttl=0.5)
+    mine = session_key(9)
+    guest = relay.openai(prefix="/mirror/v1", api_key=mine)
+    first = [{"role": "user", "content": "one"}]
+    a1 = await _chat(guest, first)
+    second = [*first, {"role": "assistant", "content": a1}, {"role": "user", "content": "two"}]
+    await _chat(relay.openai(), second)  # the pool never continues a mirror-mode chat
+    assert not continues(fake)
+    await _chat(guest, second)
+    calls = fake.calls_named("completion")
+    assert calls[-1].session_key == mine and calls[-1].path == calls[0].path  # continued with the caller's own cookie
+    conv = calls[0].path.split("/")[-2]
+    await eventually(lambda: conv in fake.deleted, timeout=5)  # and deleted with it once idle
