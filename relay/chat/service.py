@@ -120,7 +120,7 @@ class ChatService:
         tried: set[Account] = set()
         failures: Failures = []
         while run.attempts < source.attempts:
-            seat = await source.take(tried, failures, prefer=run.cont.point.account if run.cont else None)
+            seat = await source.take(tried, failures, prefer=run.prefer)
             run.seated(self._session_account(seat))
             if failures:
                 self.metrics.failovers.labels(failures[-1][1].kind.value).inc()
@@ -243,7 +243,7 @@ class ChatService:
 class _Run:
     """One request's way through the pool: attempts made, and whether it still continues a session."""
 
-    __slots__ = ("account", "attempts", "cont", "continuing", "fresh_reason")
+    __slots__ = ("account", "attempts", "cont", "continuing", "fresh_reason", "refused_on")
 
     def __init__(self, cont: Continuation | None) -> None:
         self.cont = cont
@@ -251,6 +251,12 @@ class _Run:
         self.attempts = 0
         self.account = ""
         self.fresh_reason = "" if cont else "no_match"
+        self.refused_on: str | None = None
+
+    @property
+    def prefer(self) -> str | None:
+        """The account to ask first: the session's, or the one that just refused to continue it."""
+        return self.cont.point.account if self.cont else self.refused_on
 
     def seated(self, account: str) -> None:
         """An attempt on `account`: it continues the session when the session's account it is."""
@@ -263,6 +269,7 @@ class _Run:
     def refused(self) -> None:
         """claude.ai refused the continuation: a fresh chat on the same account, not counted as an attempt."""
         self.cont, self.continuing, self.fresh_reason = None, None, "refused"
+        self.refused_on = self.account
         self.attempts -= 1
 
     @property

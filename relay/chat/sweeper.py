@@ -15,6 +15,7 @@ from ..metrics import Metrics
 from ..pool.account import Account
 from ..pool.pool import AccountPool
 from ..pool.sessions import KeptChat
+from .background import BackgroundLoop
 from .completion import ChatRecord
 from .deletion import delete_chat
 from .sessions import Sessions
@@ -23,7 +24,7 @@ from .sessions import Sessions
 SWEEP_EVERY = 60.0
 
 
-class SessionSweeper:
+class SessionSweeper(BackgroundLoop):
     """The background loop that ends idle sessions, and the count of open ones per account."""
 
     def __init__(
@@ -41,16 +42,10 @@ class SessionSweeper:
         self.api = api
         self.settings = settings
         self.metrics = metrics
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
         """Stop sweeping; chats of sessions that end with this process are deleted now."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await super().stop()
         if not self.pool.store.keeps_sessions:
             await self.sweep(float("inf"))
 

@@ -11,12 +11,13 @@ from ..claude.client import AccountApi
 from ..claude.failures import UpstreamFailure
 from ..pool.account import Account
 from ..pool.pool import AccountPool
+from .background import BackgroundLoop
 
 # The first round waits for start-up's organization discovery.
 USAGE_FIRST_DELAY = 2.0
 
 
-class UsagePoller:
+class UsagePoller(BackgroundLoop):
     """Asks /usage for every account now and then; an account whose windows a stream reported
     recently is not asked, and failing to read quota says nothing about the account."""
 
@@ -24,15 +25,6 @@ class UsagePoller:
         self.pool = pool
         self.api = api
         self.every = every
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         await asyncio.sleep(USAGE_FIRST_DELAY)
