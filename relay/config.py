@@ -15,14 +15,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # claude.ai cookies look like sk-ant-sid01-<body>; sid02 is the newer generation.
 SESSION_KEY_RE = re.compile(r"^sk-ant-sid0[12]-[A-Za-z0-9_\-]{8,}$")
 
-# Current claude.ai models; each also gets a `-think` twin that turns extended thinking on.
+# Current claude.ai models (the ids Claude Code 2.1.332 knows; Sonnet 4.5 retired on 2026-11-30);
+# each also gets a `-think` twin that turns extended thinking on.
 DEFAULT_MODELS = (
+    "claude-sonnet-5-5",
+    "claude-opus-5-5",
+    "claude-haiku-5-5",
+    "claude-opus-4-8",
+    "claude-opus-4-7",
     "claude-sonnet-4-6",
     "claude-opus-4-6",
-    "claude-sonnet-4-5",
     "claude-haiku-4-5",
-    "claude-opus-4-1",
-    "claude-sonnet-4-20250514",
 )
 THINK_SUFFIX = "-think"
 
@@ -163,6 +166,9 @@ class Settings(BaseSettings):
     metrics_public: bool = False
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_MODELS
+    # Client model names served as claude.ai models: `gpt-5.5=claude-opus-5-5,...` (Codex CLI
+    # unlocks its full tool set, apply_patch included, only for names it knows).
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     max_retries: int | None = Field(default=None, ge=1, le=20)
     image_fetch_private: bool = False
     max_body_size: int = Field(default=32 * 1024 * 1024, ge=1024)
@@ -206,6 +212,21 @@ class Settings(BaseSettings):
         if not names:
             raise ValueError("needs at least one model name")
         return tuple(names)
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _split_aliases(cls, value: object) -> dict[str, str]:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        aliases: dict[str, str] = {}
+        for entry in (e.strip() for e in str(value or "").split(",")):
+            alias, sep, target = entry.partition("=")
+            if not entry:
+                continue
+            if not sep or not alias.strip() or not re.fullmatch(r"claude-[a-z0-9][a-z0-9.\-]*", target.strip()):
+                raise ValueError(f"{entry[:60]!r}: each entry is client-name=claude-model, e.g. gpt-5.5=claude-opus-5-5")
+            aliases[alias.strip()] = target.strip()
+        return aliases
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -271,9 +292,10 @@ class Settings(BaseSettings):
 
     @cached_property
     def served_models(self) -> tuple[str, ...]:
-        """Configured models followed by their `-think` twins (computed once; settings are frozen)."""
+        """Configured models followed by their `-think` twins, then the aliases (computed once;
+        settings are frozen)."""
         base = [m for m in self.models if not m.endswith(THINK_SUFFIX)]
-        return (*base, *(m + THINK_SUFFIX for m in base))
+        return (*base, *(m + THINK_SUFFIX for m in base), *(a for a in self.model_aliases if a not in base))
 
 
 class ConfigError(Exception):

@@ -151,6 +151,17 @@ def effort_of(name: str | None) -> Effort | None:
     return {"low": "low", "medium": "medium", "high": "high", "xhigh": "max", "max": "max"}.get(name or "")  # type: ignore[return-value]
 
 
+def name_tool_results(turns: list[Turn]) -> None:
+    """Give each tool result that came without a name the name of the call it answers (clients
+    send only the call's id; the model should see which tool spoke)."""
+    names: dict[str, str] = {}
+    for turn in turns:
+        for call in turn.calls:
+            names[call.id] = call.name
+        if turn.role == "tool" and not turn.name and turn.call_id in names:
+            turn.name = names[turn.call_id]
+
+
 def require_content(turns: list[Turn], field: str) -> None:
     """A conversation with nothing in it is the client's mistake, not a question for claude.ai."""
     if not any(t.calls or t.role == "tool" or any(not isinstance(p, TextPart) or p.text.strip() for p in t.parts) for t in turns):

@@ -154,7 +154,7 @@ async def test_model_discovery_in_anthropic_shape(relay: Relay) -> None:
     c = client(relay)
     first = await c.models.list(limit=2)
     assert [m.type for m in first.data] == ["model", "model"] and first.has_more
-    assert first.data[0].id == "claude-sonnet-4-6" and first.data[0].display_name == "Claude Sonnet 4.6"
+    assert first.data[0].id == "claude-sonnet-5-5" and first.data[0].display_name == "Claude Sonnet 5.5"
     ids = [m.id async for m in await c.models.list(limit=3)]  # the SDK pages through after_id
     assert ids == list(relay.app[settings_key].served_models)
     one = await c.models.retrieve("claude-opus-4-6-think")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import API_KEY, Relay, session_key
+from tests.test_inputs import tiny_png
 
 # .ci/run installs Claude Code from the npm registry and names the binary here.
 BINARY = os.environ.get("RELAY_CLAUDE_CODE", "")
@@ -93,3 +94,25 @@ async def test_a_claude_code_session_with_a_tool_round_trip_is_one_chat(relay: R
     parent = calls[asked].body["turn_message_uuids"]["assistant_message_uuid"]
     assert calls[result].body["parent_message_uuid"] == parent
     assert "What do my notes" not in calls[result].body["prompt"]
+
+
+@pytest.mark.skipif(not BINARY and not os.environ.get("CI"), reason="set RELAY_CLAUDE_CODE to a claude binary to run")
+async def test_claude_code_reads_an_image_and_claude_ai_gets_it(relay: Relay, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert BINARY and os.path.exists(BINARY), "CI must provide Claude Code (RELAY_CLAUDE_CODE)"
+    shot = tmp_path / "shot.png"
+    shot.write_bytes(tiny_png())
+
+    def reply(model: str, conversation: str) -> str:
+        if "[tool result (" in conversation:
+            return "It is a one-pixel image."
+        if "Read" not in conversation:
+            return "Image."
+        return f"<tool_call>{json.dumps({'name': 'Read', 'arguments': {'file_path': str(shot)}})}</tool_call>"
+
+    fake.reply = reply
+    out = await _claude(relay, tmp_path, "-p", "What is in shot.png?", "--allowedTools", "Read")
+    assert "one-pixel image" in out
+    uploaded = [f for c in fake.calls_named("upload") for f in c.files]
+    assert uploaded and uploaded[0][1].startswith("image/")  # Read's image reached claude.ai as an upload
+    result = next(c for c in fake.calls_named("completion") if "[tool result (Read" in c.body["prompt"])
+    assert "[image 1]" in result.body["prompt"] and result.body["files"]

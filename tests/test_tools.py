@@ -55,7 +55,7 @@ async def test_openai_round_trip(relay: Relay, fake) -> None:
     assert final.choices[0].message.content == "It is sunny in Paris."
     assert final.choices[0].finish_reason == "stop"
     second_prompt = fake.calls_named("completion")[1].body["prompt"]
-    assert f"[tool result ({call.id})]" in second_prompt and continues(fake) and CALL in fake.seen[1]
+    assert f"[tool result (get_weather, {call.id})]" in second_prompt and continues(fake) and CALL in fake.seen[1]
 
 
 async def test_openai_streamed_call_is_reassembled_and_never_leaks(relay: Relay, fake) -> None:

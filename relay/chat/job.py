@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..claude.prompt import Prompt, build_prompt
 from ..config import THINK_SUFFIX, Settings
-from ..conversation import Chat, Effort, ToolPlan, Turn
+from ..conversation import Chat, Effort, ToolPlan, Turn, name_tool_results
 from ..errors import ModelNotFound
 from ..reply import estimate_tokens
 from .transcript import chain
@@ -43,8 +43,11 @@ def resolve_model(settings: Settings, name: str) -> tuple[str, bool]:
     Listed models and any other `claude-*` name pass (claude.ai decides whether the account has
     it, so dated ids such as Claude Code's work); anything else is a clear 404.
     """
+    if name in settings.model_aliases:
+        return resolve_model(settings, settings.model_aliases[name])
     if name not in settings.served_models and not CLAUDE_MODEL.match(name):
-        raise ModelNotFound(f"model {name!r} is not served here; GET /v1/models lists the models (set MODELS to change them)")
+        message = f"model {name!r} is not served here; GET /v1/models lists the models (set MODELS or MODEL_ALIASES)"
+        raise ModelNotFound(message)
     if name.endswith(THINK_SUFFIX):
         return name.removesuffix(THINK_SUFFIX), True
     return name, False
@@ -54,6 +57,7 @@ def build_job(settings: Settings, chat: Chat, scope: str = "") -> ChatJob:
     """The job for a chat; every problem with the request is raised here. With sessions on, the
     job carries its transcript digests, scoped to `scope`."""
     model, think_model = resolve_model(settings, chat.model)
+    name_tool_results(chat.turns)
     tools = chat.tools if chat.tools and chat.tools.active else None
     prompt = build_prompt(
         chat.turns,

@@ -110,6 +110,30 @@ def _text(blocks: str | list[Block] | None) -> str:
     return "\n".join(b.text or "" for b in blocks if b.type == "text")
 
 
+# Client bookkeeping that Claude Code puts first in `system` (its version and a billing hash); it
+# is no instruction for the model, changes between requests, and never reaches claude.ai.
+BOOKKEEPING = ("x-anthropic-billing-header:",)
+
+
+def _system(blocks: str | list[Block] | None) -> str:
+    if isinstance(blocks, list):
+        blocks = [b for b in blocks if not (b.type == "text" and (b.text or "").lstrip().startswith(BOOKKEEPING))]
+    return _text(blocks)
+
+
+def _result_parts(content: str | list[Block] | None, where: str) -> list[Part]:
+    """A tool result's content: text, and images or documents (Claude Code's Read of a PNG)."""
+    if not isinstance(content, list):
+        return [TextPart(_text(content))]
+    parts: list[Part] = []
+    for k, block in enumerate(content):
+        if block.type in ("image", "document"):
+            parts.append(_media(block, f"{where}.{k}"))
+        elif block.type == "text":
+            parts.append(TextPart(block.text or ""))
+    return parts
+
+
 def _media(block: Block, where: str) -> Part:
     """An image or document block; base64 is decoded here, so a bad one is the client's 400."""
     source = block.source or {}
@@ -134,7 +158,7 @@ def _media(block: Block, where: str) -> Part:
 def to_turns(req: CountTokensRequest) -> list[Turn]:
     """The Anthropic conversation as turns: system first, tool use and results kept."""
     out: list[Turn] = []
-    if system := _text(req.system):
+    if system := _system(req.system):
         out.append(Turn("system", [TextPart(system)]))
     for i, msg in enumerate(req.messages):
         if isinstance(msg.content, str):
@@ -154,9 +178,8 @@ def to_turns(req: CountTokensRequest) -> list[Turn]:
                 if parts:
                     out.append(Turn(msg.role, parts))
                     parts = []
-                out.append(
-                    Turn("tool", [TextPart(_text(block.content))], call_id=block.tool_use_id, is_error=bool(block.is_error))
-                )
+                result = _result_parts(block.content, f"{where}.content")
+                out.append(Turn("tool", result, call_id=block.tool_use_id, is_error=bool(block.is_error)))
             elif block.type in ("thinking", "redacted_thinking"):
                 continue  # earlier thinking is not replayed to the model
             else:

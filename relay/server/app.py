@@ -152,10 +152,7 @@ def create_app(
     app.on_response_prepare.append(add_headers)
     app.on_shutdown.append(_stop_streams)
 
-    app.router.add_get("/health", views.health)
-    app.router.add_get("/metrics", views.metrics)
-    app.router.add_get("/stats", views.stats)
-    app.router.add_get("/", views.status_page)
+    app.router.add_routes(_plain_routes())
     endpoints = [(spec, ApiEndpoint(spec.make(settings), service, delivery, pool.store, keys)) for spec in CLIENT_APIS]
     admin = AdminApi(pool, service, upstream, keys)
     for base in API_PREFIXES:
@@ -165,6 +162,17 @@ def create_app(
         if mirror:
             app.router.add_routes(_api_routes(mirror + base, endpoints))
     return app
+
+
+def _plain_routes() -> list[web.RouteDef]:
+    """Health, monitoring, the status page, and the probe Claude Code sends before it starts."""
+    return [
+        web.get("/health", views.health),
+        web.get("/metrics", views.metrics),
+        web.get("/stats", views.stats),
+        web.get("/", views.status_page),
+        web.get("/api/hello", views.hello),  # aiohttp answers HEAD on GET routes too
+    ]
 
 
 def _api_routes(prefix: str, endpoints: list[tuple[ClientApiSpec, ApiEndpoint]]) -> list[web.RouteDef]:

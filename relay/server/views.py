@@ -36,6 +36,11 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+async def hello(_: web.Request) -> web.Response:
+    """`HEAD /api/hello`: Claude Code checks that the API answers before its first request."""
+    return web.json_response({"message": "hello"})
+
+
 def _display_name(model: str) -> str:
     """`claude-sonnet-4-6-think` -> `Claude Sonnet 4.6 (thinking)`."""
     base = model.removesuffix(THINK_SUFFIX)
