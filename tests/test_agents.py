@@ -4,6 +4,8 @@ that carry images and name their tool."""
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any
 
 import aiohttp
 import anthropic
@@ -11,7 +13,7 @@ import openai
 import pytest
 
 from relay.demo import FakeClaude
-from tests.conftest import API_KEY, MODEL, Relay, RelayFactory
+from tests.conftest import API_KEY, MODEL, Relay, RelayFactory, continues
 from tests.test_inputs import tiny_png
 
 BILLING = "x-anthropic-billing-header: cc_version=2.1.332.abc; cc_entrypoint=sdk-cli; cch=00000;"
@@ -63,3 +65,70 @@ async def test_a_tool_result_with_an_image_uploads_it_in_place_and_names_its_too
     assert "[tool result (Read, toolu_1)]\nImage read.\n[image 1]" in call.body["prompt"]
     uploads = [f for c in fake.calls_named("upload") for f in c.files]
     assert [u[2] for u in uploads] == [png] and call.body["files"]
+
+
+GRAMMAR = 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF'
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from relay\n*** End Patch\n"
+APPLY_PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Use the `apply_patch` tool to edit files.",
+    "format": {
+        "type": "grammar",
+        "syntax": "lark",
+        "definition": 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF',
+    },
+}
+
+
+async def test_a_freeform_tool_is_offered_and_its_call_comes_back_as_raw_text(relay: Relay, fake: FakeClaude) -> None:
+    call = {"name": "apply_patch", "arguments": {"input": PATCH}}
+    fake.reply = lambda model, conversation: (
+        "Patched." if "[tool result (" in conversation else f"Patching.\n<tool_call>{json.dumps(call)}</tool_call>"
+    )
+    client = relay.openai()
+    events = []
+    async with client.responses.stream(model=MODEL, input="Add hello.txt", tools=[APPLY_PATCH]) as stream:  # type: ignore[list-item]
+        async for event in stream:
+            events.append(event.type)
+        first = await stream.get_final_response()
+    prompt = fake.calls_named("completion")[-1].body["prompt"]
+    assert "apply_patch" in prompt and "begin_patch" in prompt  # offered with its grammar
+    custom = [o for o in first.output if o.type == "custom_tool_call"]
+    assert len(custom) == 1 and custom[0].name == "apply_patch" and custom[0].input == PATCH
+    assert "response.custom_tool_call_input.delta" in events and "response.custom_tool_call_input.done" in events
+    history: list[Any] = [
+        {"role": "user", "content": "Add hello.txt"},
+        *[o.model_dump(exclude_none=True) for o in first.output],
+        {"type": "custom_tool_call_output", "call_id": custom[0].call_id, "output": "Done!"},
+    ]
+    final = await client.responses.create(model=MODEL, input=history, tools=[APPLY_PATCH], store=False)  # type: ignore[list-item]
+    assert final.output_text == "Patched." and continues(fake)
+    assert f"[tool result (apply_patch, {custom[0].call_id})]\nDone!" in fake.calls_named("completion")[-1].body["prompt"]
+
+
+async def test_a_session_that_searched_for_tools_keeps_working(relay: Relay, fake: FakeClaude) -> None:
+    search = {"type": "tool_search", "execution": "client", "description": "Find tools", "parameters": {"type": "object"}}
+    client = relay.openai()
+    history: list[Any] = [
+        {"role": "user", "content": "Find a tool for the weather."},
+        {
+            "type": "tool_search_call",
+            "call_id": "call_s1",
+            "execution": "client",
+            "status": "completed",
+            "arguments": {"query": "weather"},
+        },
+        {
+            "type": "tool_search_output",
+            "call_id": "call_s1",
+            "execution": "client",
+            "status": "completed",
+            "tools": [{"type": "function", "name": "get_weather", "description": "Weather by city", "parameters": {}}],
+        },
+        {"role": "user", "content": "Thanks."},
+    ]
+    done = await client.responses.create(model=MODEL, input=history, tools=[search], store=False)  # type: ignore[list-item]
+    assert done.status == "completed"
+    prompt = fake.calls_named("completion")[-1].body["prompt"]
+    assert '"query": "weather"' in prompt and "get_weather: Weather by city" in prompt and "tool_search" in prompt

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -33,11 +34,17 @@ ROLES = {"user": "user", "assistant": "assistant", "system": "system", "develope
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text"})
 
 
+ToolKind = Literal["custom", "tool_search"]
+# The name a client-run tool search is offered under.
+TOOL_SEARCH = "tool_search"
+
+
 @dataclass(slots=True)
 class ResponsesCall(ApiRequest):
     req: ResponsesRequest
     items: list[Any]  # the input items as sent (after earlier ones), kept with the answer
     names: dict[str, tuple[str | None, str]]  # offered tool name -> (namespace, function name)
+    kinds: dict[str, ToolKind]  # offered tools that are not functions: custom (freeform), tool_search
 
 
 class Responses(ClientApi[ResponsesCall]):
@@ -62,7 +69,7 @@ class Responses(ClientApi[ResponsesCall]):
             require_content(turns, "input")
         if req.instructions:
             turns.insert(0, Turn("system", [TextPart(req.instructions)]))
-        plan, names = tool_plan(req)
+        plan, names, kinds = tool_plan(req)
         effort = effort_of(req.reasoning.effort if req.reasoning else None)
         chat = Chat(
             model=req.model,
@@ -74,7 +81,7 @@ class Responses(ClientApi[ResponsesCall]):
             effort=effort,
             web_search=web_search(req.tools),
         )
-        return ResponsesCall(chat, body, req, items, names)
+        return ResponsesCall(chat, body, req, items, names, kinds)
 
     def renderer(self, request: ResponsesCall, prompt_tokens: int) -> ResponseRenderer:
         req = request.req
@@ -99,7 +106,9 @@ class Responses(ClientApi[ResponsesCall]):
             "truncation": "disabled",
             "user": None,
         }
-        return ResponseRenderer(request.chat.model, prompt_tokens, echo=echo, names=request.names, activity=self.activity)
+        return ResponseRenderer(
+            request.chat.model, prompt_tokens, echo=echo, names=request.names, kinds=request.kinds, activity=self.activity
+        )
 
     async def recall(self, request: ResponsesCall, memory: Memory) -> None:
         """`item_reference`s become the items they name (kept with earlier answers), and with
@@ -176,11 +185,13 @@ def web_search(tools: list[Tool] | None) -> bool:
     return False
 
 
-def tool_plan(req: ResponsesRequest) -> tuple[ToolPlan | None, dict[str, tuple[str | None, str]]]:
-    """Functions, also those grouped in a `namespace` (offered as `namespace.name`); hosted tools
-    such as web_search are not client functions."""
+def tool_plan(req: ResponsesRequest) -> tuple[ToolPlan | None, dict[str, tuple[str | None, str]], dict[str, ToolKind]]:
+    """Functions, also those grouped in a `namespace` (offered as `namespace.name`), freeform
+    `custom` tools (offered with one string argument, `input`) and a client-run `tool_search`;
+    hosted tools such as web_search are not client tools."""
     specs: list[ToolSpec] = []
     names: dict[str, tuple[str | None, str]] = {}
+    kinds: dict[str, ToolKind] = {}
 
     def add(tool: Tool | Any, namespace: str | None) -> None:
         offered = f"{namespace}.{tool.name}" if namespace else str(tool.name)
@@ -190,20 +201,36 @@ def tool_plan(req: ResponsesRequest) -> tuple[ToolPlan | None, dict[str, tuple[s
     for tool in req.tools or []:
         if tool.type == "function" and tool.name:
             add(tool, None)
+        elif tool.type == "custom" and tool.name:
+            specs.append(custom_spec(tool))
+            kinds[tool.name] = "custom"
+        elif tool.type == "tool_search" and tool.execution == "client":
+            specs.append(ToolSpec(TOOL_SEARCH, tool.description or "Search for more tools", tool.parameters or {}))
+            kinds[TOOL_SEARCH] = "tool_search"
         elif tool.type == "namespace" and tool.name:
             for inner in tool.tools or []:
                 if inner.type == "function" and inner.name:
                     add(inner, tool.name)
     if not specs:
-        return None, names
+        return None, names, kinds
     choice = req.tool_choice
     if isinstance(choice, NamedChoice):
-        if choice.type != "function":
-            return ToolPlan(tuple(specs)), names
-        if choice.name not in names:
-            raise InvalidRequest("tool_choice.name: must name one of the functions", param="tool_choice.name")
-        return ToolPlan(tuple(specs), "required", forced=choice.name), names
-    return ToolPlan(tuple(specs), choice or "auto"), names
+        if choice.type not in ("function", "custom"):
+            return ToolPlan(tuple(specs)), names, kinds
+        if choice.name not in names and choice.name not in kinds:
+            raise InvalidRequest("tool_choice.name: must name one of the tools", param="tool_choice.name")
+        return ToolPlan(tuple(specs), "required", forced=choice.name), names, kinds
+    return ToolPlan(tuple(specs), choice or "auto"), names, kinds
+
+
+def custom_spec(tool: Tool) -> ToolSpec:
+    """A freeform tool as the model is offered one: its text goes in `input`, following the tool's
+    grammar when it has one (Codex's apply_patch)."""
+    fmt = tool.format or {}
+    grammar = f" It must follow this {fmt.get('syntax', '')} grammar:\n{fmt['definition']}" if fmt.get("definition") else ""
+    about = f"The raw text this tool takes.{grammar}"
+    parameters = {"type": "object", "properties": {"input": {"type": "string", "description": about}}, "required": ["input"]}
+    return ToolSpec(str(tool.name), tool.description or "", parameters)
 
 
 def to_turns(items: list[Item], field: str) -> list[Turn]:
@@ -220,12 +247,25 @@ def to_turns(items: list[Item], field: str) -> list[Turn]:
         elif item.type == "function_call":
             name = f"{item.namespace}.{item.name}" if item.namespace else str(item.name or "")
             names[item.call_id or ""] = name
-            call = PastCall(item.call_id or "", name, item.arguments or "{}")
+            arguments = item.arguments if isinstance(item.arguments, str) else json.dumps(item.arguments or {})
+            call = PastCall(item.call_id or "", name, arguments)
             if turns and turns[-1].role == "assistant":
                 turns[-1].calls.append(call)
             else:
                 turns.append(Turn("assistant", calls=[call]))
-        elif item.type == "function_call_output":
+        elif item.type in ("custom_tool_call", "tool_search_call"):
+            name = str(item.name or "") if item.type == "custom_tool_call" else TOOL_SEARCH
+            names[item.call_id or ""] = name
+            given = {"input": item.input or ""} if item.type == "custom_tool_call" else item.arguments or {}
+            call = PastCall(item.call_id or "", name, given if isinstance(given, str) else json.dumps(given))
+            if turns and turns[-1].role == "assistant":
+                turns[-1].calls.append(call)
+            else:
+                turns.append(Turn("assistant", calls=[call]))
+        elif item.type == "tool_search_output":
+            loaded = "\n".join(f"- {t.get('name', '')}: {t.get('description', '')}" for t in item.tools or [])
+            turns.append(Turn("tool", [TextPart(f"Tools loaded:\n{loaded}")], call_id=item.call_id, name=TOOL_SEARCH))
+        elif item.type in ("function_call_output", "custom_tool_call_output"):
             parts = _parts(item.output, f"{where}.output")
             turns.append(Turn("tool", parts, call_id=item.call_id, name=names.get(item.call_id or "")))
         elif item.type == "item_reference":

@@ -34,8 +34,10 @@ class Item(_Wire):
     call_id: str | None = None
     name: str | None = None
     namespace: str | None = None
-    arguments: str | None = None
+    arguments: str | dict[str, Any] | None = None  # an object in tool_search_call
     output: str | list[Part] | None = None
+    input: str | None = None  # custom_tool_call: the raw text the tool takes
+    tools: list[dict[str, Any]] | None = None  # tool_search_output: the tools it loaded
 
 
 class FunctionTool(_Wire):
@@ -55,6 +57,8 @@ class Tool(_Wire):
     tools: list[FunctionTool | Tool] | None = None
     external_web_access: bool | None = None  # web_search
     filters: dict[str, Any] | None = None  # web_search
+    format: dict[str, Any] | None = None  # custom: the input's grammar or "text"
+    execution: str | None = None  # tool_search: "client" when the client runs it
 
 
 class NamedChoice(_Wire):

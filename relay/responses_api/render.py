@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from ..conversation import parse_arguments
 from ..errors import RelayError
 from ..render import Activity, Block, Citation, Renderer
+from ..reply import ToolCall
 from ..sse import encode_event
 
 # claude.ai stop reasons that leave an answer unfinished, as Responses' incomplete reasons.
@@ -46,6 +49,7 @@ class ResponseRenderer(Renderer):
         *,
         echo: dict[str, Any],
         names: dict[str, tuple[str | None, str]],
+        kinds: Mapping[str, str] | None = None,
         activity: Activity = "compact",
     ) -> None:
         super().__init__(model, [], prompt_tokens, activity=activity)
@@ -53,6 +57,7 @@ class ResponseRenderer(Renderer):
         self._created = int(time.time())
         self._echo = echo
         self._names = names  # offered tool name -> (namespace, function name)
+        self._kinds = kinds or {}  # offered tools that are not functions: custom, tool_search
         self._seq = 0
         self._items: list[dict[str, Any]] = []
         self._error: dict[str, str] | None = None
@@ -116,6 +121,11 @@ class ResponseRenderer(Renderer):
     def on_tool_call(self, block: Block) -> bytes:
         call = block.call
         assert call is not None
+        kind = self._kinds.get(call.name)
+        if kind == "custom":
+            return self._custom_call(block, call)
+        if kind == "tool_search":
+            return self._tool_search_call(block, call)
         namespace, name = self._names.get(call.name, (None, call.name))
         item: dict[str, Any] = {"type": "function_call", "id": new_id("fc"), "call_id": "call_" + call.id, "name": name}
         if namespace:
@@ -125,6 +135,32 @@ class ResponseRenderer(Renderer):
         out += self._event("response.function_call_arguments.delta", **self._at(block), delta=call.arguments)
         out += self._event("response.function_call_arguments.done", **self._at(block), name=name, arguments=call.arguments)
         self._items[block.index] = {**item, "arguments": call.arguments, "status": "completed"}
+        return out + self._item_event("response.output_item.done", block)
+
+    def _custom_call(self, block: Block, call: ToolCall) -> bytes:
+        """A freeform tool's call: its raw text as `input`, streamed as input deltas."""
+        args = parse_arguments(call.arguments)
+        text = args["input"] if isinstance(args, dict) and isinstance(args.get("input"), str) else call.arguments
+        item: dict[str, Any] = {"type": "custom_tool_call", "id": new_id("ctc"), "call_id": "call_" + call.id, "name": call.name}
+        self._items.append({**item, "input": "", "status": "in_progress"})
+        out = self._item_event("response.output_item.added", block)
+        out += self._event("response.custom_tool_call_input.delta", **self._at(block), delta=text)
+        out += self._event("response.custom_tool_call_input.done", **self._at(block), input=text)
+        self._items[block.index] = {**item, "input": text, "status": "completed"}
+        return out + self._item_event("response.output_item.done", block)
+
+    def _tool_search_call(self, block: Block, call: ToolCall) -> bytes:
+        """A search for more tools, which the client runs (`execution: client`)."""
+        args = parse_arguments(call.arguments)
+        item: dict[str, Any] = {
+            "type": "tool_search_call",
+            "id": new_id("ts"),
+            "call_id": "call_" + call.id,
+            "execution": "client",
+        }
+        self._items.append({**item, "arguments": args if isinstance(args, dict) else {}, "status": "in_progress"})
+        out = self._item_event("response.output_item.added", block)
+        self._items[block.index] = {**self._items[block.index], "status": "completed"}
         return out + self._item_event("response.output_item.done", block)
 
     def on_citation(self, block: Block, citation: Citation) -> bytes:
