@@ -289,3 +289,46 @@ async def test_codex_cli_answers_through_the_relay(relay: Relay, fake, tmp_path)
     assert "Run the greeting." in prompts[0] and "relay-codex-ok" in prompts[-1]
     # One chat for the whole Codex session: each later turn continued it.
     assert len({c.path for c in fake.calls_named("completion")}) == 1
+
+
+@pytest.mark.skipif(not CODEX and not os.environ.get("CI"), reason="set RELAY_CODEX to a codex binary to run")
+async def test_codex_cli_patches_a_file_with_apply_patch(make_relay: RelayFactory, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert CODEX and os.path.exists(CODEX), "CI must provide Codex CLI (RELAY_CODEX)"
+    relay = await make_relay(model_aliases="gpt-5.5=claude-opus-5-5")
+    patch = "*** Begin Patch\n*** Add File: hello.txt\n+hello from relay\n*** End Patch\n"
+
+    def reply(model: str, conversation: str) -> str:
+        if "[tool result (apply_patch" in conversation:
+            return "Wrote hello.txt."
+        call = {"name": "apply_patch", "arguments": {"input": patch}}
+        return f"<tool_call>{json.dumps(call)}</tool_call>"
+
+    fake.reply = reply
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model = "gpt-5.5"\nmodel_provider = "relay"\n\n[model_providers.relay]\nname = "relay"\n'
+        f'base_url = "{relay.url}/v1"\nenv_key = "RELAY_API_KEY"\nwire_api = "responses"\n'
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "CODEX_HOME": str(home), "HOME": str(tmp_path), "RELAY_API_KEY": API_KEY}
+    proc = await asyncio.create_subprocess_exec(
+        CODEX,
+        "exec",
+        "--skip-git-repo-check",
+        "--sandbox",
+        "workspace-write",
+        "Create hello.txt.",
+        env=env,
+        cwd=work,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    first = fake.calls_named("completion")[0].body
+    assert "apply_patch" in first["prompt"] and first["model"] == "claude-opus-5-5"
+    assert (work / "hello.txt").read_text() == "hello from relay\n"
+    assert "Wrote hello.txt." in out.decode()
