@@ -83,6 +83,15 @@ class ToolSpec:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    # Declared with defer_loading: offered only once the client has loaded it (a tool_reference).
+    deferred: bool = False
+
+    def loaded_note(self) -> str:
+        """The tool as a tool_reference loads it into the conversation: what the model needs to
+        call it from then on."""
+        schema = orjson.dumps(self.parameters or {"type": "object", "properties": {}}).decode()
+        desc = f" - {self.description}" if self.description else ""
+        return f"[tool loaded] {self.name}{desc}\n  parameters (JSON schema): {schema}"
 
     @property
     def required(self) -> list[str]:
@@ -97,10 +106,17 @@ class ToolPlan:
     tools: tuple[ToolSpec, ...]
     choice: Choice = "auto"
     forced: str | None = None  # a tool the model must call
+    loaded: frozenset[str] = frozenset()  # deferred tools the conversation has loaded
 
     @property
     def active(self) -> bool:
         return bool(self.tools) and self.choice != "none"
+
+    @property
+    def offered(self) -> tuple[ToolSpec, ...]:
+        """The tools described to the model: every one not deferred, and deferred ones once
+        loaded. A call to any declared tool is still a call."""
+        return tuple(t for t in self.tools if not t.deferred or t.name in self.loaded)
 
 
 @dataclass(slots=True)

@@ -132,3 +132,34 @@ async def test_a_session_that_searched_for_tools_keeps_working(relay: Relay, fak
     assert done.status == "completed"
     prompt = fake.calls_named("completion")[-1].body["prompt"]
     assert '"query": "weather"' in prompt and "get_weather: Weather by city" in prompt and "tool_search" in prompt
+
+
+WEB_FETCH = {
+    "name": "WebFetch",
+    "description": "Fetch a web page",
+    "input_schema": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+    "defer_loading": True,
+}
+TOOL_SEARCH = {"name": "ToolSearch", "description": "Load more tools", "input_schema": {"type": "object", "properties": {}}}
+
+
+async def test_deferred_tools_are_offered_once_loaded_and_their_calls_are_calls(relay: Relay, fake: FakeClaude) -> None:
+    fetch = {"name": "WebFetch", "arguments": {"url": "https://example.org"}}
+    fake.reply = lambda model, conversation: f"<tool_call>{json.dumps(fetch)}</tool_call>"
+    c = _anthropic(relay)
+    tools = [TOOL_SEARCH, WEB_FETCH]
+    first = await c.messages.create(model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "Fetch it"}], tools=tools)  # type: ignore[arg-type]
+    prompt = fake.calls_named("completion")[-1].body["prompt"]
+    assert "ToolSearch" in prompt and "WebFetch" not in prompt  # not offered before it is loaded ...
+    calls = [b for b in first.content if b.type == "tool_use"]
+    assert [b.name for b in calls] == ["WebFetch"] and first.stop_reason == "tool_use"  # ... and still a call, never markup
+    loaded = [{"type": "tool_result", "tool_use_id": "toolu_s", "content": [{"type": "tool_reference", "tool_name": "WebFetch"}]}]
+    messages = [
+        {"role": "user", "content": "Fetch it"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_s", "name": "ToolSearch", "input": {}}]},
+        {"role": "user", "content": loaded},
+    ]
+    await c.messages.create(model=MODEL, max_tokens=100, messages=messages, tools=tools)  # type: ignore[arg-type]
+    prompt = fake.calls_named("completion")[-1].body["prompt"]
+    assert "[tool loaded] WebFetch - Fetch a web page" in prompt and '"required":["url"]' in prompt
+    await c.close()

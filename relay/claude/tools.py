@@ -25,7 +25,7 @@ MAX_CALL_CHARS = 200_000
 def instructions(plan: ToolPlan) -> str:
     """The prompt section that offers the tools and fixes the call format."""
     lines = ["You can call the following tools (functions) to help answer:"]
-    for tool in plan.tools:
+    for tool in plan.offered:
         schema = json.dumps(tool.parameters or {"type": "object", "properties": {}}, ensure_ascii=False)
         desc = f" - {tool.description}" if tool.description else ""
         lines.append(f"- {tool.name}{desc}\n  parameters (JSON schema): {schema}")

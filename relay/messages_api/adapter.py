@@ -36,7 +36,7 @@ class Messages(ClientApi[ApiRequest]):
             model=req.model,
             turns=to_turns(req),
             stream=req.stream,
-            tools=tool_plan(req.tools, req.tool_choice),
+            tools=tool_plan(req.tools, req.tool_choice, loaded_tools(req)),
             stops=[s for s in req.stop_sequences or [] if s],
             max_tokens=req.max_tokens,
             thinking=req.thinking is not None and req.thinking.type != "disabled",
@@ -88,9 +88,16 @@ def web_search(tools: list[AnthropicTool] | None) -> bool:
     return found
 
 
-def tool_plan(tools: list[AnthropicTool] | None, choice: ToolChoice | None) -> ToolPlan | None:
-    """Anthropic `tools` / `tool_choice` as a ToolPlan (server tools such as web search are not offered)."""
-    specs = tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in tools or [] if not t.type or t.type == "custom")
+def tool_plan(
+    tools: list[AnthropicTool] | None, choice: ToolChoice | None, loaded: frozenset[str] = frozenset()
+) -> ToolPlan | None:
+    """Anthropic `tools` / `tool_choice` as a ToolPlan (server tools such as web search are not
+    offered); `defer_loading` tools are offered once `loaded`."""
+    specs = tuple(
+        ToolSpec(t.name, t.description or "", t.input_schema, deferred=bool(t.defer_loading))
+        for t in tools or []
+        if not t.type or t.type == "custom"
+    )
     if not specs:
         return None
     kind = choice.type if choice else "auto"
@@ -98,8 +105,21 @@ def tool_plan(tools: list[AnthropicTool] | None, choice: ToolChoice | None) -> T
         name = choice.name if choice else None
         if name not in {s.name for s in specs}:
             raise InvalidRequest("tool_choice.name: must name one of the tools", param="tool_choice.name")
-        return ToolPlan(specs, "required", forced=name)
-    return ToolPlan(specs, {"none": "none", "any": "required"}.get(kind, "auto"))  # type: ignore[arg-type]
+        return ToolPlan(specs, "required", forced=name, loaded=loaded)
+    return ToolPlan(specs, {"none": "none", "any": "required"}.get(kind, "auto"), loaded=loaded)  # type: ignore[arg-type]
+
+
+def loaded_tools(req: CountTokensRequest) -> frozenset[str]:
+    """Deferred tools the conversation has loaded: named by a tool_reference in a tool result, or
+    called already."""
+    names: set[str] = set()
+    for msg in req.messages:
+        for block in msg.content if isinstance(msg.content, list) else []:
+            if block.type == "tool_use" and block.name:
+                names.add(block.name)
+            elif block.type == "tool_result" and isinstance(block.content, list):
+                names.update(_reference(b) for b in block.content if b.type == "tool_reference")
+    return frozenset(names - {""})
 
 
 def _text(blocks: str | list[Block] | None) -> str:
@@ -121,8 +141,14 @@ def _system(blocks: str | list[Block] | None) -> str:
     return _text(blocks)
 
 
-def _result_parts(content: str | list[Block] | None, where: str) -> list[Part]:
-    """A tool result's content: text, and images or documents (Claude Code's Read of a PNG)."""
+def _reference(block: Block) -> str:
+    """The tool a tool_reference block loads."""
+    return str((block.model_extra or {}).get("tool_name") or "")
+
+
+def _result_parts(content: str | list[Block] | None, where: str, tools: dict[str, ToolSpec]) -> list[Part]:
+    """A tool result's content: text, images or documents (Claude Code's Read of a PNG), and the
+    tools a tool_reference loads, described as the model needs them."""
     if not isinstance(content, list):
         return [TextPart(_text(content))]
     parts: list[Part] = []
@@ -131,6 +157,9 @@ def _result_parts(content: str | list[Block] | None, where: str) -> list[Part]:
             parts.append(_media(block, f"{where}.{k}"))
         elif block.type == "text":
             parts.append(TextPart(block.text or ""))
+        elif block.type == "tool_reference" and (name := _reference(block)):
+            spec = tools.get(name)
+            parts.append(TextPart(spec.loaded_note() if spec else f"[tool loaded] {name}"))
     return parts
 
 
@@ -158,6 +187,8 @@ def _media(block: Block, where: str) -> Part:
 def to_turns(req: CountTokensRequest) -> list[Turn]:
     """The Anthropic conversation as turns: system first, tool use and results kept."""
     out: list[Turn] = []
+    plan = tool_plan(req.tools, None)
+    tools = {t.name: t for t in plan.tools} if plan else {}
     if system := _system(req.system):
         out.append(Turn("system", [TextPart(system)]))
     for i, msg in enumerate(req.messages):
@@ -178,7 +209,7 @@ def to_turns(req: CountTokensRequest) -> list[Turn]:
                 if parts:
                     out.append(Turn(msg.role, parts))
                     parts = []
-                result = _result_parts(block.content, f"{where}.content")
+                result = _result_parts(block.content, f"{where}.content", tools)
                 out.append(Turn("tool", result, call_id=block.tool_use_id, is_error=bool(block.is_error)))
             elif block.type in ("thinking", "redacted_thinking"):
                 continue  # earlier thinking is not replayed to the model
