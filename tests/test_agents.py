@@ -163,3 +163,23 @@ async def test_deferred_tools_are_offered_once_loaded_and_their_calls_are_calls(
     prompt = fake.calls_named("completion")[-1].body["prompt"]
     assert "[tool loaded] WebFetch - Fetch a web page" in prompt and '"required":["url"]' in prompt
     await c.close()
+
+
+async def test_a_function_output_with_an_image_uploads_it(relay: Relay, fake: FakeClaude) -> None:
+    png = tiny_png()
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    history: list[Any] = [
+        {"role": "user", "content": "Look at shot.png"},
+        {"type": "function_call", "call_id": "call_v1", "name": "view_image", "arguments": '{"path": "shot.png"}'},
+        {"type": "function_call_output", "call_id": "call_v1", "output": [{"type": "input_image", "image_url": url}]},
+    ]
+    tool = {
+        "type": "function",
+        "name": "view_image",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+    }
+    done = await relay.openai().responses.create(model=MODEL, input=history, tools=[tool], store=False)  # type: ignore[list-item]
+    assert done.status == "completed"
+    call = fake.calls_named("completion")[-1]
+    assert "[tool result (view_image, call_v1)]\n[image 1]" in call.body["prompt"] and call.body["files"]
+    assert [f[2] for c in fake.calls_named("upload") for f in c.files] == [png]
