@@ -90,7 +90,16 @@ class Cite:
     title: str = ""
 
 
-ReplyEvent = Text | Thinking | ToolCall | Finish | LimitReached | QuotaSeen | ToolActivity | ToolOutcome | Cite
+@dataclass(slots=True)
+class BadCall:
+    """A call block naming a tool the request did not declare: repaired upstream, never shown as is.
+    `text` is the block without its markup."""
+
+    name: str
+    text: str
+
+
+ReplyEvent = Text | Thinking | ToolCall | Finish | LimitReached | QuotaSeen | ToolActivity | ToolOutcome | Cite | BadCall
 
 
 def estimate_tokens(chars: int) -> int:

@@ -96,11 +96,10 @@ async def test_parallel_calls(relay: Relay, fake) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        OPEN + '{"name": "launch_rockets", "arguments": {}}' + CLOSE,
         OPEN + '{"name": "get_weather", "arguments": {}}' + CLOSE,
         OPEN + '{"name": "get_weather", "arguments": {"city": "Pa' + CLOSE,
     ],
-    ids=["unknown-tool", "missing-required", "broken-json"],
+    ids=["missing-required", "broken-json"],
 )
 async def test_invalid_call_falls_back_to_text(relay: Relay, fake, bad: str) -> None:
     fake.reply = agent(call=bad)
@@ -108,6 +107,33 @@ async def test_invalid_call_falls_back_to_text(relay: Relay, fake, bad: str) -> 
     assert done.choices[0].finish_reason == "stop"
     assert not done.choices[0].message.tool_calls
     assert bad in (done.choices[0].message.content or "")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_a_call_to_an_undeclared_tool_gets_one_repair_turn(relay: Relay, fake, stream: bool) -> None:  # type: ignore[no-untyped-def]
+    rockets = OPEN + '{"name": "launch_rockets", "arguments": {}}' + CLOSE
+    fake.reply = lambda model, conversation: CALL if "There is no tool named 'launch_rockets'" in conversation else rockets
+    client = relay.openai()
+    done = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "?"}], tools=[WEATHER])
+    calls = fake.calls_named("completion")
+    # The same chat is told which tools exist and answers again: the client gets the real call.
+    assert done.choices[0].message.tool_calls and done.choices[0].message.tool_calls[0].function.name == "get_weather"
+    assert len(calls) == 2 and calls[1].path == calls[0].path and "get_weather" in calls[1].body["prompt"]
+    assert calls[1].body["parent_message_uuid"] == calls[0].body["turn_message_uuids"]["assistant_message_uuid"]
+    fake.reply = lambda model, conversation: rockets  # still wrong after the repair: text, never markup
+    if stream:
+        chunks = [
+            c
+            async for c in await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "!"}], tools=[WEATHER], stream=True
+            )
+        ]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        again = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "!"}], tools=[WEATHER])
+        text = again.choices[0].message.content or ""
+    assert OPEN not in text and CLOSE not in text and "launch_rockets" in text
+    assert len(fake.calls_named("completion")) == 4
 
 
 async def test_tool_choice_none_offers_nothing_and_parses_nothing(relay: Relay, fake) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -14,20 +14,21 @@ from loguru import logger
 
 from ..claude.client import AccountApi, UpstreamClient
 from ..claude.failures import Failure, UpstreamFailure
-from ..claude.prompt import Prompt, RemoteImage, Upload
+from ..claude.prompt import Prompt, RemoteImage, Upload, build_prompt
 from ..config import SessionSpec, Settings
-from ..conversation import Chat
+from ..conversation import Chat, TextPart, Turn
 from ..metrics import Metrics
 from ..pool.account import Account
 from ..pool.pool import AccountPool
 from ..pool.sessions import SessionPoint
-from ..reply import ReplyEvent
+from ..reply import BadCall, ReplyEvent
 from .answer import ChatAnswer
 from .completion import ChatRecord, CompletionTurn, start_completion
 from .deletion import delete_chat
 from .filters import find_tool_calls, first_part, watch_limits
 from .job import ChatJob, build_job, resolve_model
 from .orgs import OrgDiscovery
+from .repair import repair_prompt, repaired
 from .seats import Failures, GuestSource, PoolSource, Seat, Source
 from .sessions import Continuation, SessionKind, Sessions, SessionTicket
 from .sweeper import SessionSweeper
@@ -193,11 +194,12 @@ class ChatService:
             point = SessionPoint(conv=chat.uuid, parent=turn.assistant, account=run.account, org=org)
             ticket = SessionTicket(job.digests[-1], point, AnswerForm())
             answer.session, answer.form = run.kind, ticket.form
-            answer.keep = functools.partial(self._keep, ticket, chat)
+            answer.keep = functools.partial(self._keep, ticket, chat, turn)
         return answer
 
-    async def _keep(self, ticket: SessionTicket, chat: ChatRecord) -> None:
+    async def _keep(self, ticket: SessionTicket, chat: ChatRecord, turn: CompletionTurn) -> None:
         chat.kept = True  # the session keeps it: deleted once idle, not now
+        ticket.point = ticket.point.model_copy(update={"parent": turn.assistant})  # after a repair turn, its answer
         await self.sessions.keep(ticket)
 
     async def _answer_events(
@@ -222,6 +224,37 @@ class ChatService:
         if job.tools is None:
             return watched
         found = find_tool_calls(watched, job.tools)
+        stack.push_async_callback(found.aclose)
+        ask_again = functools.partial(self._ask_again, stack, source, seat, org, chat, job, turn)
+        fixed = repaired(found, ask_again)
+        stack.push_async_callback(fixed.aclose)
+        return fixed
+
+    async def _ask_again(
+        self,
+        stack: AsyncExitStack,
+        source: Source,
+        seat: Seat,
+        org: str,
+        chat: ChatRecord,
+        job: ChatJob,
+        turn: CompletionTurn,
+        bad: BadCall,
+    ) -> AsyncIterator[list[ReplyEvent]]:
+        """The repair turn, in the same chat after the answer that called an undeclared tool; the
+        session then goes on after the repaired answer."""
+        assert job.tools is not None
+        s = self.settings
+        ask = Turn("user", [TextPart(repair_prompt(bad, [t.name for t in job.tools.offered]))])
+        prompt = build_prompt(
+            [ask], no_role_prefix=s.no_role_prefix, disable_artifacts=False, max_history=s.max_chat_history_length
+        )
+        again = CompletionTurn(prompt, parent=turn.assistant)
+        logger.info("{} called an undeclared tool {!r}; asking once more", seat.account.alias, bad.name[:64])
+        learned = functools.partial(source.learned, seat)
+        events = await start_completion(stack, seat, org, chat, job, again, [], temporary=s.temporary_chats, learned=learned)
+        turn.assistant = again.assistant
+        found = find_tool_calls(watch_limits(events, source, seat), job.tools)
         stack.push_async_callback(found.aclose)
         return found
 

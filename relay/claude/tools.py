@@ -2,8 +2,9 @@
 
 The model is told to answer with `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks.
 The parser watches the streamed text, holds back only what could be the start of such a block,
-and turns complete, valid blocks into ToolCall events. A block that does not parse or does not
-match a declared tool (unknown name, missing required argument) is passed on as plain text.
+and turns complete, valid blocks into ToolCall events. A block naming a tool the request did not
+declare becomes a BadCall (repaired upstream); one that does not parse or lacks a required
+argument is passed on as plain text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..conversation import ToolPlan, ToolSpec, parse_arguments
-from ..reply import ReplyEvent, Text, ToolCall
+from ..reply import BadCall, ReplyEvent, Text, ToolCall
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
@@ -117,8 +118,11 @@ class ToolCallParser:
                     return out
                 raw, self._buf, self._inside = self._buf[:end], self._buf[end + len(CLOSE) :], False
                 call = self._parse(raw)
-                if call is not None:
+                if isinstance(call, ToolCall):
                     self._call(out, call)
+                elif call is not None:  # an undeclared tool: held for a repair turn, never shown as markup
+                    self._space, self._after_call = "", True
+                    out.append(call)
                 else:
                     self._text(out, OPEN + raw + CLOSE)
 
@@ -134,7 +138,7 @@ class ToolCallParser:
         self._space = ""
         return out
 
-    def _parse(self, raw: str) -> ToolCall | None:
+    def _parse(self, raw: str) -> ToolCall | BadCall | None:
         body = raw.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
         try:
             doc = json.loads(body)
@@ -144,6 +148,8 @@ class ToolCallParser:
             return None
         tool = self._tools.get(str(doc.get("name", "")))
         args: Any = next((doc[k] for k in ("arguments", "input", "parameters") if k in doc), {})
+        if tool is None and isinstance(doc.get("name"), str):
+            return BadCall(doc["name"], body)
         if tool is None or not isinstance(args, dict) or any(k not in args for k in tool.required):
             return None
         self.calls += 1
