@@ -116,3 +116,23 @@ async def test_claude_code_reads_an_image_and_claude_ai_gets_it(relay: Relay, fa
     assert uploaded and uploaded[0][1].startswith("image/")  # Read's image reached claude.ai as an upload
     result = next(c for c in fake.calls_named("completion") if "[tool result (Read" in c.body["prompt"])
     assert "[image 1]" in result.body["prompt"] and result.body["files"]
+
+
+@pytest.mark.skipif(not BINARY and not os.environ.get("CI"), reason="set RELAY_CLAUDE_CODE to a claude binary to run")
+async def test_a_call_to_webfetch_reaches_claude_code_as_a_call(relay: Relay, fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """WebFetch is one of the tools Claude Code may defer (loaded through ToolSearch); whether it
+    is offered yet or not, the model's call reaches Claude Code as a call, which it runs."""
+    assert BINARY and os.path.exists(BINARY), "CI must provide Claude Code (RELAY_CLAUDE_CODE)"
+    fetch = {"name": "WebFetch", "arguments": {"url": "http://127.0.0.1:9/page", "prompt": "Summarise"}}
+
+    def reply(model: str, conversation: str) -> str:
+        if "[tool result (WebFetch" in conversation:
+            return "The page could not be fetched."
+        if "WebFetch" not in conversation and "ToolSearch" not in conversation:
+            return "Page."
+        return f"<tool_call>{json.dumps(fetch)}</tool_call>"
+
+    fake.reply = reply
+    out = await _claude(relay, tmp_path, "-p", "Summarise http://127.0.0.1:9/page", "--allowedTools", "WebFetch")
+    assert "could not be fetched" in out
+    assert any("[tool result (WebFetch" in c.body["prompt"] for c in fake.calls_named("completion"))
