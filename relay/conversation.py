@@ -99,6 +99,22 @@ class ToolSpec:
         return [str(r) for r in req] if isinstance(req, list) else []
 
 
+def freeform_tool(name: str, description: str, fmt: dict[str, Any] | None) -> ToolSpec:
+    """A freeform (`custom`) tool as the model is offered one: its raw text goes in one string
+    argument, `input`, following the tool's grammar when it has one (Codex's apply_patch)."""
+    fmt = fmt or {}
+    grammar = f" It must follow this {fmt.get('syntax', '')} grammar:\n{fmt['definition']}" if fmt.get("definition") else ""
+    about = f"The raw text this tool takes.{grammar}"
+    parameters = {"type": "object", "properties": {"input": {"type": "string", "description": about}}, "required": ["input"]}
+    return ToolSpec(name, description, parameters)
+
+
+def freeform_input(arguments: str) -> str:
+    """The raw text of a freeform tool's call (its `input` argument)."""
+    args = parse_arguments(arguments)
+    return args["input"] if isinstance(args, dict) and isinstance(args.get("input"), str) else arguments
+
+
 @dataclass(frozen=True, slots=True)
 class ToolPlan:
     """The tools offered for one request and what the caller demands of them."""

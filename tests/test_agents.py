@@ -183,3 +183,26 @@ async def test_a_function_output_with_an_image_uploads_it(relay: Relay, fake: Fa
     call = fake.calls_named("completion")[-1]
     assert "[tool result (view_image, call_v1)]\n[image 1]" in call.body["prompt"] and call.body["files"]
     assert [f[2] for c in fake.calls_named("upload") for f in c.files] == [png]
+
+
+async def test_chat_completions_custom_tools_take_and_return_raw_text(relay: Relay, fake: FakeClaude) -> None:
+    call = {"name": "apply_patch", "arguments": {"input": PATCH}}
+    fake.reply = lambda model, conversation: (
+        "Patched." if "[tool result (" in conversation else f"<tool_call>{json.dumps(call)}</tool_call>"
+    )
+    tool = {"type": "custom", "custom": {"name": "apply_patch", "description": "Edit files", "format": APPLY_PATCH["format"]}}
+    client = relay.openai()
+    messages: list[Any] = [{"role": "user", "content": "Add hello.txt"}]
+    done = await client.chat.completions.create(model=MODEL, messages=messages, tools=[tool])  # type: ignore[list-item]
+    first = done.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.type == "custom" and first.custom.name == "apply_patch" and first.custom.input == PATCH  # type: ignore[union-attr]
+    assert done.choices[0].finish_reason == "tool_calls"
+    stream = await client.chat.completions.create(model=MODEL, messages=messages, tools=[tool], stream=True)  # type: ignore[list-item]
+    deltas = [tc for chunk in [c async for c in stream] if chunk.choices for tc in chunk.choices[0].delta.tool_calls or []]
+    assert deltas and deltas[0].model_dump()["custom"] == {"name": "apply_patch", "input": PATCH}
+    messages += [
+        done.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": first.id, "content": "Done!"},
+    ]
+    final = await client.chat.completions.create(model=MODEL, messages=messages, tools=[tool])  # type: ignore[list-item]
+    assert final.choices[0].message.content == "Patched." and continues(fake)

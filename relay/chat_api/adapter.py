@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from ..client_api import ApiRequest, ClientApi, validate
-from ..conversation import Chat, Part, PastCall, TextPart, ToolPlan, ToolSpec, Turn, effort_of, media_part, require_content
+from ..conversation import (
+    Chat,
+    Part,
+    PastCall,
+    TextPart,
+    ToolPlan,
+    ToolSpec,
+    Turn,
+    effort_of,
+    freeform_tool,
+    media_part,
+    require_content,
+)
 from ..errors import InvalidRequest
 from ..render import Activity
-from .models import AudioPart, ChatRequest, ContentPart, Message, NamedToolChoice
+from .models import AudioPart, ChatRequest, ContentPart, CustomTool, Message, NamedToolChoice, Tool, ToolCall
 from .models import FilePart as WireFile
 from .models import ImagePart as WireImage
 from .render import ChatRenderer, ThinkingFormat
@@ -19,6 +32,7 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 @dataclass(slots=True)
 class CompletionRequest(ApiRequest):
     include_usage: bool = False
+    freeform: frozenset[str] = frozenset()  # the request's custom (freeform) tools
 
 
 class ChatCompletions(ClientApi[CompletionRequest]):
@@ -45,7 +59,8 @@ class ChatCompletions(ClientApi[CompletionRequest]):
             thinking=effort_of(req.reasoning_effort) is not None,
             effort=effort_of(req.reasoning_effort),
         )
-        return CompletionRequest(chat, body, bool(req.stream_options and req.stream_options.include_usage))
+        freeform = frozenset(t.custom.name for t in req.tools or [] if isinstance(t, CustomTool))
+        return CompletionRequest(chat, body, bool(req.stream_options and req.stream_options.include_usage), freeform)
 
     def renderer(self, request: CompletionRequest, prompt_tokens: int) -> ChatRenderer:
         chat = request.chat
@@ -57,6 +72,7 @@ class ChatCompletions(ClientApi[CompletionRequest]):
             include_usage=request.include_usage,
             keep=not chat.stream,
             activity=self.activity,
+            freeform=request.freeform,
         )
 
 
@@ -64,7 +80,12 @@ def tool_plan(req: ChatRequest) -> ToolPlan | None:
     """OpenAI `tools` and `tool_choice` as a ToolPlan."""
     if not req.tools:
         return None
-    specs = tuple(ToolSpec(t.function.name, t.function.description or "", t.function.parameters) for t in req.tools)
+    specs = tuple(
+        ToolSpec(t.function.name, t.function.description or "", t.function.parameters)
+        if isinstance(t, Tool)
+        else freeform_tool(t.custom.name, t.custom.description or "", t.custom.format)
+        for t in req.tools
+    )
     choice = req.tool_choice
     if isinstance(choice, NamedToolChoice):
         if choice.function.name not in {t.name for t in specs}:
@@ -79,7 +100,12 @@ def _turn(i: int, msg: Message) -> Turn:
         parts: list[Part] = [TextPart(content)]
     else:
         parts = [_part(p, f"messages.{i}.content.{j}") for j, p in enumerate(content or [])]
-    calls = [PastCall(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or []]
+    calls = [
+        PastCall(c.id, c.function.name, c.function.arguments)
+        if isinstance(c, ToolCall)
+        else PastCall(c.id, c.custom.name, json.dumps({"input": c.custom.input}))
+        for c in msg.tool_calls or []
+    ]
     return Turn(ROLES[msg.role], parts, calls, call_id=msg.tool_call_id, name=msg.name)  # type: ignore[arg-type]
 
 

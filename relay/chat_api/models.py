@@ -57,12 +57,25 @@ class ToolCall(_Wire):
     function: FunctionCall
 
 
+class CustomInput(_Wire):
+    name: str
+    input: str = ""
+
+
+class CustomCall(_Wire):
+    """A call to a freeform tool: its raw text."""
+
+    id: str = ""
+    type: Literal["custom"]
+    custom: CustomInput
+
+
 class Message(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ToolCall | CustomCall] | None = None
 
 
 class FunctionDef(_Wire):
@@ -74,6 +87,19 @@ class FunctionDef(_Wire):
 class Tool(_Wire):
     type: Literal["function"]
     function: FunctionDef
+
+
+class CustomDef(_Wire):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str | None = None
+    format: dict[str, Any] | None = None
+
+
+class CustomTool(_Wire):
+    """A freeform tool: it takes raw text (following a grammar when it has one), not JSON."""
+
+    type: Literal["custom"]
+    custom: CustomDef
 
 
 class FunctionName(_Wire):
@@ -98,7 +124,7 @@ class ChatRequest(_Wire):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=1)
     stop: str | list[str] | None = None
-    tools: list[Tool] | None = None
+    tools: list[Tool | CustomTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     web_search_options: dict[str, Any] | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ..conversation import freeform_input
 from ..errors import RelayError
 from ..render import Activity, Block, Citation, Renderer
 from ..sse import DONE, encode_data
@@ -125,8 +126,10 @@ class ChatRenderer(Renderer):
         include_usage: bool,
         keep: bool = True,
         activity: Activity = "compact",
+        freeform: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(model, stops, prompt_tokens, keep=keep, activity=activity)
+        self._freeform = freeform  # custom tools: their calls carry raw text, not JSON arguments
         self._offset = 0  # characters of content written, for citation offsets
         self._annotations: list[dict[str, Any]] = []
         self._enc = ChunkEncoder(model)
@@ -185,6 +188,14 @@ class ChatRenderer(Renderer):
         call = block.call
         assert call is not None
         index = len(self._tool_calls)
+        if call.name in self._freeform:
+            custom = {
+                "id": "call_" + call.id,
+                "type": "custom",
+                "custom": {"name": call.name, "input": freeform_input(call.arguments)},
+            }
+            self._tool_calls.append(custom)
+            return self._enc.delta_object({"tool_calls": [{"index": index, **custom}]})
         self._tool_calls.append(
             {"id": "call_" + call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
         )

@@ -21,6 +21,7 @@ from ..conversation import (
     Turn,
     decode_base64,
     effort_of,
+    freeform_tool,
     media_part,
     require_content,
 )
@@ -224,13 +225,7 @@ def tool_plan(req: ResponsesRequest) -> tuple[ToolPlan | None, dict[str, tuple[s
 
 
 def custom_spec(tool: Tool) -> ToolSpec:
-    """A freeform tool as the model is offered one: its text goes in `input`, following the tool's
-    grammar when it has one (Codex's apply_patch)."""
-    fmt = tool.format or {}
-    grammar = f" It must follow this {fmt.get('syntax', '')} grammar:\n{fmt['definition']}" if fmt.get("definition") else ""
-    about = f"The raw text this tool takes.{grammar}"
-    parameters = {"type": "object", "properties": {"input": {"type": "string", "description": about}}, "required": ["input"]}
-    return ToolSpec(str(tool.name), tool.description or "", parameters)
+    return freeform_tool(str(tool.name), tool.description or "", tool.format)
 
 
 def to_turns(items: list[Item], field: str) -> list[Turn]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ..conversation import parse_arguments
+from ..conversation import freeform_input, parse_arguments
 from ..errors import RelayError
 from ..render import Activity, Block, Citation, Renderer
 from ..reply import ToolCall
@@ -139,8 +139,7 @@ class ResponseRenderer(Renderer):
 
     def _custom_call(self, block: Block, call: ToolCall) -> bytes:
         """A freeform tool's call: its raw text as `input`, streamed as input deltas."""
-        args = parse_arguments(call.arguments)
-        text = args["input"] if isinstance(args, dict) and isinstance(args.get("input"), str) else call.arguments
+        text = freeform_input(call.arguments)
         item: dict[str, Any] = {"type": "custom_tool_call", "id": new_id("ctc"), "call_id": "call_" + call.id, "name": call.name}
         self._items.append({**item, "input": "", "status": "in_progress"})
         out = self._item_event("response.output_item.added", block)
