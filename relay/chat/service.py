@@ -8,6 +8,7 @@ import functools
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -179,7 +180,7 @@ class ChatService:
             if self.settings.chat_delete:
                 stack.callback(self._delete_later, seat, org, chat)
         try:
-            batches = await self._answer_events(stack, source, seat, org, chat, job, turn, uploads)
+            batches = await self._answer_events(_Attempt(stack, source, seat, org, chat, job), turn, uploads)
             head, more = await first_part(batches, buffered)
         except UpstreamFailure as failure:
             chat.unreachable = failure.kind in UNREACHABLE  # nothing was created, and it could not be deleted anyway
@@ -203,59 +204,48 @@ class ChatService:
         await self.sessions.keep(ticket)
 
     async def _answer_events(
-        self,
-        stack: AsyncExitStack,
-        source: Source,
-        seat: Seat,
-        org: str,
-        chat: ChatRecord,
-        job: ChatJob,
-        turn: CompletionTurn,
-        uploads: list[Upload],
+        self, at: _Attempt, turn: CompletionTurn, uploads: list[Upload]
     ) -> AsyncGenerator[list[ReplyEvent], None]:
-        """Uploads (concurrently), then the completion, its quota notices taken out and its tool calls found."""
-        api = seat.api
+        """Uploads (concurrently), then the completion, its quota notices taken out, its tool calls
+        found and a call to an undeclared tool repaired."""
+        api, org = at.seat.api, at.org
         files = list(await asyncio.gather(*(api.upload(org, u.filename, u.content_type, u.data) for u in uploads)))
-        temporary = self.settings.temporary_chats
-        learned = functools.partial(source.learned, seat)
-        events = await start_completion(stack, seat, org, chat, job, turn, files, temporary=temporary, learned=learned)
-        watched = watch_limits(events, source, seat)
-        stack.push_async_callback(watched.aclose)
-        if job.tools is None:
-            return watched
-        found = find_tool_calls(watched, job.tools)
-        stack.push_async_callback(found.aclose)
-        ask_again = functools.partial(self._ask_again, stack, source, seat, org, chat, job, turn)
-        fixed = repaired(found, ask_again)
-        stack.push_async_callback(fixed.aclose)
+        found = await self._completion_events(at, turn, files)
+        if at.job.tools is None:
+            return found
+        fixed = repaired(found, functools.partial(self._ask_again, at, turn))
+        at.stack.push_async_callback(fixed.aclose)
         return fixed
 
-    async def _ask_again(
-        self,
-        stack: AsyncExitStack,
-        source: Source,
-        seat: Seat,
-        org: str,
-        chat: ChatRecord,
-        job: ChatJob,
-        turn: CompletionTurn,
-        bad: BadCall,
-    ) -> AsyncIterator[list[ReplyEvent]]:
+    async def _completion_events(
+        self, at: _Attempt, turn: CompletionTurn, files: list[str]
+    ) -> AsyncGenerator[list[ReplyEvent], None]:
+        """One completion's events, closed with the attempt: quota notices out, tool calls found."""
+        learned = functools.partial(at.source.learned, at.seat)
+        temporary = self.settings.temporary_chats
+        events = await start_completion(
+            at.stack, at.seat, at.org, at.chat, at.job, turn, files, temporary=temporary, learned=learned
+        )
+        watched = watch_limits(events, at.source, at.seat)
+        at.stack.push_async_callback(watched.aclose)
+        if at.job.tools is None:
+            return watched
+        found = find_tool_calls(watched, at.job.tools)
+        at.stack.push_async_callback(found.aclose)
+        return found
+
+    async def _ask_again(self, at: _Attempt, turn: CompletionTurn, bad: BadCall) -> AsyncIterator[list[ReplyEvent]]:
         """The repair turn, in the same chat after the answer that called an undeclared tool; the
         session then goes on after the repaired answer."""
-        assert job.tools is not None
+        assert at.job.tools is not None
         s = self.settings
-        ask = Turn("user", [TextPart(repair_prompt(bad, [t.name for t in job.tools.offered]))])
-        prompt = build_prompt(
-            [ask], no_role_prefix=s.no_role_prefix, disable_artifacts=False, max_history=s.max_chat_history_length
-        )
-        again = CompletionTurn(prompt, parent=turn.assistant)
-        logger.info("{} called an undeclared tool {!r}; asking once more", seat.account.alias, bad.name[:64])
-        learned = functools.partial(source.learned, seat)
-        events = await start_completion(stack, seat, org, chat, job, again, [], temporary=s.temporary_chats, learned=learned)
+        ask = Turn("user", [TextPart(repair_prompt(bad, [t.name for t in at.job.tools.offered]))])
+        limit = s.max_chat_history_length
+        again = CompletionTurn(build_prompt([ask], no_role_prefix=s.no_role_prefix, disable_artifacts=False, max_history=limit))
+        again.parent = turn.assistant
+        logger.info("{} called an undeclared tool {!r}; asking once more", at.seat.account.alias, bad.name[:64])
+        found = await self._completion_events(at, again, [])
         turn.assistant = again.assistant
-        found = find_tool_calls(watch_limits(events, source, seat), job.tools)
-        stack.push_async_callback(found.aclose)
         return found
 
     def _delete_later(self, seat: Seat, org: str, chat: ChatRecord) -> None:
@@ -271,6 +261,18 @@ class ChatService:
             return item
 
         return list(await asyncio.gather(*(one(i, f) for i, f in enumerate(prompt.files))))
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one account's try holds: its exit stack, the account, the chat, the job."""
+
+    stack: AsyncExitStack
+    source: Source
+    seat: Seat
+    org: str
+    chat: ChatRecord
+    job: ChatJob
 
 
 class _Run:
