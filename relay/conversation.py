@@ -135,6 +135,28 @@ class ToolPlan:
         return tuple(t for t in self.tools if not t.deferred or t.name in self.loaded)
 
 
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """A structured answer the client asked for: any JSON object (`schema` None), or one that
+    matches `schema` (JSON Schema)."""
+
+    schema: dict[str, Any] | None = None
+    name: str = "output"
+
+
+def output_format(kind: str, schema: dict[str, Any] | None, name: str | None, field: str) -> OutputFormat | None:
+    """A client API's structured-output request as an OutputFormat; None for plain text."""
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return OutputFormat(None, name or "output")
+    if kind == "json_schema":
+        if not isinstance(schema, dict):
+            raise InvalidRequest(f"{field}.schema: a JSON Schema object is required", param=f"{field}.schema")
+        return OutputFormat(schema, name or "output")
+    raise InvalidRequest(f"{field}.type: must be text, json_object or json_schema", param=f"{field}.type")
+
+
 @dataclass(slots=True)
 class Chat:
     """One chat request as any client API expresses it."""
@@ -148,6 +170,7 @@ class Chat:
     thinking: bool = False
     effort: Effort | None = None
     web_search: bool = False  # claude.ai's web search, for this conversation only
+    output: OutputFormat | None = None  # a structured answer: JSON, checked before the client sees it
 
 
 # No real request nests deeper; a limit keeps every later step (validation, prompt building,

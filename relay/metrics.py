@@ -88,6 +88,12 @@ class Metrics:
         self.fallbacks = Counter(
             "relay_fallbacks", "Requests answered by a fallback provider", ["provider", "outcome"], registry=r
         )
+        self.structured_outputs = Counter(
+            "relay_structured_outputs",
+            "Structured answers: valid at once, repaired in one more turn, or failed",
+            ["outcome"],
+            registry=r,
+        )
         self.session_turns = Counter(
             "relay_session_turns",
             "Turns by how their claude.ai chat was found: continued, branched, or fresh (by reason)",

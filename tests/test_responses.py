@@ -197,7 +197,7 @@ async def test_previous_response_is_shared_between_replicas(make_relay: RelayFac
         ({"model": MODEL}, "input"),
         ({"model": MODEL, "input": 5}, "input"),
         ({"model": MODEL, "input": [{"role": "wizard", "content": "x"}]}, "input.0.role"),
-        ({"model": MODEL, "input": "x", "text": {"format": {"type": "json_schema", "name": "n", "schema": {}}}}, "text.format"),
+        ({"model": MODEL, "input": "x", "text": {"format": {"type": "xml"}}}, "text.format.type"),
         ({"model": MODEL, "input": "x", "background": True}, "background"),
         (
             {"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
@@ -209,7 +209,7 @@ async def test_previous_response_is_shared_between_replicas(make_relay: RelayFac
             "tool_choice.name",
         ),
     ],
-    ids=["no-input", "input-type", "bad-role", "json-schema", "background", "file-id", "empty", "unknown-tool"],
+    ids=["no-input", "input-type", "bad-role", "format-type", "background", "file-id", "empty", "unknown-tool"],
 )
 async def test_bad_requests_name_the_field(relay: Relay, fake, body: dict[str, Any], field: str) -> None:
     async with aiohttp.ClientSession() as http, http.post(f"{relay.url}/v1/responses", json=body, headers=AUTH) as r:

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from ..claude.prompt import Prompt, build_prompt
 from ..config import THINK_SUFFIX, Settings
-from ..conversation import Chat, Effort, ToolPlan, Turn, name_tool_results
+from ..conversation import Chat, Effort, OutputFormat, ToolPlan, Turn, name_tool_results
 from ..errors import ModelNotFound
 from ..reply import estimate_tokens
+from .structured import check_schema
 from .transcript import chain
 
 CLAUDE_MODEL = re.compile(r"^claude-[a-z0-9][a-z0-9.\-]*$")
@@ -30,6 +31,7 @@ class ChatJob:
     turns: list[Turn] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
     scope: str = ""  # who the session belongs to: a client key, or a mirror-mode cookie
+    output: OutputFormat | None = None  # a structured answer, checked before the client sees it
 
     @property
     def prompt_tokens(self) -> int:
@@ -58,6 +60,8 @@ def build_job(settings: Settings, chat: Chat, scope: str = "") -> ChatJob:
     job carries its transcript digests, scoped to `scope`."""
     model, think_model = resolve_model(settings, chat.model)
     name_tool_results(chat.turns)
+    if chat.output is not None:
+        check_schema(chat.output, "schema")
     tools = chat.tools if chat.tools and chat.tools.active else None
     prompt = build_prompt(
         chat.turns,
@@ -79,4 +83,5 @@ def build_job(settings: Settings, chat: Chat, scope: str = "") -> ChatJob:
         turns=chat.turns if sessions else [],
         digests=chain(chat, scope, model, thinking) if sessions else [],
         scope=scope,
+        output=chat.output,
     )

@@ -17,12 +17,13 @@ from ..claude.client import AccountApi, UpstreamClient
 from ..claude.failures import Failure, UpstreamFailure
 from ..claude.prompt import Prompt, RemoteImage, Upload, build_prompt
 from ..config import SessionSpec, Settings
-from ..conversation import Chat, TextPart, Turn
+from ..conversation import Chat, OutputFormat, TextPart, Turn
 from ..metrics import Metrics
 from ..pool.account import Account
 from ..pool.pool import AccountPool
 from ..pool.sessions import SessionPoint
-from ..reply import BadCall, ReplyEvent
+from ..reply import BadCall, Finish, ReplyEvent, Text, Thinking, ToolCall
+from . import structured
 from .answer import ChatAnswer
 from .completion import ChatRecord, CompletionTurn, start_completion
 from .deletion import delete_chat
@@ -118,6 +119,7 @@ class ChatService:
         transcript) wherever that is not possible.
         """
         source: Source = GuestSource(guest, self.upstream, self.orgs) if guest else self._pool_source(job.model)
+        buffered = buffered or job.output is not None  # checked whole before the client sees it
         run = _Run(await self.sessions.find(job) if job.digests else None)
         tried: set[Account] = set()
         failures: Failures = []
@@ -171,7 +173,7 @@ class ChatService:
         """One account's try; everything it holds is on `stack`, closed when the answer is."""
         stack.push_async_callback(source.give_back, seat)
         cont = run.continuing
-        turn = CompletionTurn(cont.prompt, parent=cont.point.parent) if cont else CompletionTurn(job.prompt)
+        turn = CompletionTurn(self._asked(job, cont.prompt if cont else job.prompt), parent=cont.point.parent if cont else None)
         uploads = await self._fetch_remote(turn.prompt)  # a bad image link fails before any chat exists
         if cont is not None:  # the session's chat: never deleted here, whatever happens
             chat, org = ChatRecord(cont.point.conv, settled=True, kept=True), cont.point.org
@@ -179,9 +181,12 @@ class ChatService:
             chat, org = ChatRecord(str(uuid.uuid4())), await source.org(seat)
             if self.settings.chat_delete:
                 stack.callback(self._delete_later, seat, org, chat)
+        at = _Attempt(stack, source, seat, org, chat, job)
         try:
-            batches = await self._answer_events(_Attempt(stack, source, seat, org, chat, job), turn, uploads)
+            batches = await self._answer_events(at, turn, uploads)
             head, more = await first_part(batches, buffered)
+            if job.output is not None:
+                head = await self._structured(at, turn, head, job.output)
         except UpstreamFailure as failure:
             chat.unreachable = failure.kind in UNREACHABLE  # nothing was created, and it could not be deleted anyway
             raise
@@ -197,6 +202,46 @@ class ChatService:
             answer.session, answer.form = run.kind, ticket.form
             answer.keep = functools.partial(self._keep, ticket, chat, turn)
         return answer
+
+    def _said(self, text: str) -> Prompt:
+        """One message of relay's own in a chat (a repair turn), formatted as the client's are."""
+        s = self.settings
+        ask = Turn("user", [TextPart(text)])
+        return build_prompt(
+            [ask], no_role_prefix=s.no_role_prefix, disable_artifacts=False, max_history=s.max_chat_history_length
+        )
+
+    def _asked(self, job: ChatJob, prompt: Prompt) -> Prompt:
+        """The prompt as sent: for a structured answer, the format is said after the conversation."""
+        if job.output is None:
+            return prompt
+        note = structured.instruction(job.output)
+        text = f"{prompt.text}\n\n{note}" if self.settings.no_role_prefix else f"{prompt.text}\n\nSystem: {note}"
+        return Prompt(text, prompt.attachments, prompt.files)
+
+    async def _structured(
+        self, at: _Attempt, turn: CompletionTurn, head: list[ReplyEvent], fmt: OutputFormat
+    ) -> list[ReplyEvent]:
+        """A whole answer checked against the requested format; one repair turn in the same chat
+        when it fails; the answer becomes exactly the JSON (cut in pieces for streaming clients)."""
+        if any(isinstance(e, ToolCall) for e in head):
+            return head  # the model is calling tools, not answering yet
+        fixed, why = structured.problem(_text(head), fmt)
+        outcome = "valid"
+        if fixed is None:
+            logger.info("{}'s answer does not match the format ({}); asking once more", at.seat.account.alias, why)
+            again = CompletionTurn(self._said(structured.repair_prompt(why, fmt)))
+            again.parent = turn.assistant
+            head, _ = await first_part(await self._completion_events(at, again, []), True)
+            turn.assistant, outcome = again.assistant, "repaired"
+            fixed, why = structured.problem(_text(head), fmt)
+        if fixed is None:
+            self.metrics.structured_outputs.labels("failed").inc()
+            raise structured.OutputInvalid(f"claude.ai's answer does not match the requested format {fmt.name!r}, twice: {why}")
+        self.metrics.structured_outputs.labels(outcome).inc()
+        finish = next((e for e in head if isinstance(e, Finish)), Finish("end_turn"))
+        pieces = [Text(fixed[i : i + structured.STREAM_PIECE]) for i in range(0, len(fixed), structured.STREAM_PIECE)]
+        return [*(e for e in head if isinstance(e, Thinking)), *pieces, finish]
 
     async def _keep(self, ticket: SessionTicket, chat: ChatRecord, turn: CompletionTurn) -> None:
         chat.kept = True  # the session keeps it: deleted once idle, not now
@@ -238,10 +283,8 @@ class ChatService:
         """The repair turn, in the same chat after the answer that called an undeclared tool; the
         session then goes on after the repaired answer."""
         assert at.job.tools is not None
-        s = self.settings
-        ask = Turn("user", [TextPart(repair_prompt(bad, [t.name for t in at.job.tools.offered]))])
-        limit = s.max_chat_history_length
-        again = CompletionTurn(build_prompt([ask], no_role_prefix=s.no_role_prefix, disable_artifacts=False, max_history=limit))
+        tools = [t.name for t in at.job.tools.offered]
+        again = CompletionTurn(self._asked(at.job, self._said(repair_prompt(bad, tools))))
         again.parent = turn.assistant
         logger.info("{} called an undeclared tool {!r}; asking once more", at.seat.account.alias, bad.name[:64])
         found = await self._completion_events(at, again, [])
@@ -273,6 +316,10 @@ class _Attempt:
     org: str
     chat: ChatRecord
     job: ChatJob
+
+
+def _text(events: list[ReplyEvent]) -> str:
+    return "".join(e.text for e in events if isinstance(e, Text))
 
 
 class _Run:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..client_api import ApiRequest, ClientApi, validate
 from ..conversation import (
     Chat,
+    OutputFormat,
     Part,
     PastCall,
     TextPart,
@@ -17,6 +18,7 @@ from ..conversation import (
     effort_of,
     freeform_tool,
     media_part,
+    output_format,
     require_content,
 )
 from ..errors import InvalidRequest
@@ -58,6 +60,7 @@ class ChatCompletions(ClientApi[CompletionRequest]):
             web_search=req.web_search_options is not None,
             thinking=effort_of(req.reasoning_effort) is not None,
             effort=effort_of(req.reasoning_effort),
+            output=_output(req),
         )
         freeform = frozenset(t.custom.name for t in req.tools or [] if isinstance(t, CustomTool))
         return CompletionRequest(chat, body, bool(req.stream_options and req.stream_options.include_usage), freeform)
@@ -74,6 +77,18 @@ class ChatCompletions(ClientApi[CompletionRequest]):
             activity=self.activity,
             freeform=request.freeform,
         )
+
+
+def _output(req: ChatRequest) -> OutputFormat | None:
+    """`response_format` (json_object, json_schema) as the structured answer to check."""
+    fmt = req.response_format
+    if fmt is None:
+        return None
+    schema = fmt.json_schema.schema_ if fmt.json_schema else None
+    name = fmt.json_schema.name if fmt.json_schema else None
+    if fmt.type == "json_schema" and fmt.json_schema is None:
+        raise InvalidRequest("response_format.json_schema: required for type json_schema", param="response_format.json_schema")
+    return output_format(fmt.type, schema, name, "response_format.json_schema")
 
 
 def tool_plan(req: ChatRequest) -> ToolPlan | None:

@@ -115,10 +115,22 @@ class StreamOptions(_Wire):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Wire):
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Wire):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class ChatRequest(_Wire):
     model: str = Field(min_length=1, max_length=128)
     messages: list[Message] = Field(min_length=1)
     stream: StrictBool = False
+    response_format: ResponseFormat | None = None
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)

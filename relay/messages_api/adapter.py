@@ -11,6 +11,7 @@ from ..conversation import (
     Effort,
     FilePart,
     ImagePart,
+    OutputFormat,
     Part,
     PastCall,
     TextPart,
@@ -18,6 +19,7 @@ from ..conversation import (
     ToolSpec,
     Turn,
     decode_base64,
+    output_format,
     require_content,
 )
 from ..errors import InvalidRequest, RelayError
@@ -42,6 +44,7 @@ class Messages(ClientApi[ApiRequest]):
             thinking=req.thinking is not None and req.thinking.type != "disabled",
             effort=effort(req),
             web_search=web_search(req.tools),
+            output=_output(req),
         )
         return ApiRequest(chat, body)
 
@@ -58,6 +61,12 @@ class Messages(ClientApi[ApiRequest]):
         """A `count_tokens` request: the chat whose prompt would be counted."""
         req = validate(CountTokensRequest, body)
         return Chat(model=req.model, turns=to_turns(req), tools=tool_plan(req.tools, None))
+
+
+def _output(req: MessagesRequest) -> OutputFormat | None:
+    """`output_config.format` (json_schema) as the structured answer to check."""
+    fmt = req.output_config.format if req.output_config else None
+    return output_format(fmt.type, fmt.schema_, None, "output_config.format") if fmt else None
 
 
 def effort(req: MessagesRequest) -> Effort | None:

@@ -55,8 +55,14 @@ class ThinkingConfig(_Wire):
     budget_tokens: int | None = None
 
 
+class OutputFormatConfig(_Wire):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+
 class OutputConfig(_Wire):
     effort: Literal["low", "medium", "high", "max"] | None = None
+    format: OutputFormatConfig | None = None
 
 
 class CountTokensRequest(_Wire):

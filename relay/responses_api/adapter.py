@@ -13,6 +13,7 @@ from ..client_api import ApiRequest, ClientApi, Memory, validate
 from ..conversation import (
     Chat,
     FilePart,
+    OutputFormat,
     Part,
     PastCall,
     TextPart,
@@ -23,6 +24,7 @@ from ..conversation import (
     effort_of,
     freeform_tool,
     media_part,
+    output_format,
     require_content,
 )
 from ..errors import InvalidRequest, NotFound
@@ -57,11 +59,6 @@ class Responses(ClientApi[ResponsesCall]):
         assert isinstance(body, dict)
         if req.background:
             raise InvalidRequest("background: background responses are not supported; leave it false", param="background")
-        if req.text and req.text.format and req.text.format.type != "text":
-            raise InvalidRequest(
-                "text.format: claude.ai cannot guarantee structured output; use text and ask for JSON in the prompt",
-                param="text.format",
-            )
         raw = body["input"]
         items = [{"role": "user", "content": raw}] if isinstance(raw, str) else list(raw)
         wire_items: list[Item] = [Item(role="user", content=raw)] if isinstance(req.input, str) else list(req.input)
@@ -81,6 +78,7 @@ class Responses(ClientApi[ResponsesCall]):
             thinking=effort is not None,
             effort=effort,
             web_search=web_search(req.tools),
+            output=_output(req),
         )
         return ResponsesCall(chat, body, req, items, names, kinds)
 
@@ -171,6 +169,12 @@ def _read_again(request: ResponsesCall) -> None:
     require_content(turns, "input")
     at = 1 if request.req.instructions else 0
     request.chat.turns[at:] = turns
+
+
+def _output(req: ResponsesRequest) -> OutputFormat | None:
+    """`text.format` (json_object, json_schema) as the structured answer to check."""
+    fmt = req.text.format if req.text else None
+    return output_format(fmt.type, fmt.schema_, fmt.name, "text.format") if fmt else None
 
 
 def web_search(tools: list[Tool] | None) -> bool:

@@ -73,6 +73,9 @@ class Reasoning(_Wire):
 
 class TextFormat(_Wire):
     type: str = "text"
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
 
 
 class TextOptions(_Wire):

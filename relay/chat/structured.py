@@ -1,0 +1,76 @@
+"""Structured answers: the schema (or "a JSON object") as an instruction claude.ai's model follows,
+then the answer checked before the client sees it: JSON taken out of fences and prose, parsed and
+validated with jsonschema (Draft 2020-12). A first answer that fails gets one repair turn in the
+same chat; the validator's words tell the model what to fix."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+
+from ..conversation import OutputFormat
+from ..errors import InvalidRequest, UpstreamError
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+# What a valid answer is cut into for a streaming client, in characters.
+STREAM_PIECE = 64
+
+
+class OutputInvalid(UpstreamError):
+    """claude.ai's answer did not match the requested format, also after a repair turn."""
+
+    default_code = "output_invalid"
+
+
+def instruction(fmt: OutputFormat) -> str:
+    """What the model is told, after the conversation, for a structured answer."""
+    if fmt.schema is None:
+        return "Answer with only a JSON object: no other text, no code fences."
+    schema = json.dumps(fmt.schema, ensure_ascii=False)
+    return f"Answer with only a JSON object that matches this JSON Schema, with no other text and no code fences:\n{schema}"
+
+
+def check_schema(fmt: OutputFormat, field: str) -> None:
+    """A schema the validator cannot use is the client's mistake, said before anything is asked."""
+    if fmt.schema is not None:
+        try:
+            Draft202012Validator.check_schema(fmt.schema)
+        except SchemaError as exc:
+            raise InvalidRequest(f"{field}: not a valid JSON Schema: {exc.message}", param=field) from None
+
+
+def extract(text: str) -> Any:
+    """The JSON in an answer: the whole text, the inside of a code fence, or the outermost object."""
+    candidates = [text.strip(), *(m.strip() for m in _FENCE.findall(text))]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    raise ValueError("the answer is not JSON")
+
+
+def problem(text: str, fmt: OutputFormat) -> tuple[str | None, str]:
+    """(the JSON to answer with, "") when the answer matches, else (None, what is wrong)."""
+    try:
+        doc = extract(text)
+    except ValueError as exc:
+        return None, str(exc)
+    if fmt.schema is None:
+        if not isinstance(doc, dict):
+            return None, "the answer must be a JSON object"
+    elif (error := best_match(Draft202012Validator(fmt.schema).iter_errors(doc))) is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        return None, f"at {where}: {error.message[:300]}"
+    return json.dumps(doc, ensure_ascii=False), ""
+
+
+def repair_prompt(why: str, fmt: OutputFormat) -> str:
+    return f"That answer does not match the required format: {why}. {instruction(fmt)}"

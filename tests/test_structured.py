@@ -1,0 +1,97 @@
+"""Structured outputs on every API: the schema reaches claude.ai, the answer is checked (and
+repaired once) before the client sees it, and the SDKs' parse helpers get exactly the JSON."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+from pydantic import BaseModel
+
+from relay.demo import FakeClaude
+from tests.conftest import API_KEY, AUTH, MODEL, Relay, continues
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+class Trip(BaseModel):
+    destination: City
+    days: int
+    tags: list[str]
+
+
+def _asked(fake: FakeClaude, n: int = -1) -> str:
+    return str(fake.calls_named("completion")[n].body["prompt"])
+
+
+async def test_chat_completions_parse_gets_a_schema_valid_object(relay: Relay, fake: FakeClaude) -> None:
+    done = await relay.openai().chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": "Plan a trip"}], response_format=Trip
+    )
+    trip = done.choices[0].message.parsed
+    assert isinstance(trip, Trip) and isinstance(trip.destination, City)
+    assert json.loads(done.choices[0].message.content or "") == trip.model_dump()
+    assert '"population"' in _asked(fake) and "Answer with only a JSON object" in _asked(fake)  # the schema reached claude.ai
+
+
+async def test_responses_parse_and_json_object_mode(relay: Relay, fake: FakeClaude) -> None:
+    client = relay.openai()
+    done = await client.responses.parse(model=MODEL, input="Plan a trip", text_format=Trip)
+    assert isinstance(done.output_parsed, Trip) and json.loads(done.output_text) == done.output_parsed.model_dump()
+    plain = await client.responses.create(
+        model=MODEL, input="Any object [fake:fenced-json]", text={"format": {"type": "json_object"}}
+    )
+    assert json.loads(plain.output_text) == {"answer": "demo"}  # fences and prose taken away
+
+
+async def test_anthropic_output_format_json_schema(relay: Relay, fake: FakeClaude) -> None:
+    c = anthropic.AsyncAnthropic(base_url=relay.url, api_key=API_KEY, max_retries=0)
+    schema = City.model_json_schema()
+    done = await c.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "A city"}],
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+    )
+    await c.close()
+    assert [b.type for b in done.content] == ["text"] and City.model_validate_json(done.content[0].text)  # type: ignore[union-attr]
+
+
+async def test_an_invalid_first_answer_is_repaired_in_one_more_turn(relay: Relay, fake: FakeClaude) -> None:
+    client = relay.openai()
+    messages = [{"role": "user", "content": "Plan a trip [fake:invalid-json-once]"}]
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        stream=True,
+        response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": Trip.model_json_schema()}},  # type: ignore[arg-type]
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert Trip.model_validate_json(text)  # the client never saw the invalid first answer
+    calls = fake.calls_named("completion")
+    assert len(calls) == 2 and continues(fake) and "does not match the required format" in calls[1].body["prompt"]
+    async with aiohttp.ClientSession() as http, http.get(relay.url + "/metrics", headers=AUTH) as r:
+        assert 'relay_structured_outputs_total{outcome="repaired"} 1.0' in await r.text()
+
+
+async def test_a_twice_invalid_answer_is_a_clear_error(relay: Relay, fake: FakeClaude) -> None:
+    client = relay.openai()
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.chat.completions.parse(
+            model=MODEL, messages=[{"role": "user", "content": "Plan [fake:invalid-json-always]"}], response_format=Trip
+        )
+    assert info.value.status_code == 502 and info.value.code == "output_invalid"
+    assert "does not match the requested format" in info.value.message and len(fake.calls_named("completion")) == 2
+    with pytest.raises(openai.BadRequestError) as bad:
+        await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "objekt"}}},  # type: ignore[typeddict-item]
+        )
+    assert "not a valid JSON Schema" in bad.value.message
