@@ -85,6 +85,8 @@ class ToolSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     # Declared with defer_loading: offered only once the client has loaded it (a tool_reference).
     deferred: bool = False
+    # `strict: true`: a call's arguments are checked against `parameters` before the client sees it.
+    strict: bool = False
 
     def loaded_note(self) -> str:
         """The tool as a tool_reference loads it into the conversation: what the model needs to

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 # whole), and is never longer than MAX_MESSAGE in all.
 MAX_QUOTED = 64
 MAX_MESSAGE = 600
-_QUOTED = re.compile(rf"'([^']{{{MAX_QUOTED}}})[^']+'")
+# A quoted value opens after a non-word character (an apostrophe inside a word is no quote).
+_QUOTED = re.compile(rf"(?<!\w)'([^']{{{MAX_QUOTED}}})[^']+'")
 
 
 def shortened(message: str) -> str:

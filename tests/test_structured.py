@@ -95,3 +95,38 @@ async def test_a_twice_invalid_answer_is_a_clear_error(relay: Relay, fake: FakeC
             response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "objekt"}}},  # type: ignore[typeddict-item]
         )
     assert "not a valid JSON Schema" in bad.value.message
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+async def test_strict_tool_arguments_are_checked_and_repaired_once(relay: Relay, fake: FakeClaude) -> None:
+    wrong = {"name": "get_weather", "arguments": {"city": "Paris", "days": "three"}}
+    right = {"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}
+
+    def model(name: str, conversation: str) -> str:
+        call = right if "does not match the required format" in conversation else wrong
+        return f"<tool_call>{json.dumps(call)}</tool_call>"
+
+    fake.reply = model
+    client = relay.openai()
+    done = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Weather?"}], tools=[WEATHER])  # type: ignore[list-item]
+    call = done.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert json.loads(call.function.arguments) == {"city": "Paris", "days": 3}  # type: ignore[union-attr]
+    assert len(fake.calls_named("completion")) == 2 and "days" in _asked(fake)
+    fake.reply = lambda name, conversation: f"<tool_call>{json.dumps(wrong)}</tool_call>"
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Again?"}], tools=[WEATHER])  # type: ignore[list-item]
+    assert info.value.code == "output_invalid" and "at days" in info.value.message

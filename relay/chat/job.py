@@ -34,6 +34,12 @@ class ChatJob:
     output: OutputFormat | None = None  # a structured answer, checked before the client sees it
 
     @property
+    def checked(self) -> bool:
+        """The whole answer is checked before the client sees any of it: a structured answer, or
+        a strict tool's call."""
+        return self.output is not None or bool(self.tools and any(t.strict for t in self.tools.tools))
+
+    @property
     def prompt_tokens(self) -> int:
         """Estimated input tokens: the prompt and its text attachments."""
         return estimate_tokens(len(self.prompt.text) + sum(len(a.content) for a in self.prompt.attachments))

@@ -17,7 +17,7 @@ from ..claude.client import AccountApi, UpstreamClient
 from ..claude.failures import Failure, UpstreamFailure
 from ..claude.prompt import Prompt, RemoteImage, Upload, build_prompt
 from ..config import SessionSpec, Settings
-from ..conversation import Chat, OutputFormat, TextPart, Turn
+from ..conversation import Chat, TextPart, Turn
 from ..metrics import Metrics
 from ..pool.account import Account
 from ..pool.pool import AccountPool
@@ -119,7 +119,7 @@ class ChatService:
         transcript) wherever that is not possible.
         """
         source: Source = GuestSource(guest, self.upstream, self.orgs) if guest else self._pool_source(job.model)
-        buffered = buffered or job.output is not None  # checked whole before the client sees it
+        buffered = buffered or job.checked  # checked whole before the client sees it
         run = _Run(await self.sessions.find(job) if job.digests else None)
         tried: set[Account] = set()
         failures: Failures = []
@@ -185,8 +185,8 @@ class ChatService:
         try:
             batches = await self._answer_events(at, turn, uploads)
             head, more = await first_part(batches, buffered)
-            if job.output is not None:
-                head = await self._structured(at, turn, head, job.output)
+            if job.checked:
+                head = await self._checked(at, turn, head)
         except UpstreamFailure as failure:
             chat.unreachable = failure.kind in UNREACHABLE  # nothing was created, and it could not be deleted anyway
             raise
@@ -219,29 +219,42 @@ class ChatService:
         text = f"{prompt.text}\n\n{note}" if self.settings.no_role_prefix else f"{prompt.text}\n\nSystem: {note}"
         return Prompt(text, prompt.attachments, prompt.files)
 
-    async def _structured(
-        self, at: _Attempt, turn: CompletionTurn, head: list[ReplyEvent], fmt: OutputFormat
-    ) -> list[ReplyEvent]:
-        """A whole answer checked against the requested format; one repair turn in the same chat
-        when it fails; the answer becomes exactly the JSON (cut in pieces for streaming clients)."""
-        if any(isinstance(e, ToolCall) for e in head):
-            return head  # the model is calling tools, not answering yet
-        fixed, why = structured.problem(_text(head), fmt)
-        outcome = "valid"
-        if fixed is None:
-            logger.info("{}'s answer does not match the format ({}); asking once more", at.seat.account.alias, why)
-            again = CompletionTurn(self._said(structured.repair_prompt(why, fmt)))
+    async def _checked(self, at: _Attempt, turn: CompletionTurn, head: list[ReplyEvent]) -> list[ReplyEvent]:
+        """A whole answer checked before the client sees it (a structured answer, strict tools'
+        calls); one repair turn in the same chat when it fails; a structured answer becomes
+        exactly its JSON, cut in pieces for streaming clients."""
+        job = at.job
+        if why := self._problem(head, job):
+            logger.info("{}'s answer does not match ({}); asking once more", at.seat.account.alias, why)
+            again = CompletionTurn(self._said(structured.repair_prompt(why, job.output)))
             again.parent = turn.assistant
             head, _ = await first_part(await self._completion_events(at, again, []), True)
-            turn.assistant, outcome = again.assistant, "repaired"
-            fixed, why = structured.problem(_text(head), fmt)
-        if fixed is None:
-            self.metrics.structured_outputs.labels("failed").inc()
-            raise structured.OutputInvalid(f"claude.ai's answer does not match the requested format {fmt.name!r}, twice: {why}")
-        self.metrics.structured_outputs.labels(outcome).inc()
+            turn.assistant = again.assistant
+            if why := self._problem(head, job):
+                self.metrics.structured_outputs.labels("failed").inc()
+                raise structured.OutputInvalid(f"claude.ai's answer does not match the requested format, twice: {why}")
+            self.metrics.structured_outputs.labels("repaired").inc()
+        else:
+            self.metrics.structured_outputs.labels("valid").inc()
+        if job.output is None or any(isinstance(e, ToolCall) for e in head):
+            return head
+        fixed, _ = structured.problem(_text(head), job.output)
+        assert fixed is not None
         finish = next((e for e in head if isinstance(e, Finish)), Finish("end_turn"))
         pieces = [Text(fixed[i : i + structured.STREAM_PIECE]) for i in range(0, len(fixed), structured.STREAM_PIECE)]
         return [*(e for e in head if isinstance(e, Thinking)), *pieces, finish]
+
+    @staticmethod
+    def _problem(head: list[ReplyEvent], job: ChatJob) -> str:
+        """What is wrong with an answer: a strict tool's call, or (with no call) the structured answer."""
+        calls = [e for e in head if isinstance(e, ToolCall)]
+        tools = {t.name: t for t in job.tools.tools} if job.tools else {}
+        for call in calls:
+            if (tool := tools.get(call.name)) is not None and tool.strict and (why := structured.call_problem(call, tool)):
+                return why
+        if calls or job.output is None:
+            return ""
+        return structured.problem(_text(head), job.output)[1]
 
     async def _keep(self, ticket: SessionTicket, chat: ChatRecord, turn: CompletionTurn) -> None:
         chat.kept = True  # the session keeps it: deleted once idle, not now

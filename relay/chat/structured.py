@@ -12,8 +12,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
-from ..conversation import OutputFormat
+from ..conversation import OutputFormat, ToolSpec
 from ..errors import InvalidRequest, UpstreamError
+from ..reply import ToolCall
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 # What a valid answer is cut into for a streaming client, in characters.
@@ -72,5 +73,16 @@ def problem(text: str, fmt: OutputFormat) -> tuple[str | None, str]:
     return json.dumps(doc, ensure_ascii=False), ""
 
 
-def repair_prompt(why: str, fmt: OutputFormat) -> str:
+def call_problem(call: ToolCall, tool: ToolSpec) -> str:
+    """What is wrong with a strict tool's call (its arguments against the tool's schema), or ""."""
+    error = best_match(Draft202012Validator(tool.parameters).iter_errors(json.loads(call.arguments)))
+    if error is None:
+        return ""
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"the call to {tool.name} has invalid arguments at {where}: {error.message[:300]}"
+
+
+def repair_prompt(why: str, fmt: OutputFormat | None) -> str:
+    if fmt is None:
+        return f"That answer does not match the required format: {why}. Call the tool again with arguments that match its schema."
     return f"That answer does not match the required format: {why}. {instruction(fmt)}"

@@ -96,7 +96,7 @@ def tool_plan(req: ChatRequest) -> ToolPlan | None:
     if not req.tools:
         return None
     specs = tuple(
-        ToolSpec(t.function.name, t.function.description or "", t.function.parameters)
+        ToolSpec(t.function.name, t.function.description or "", t.function.parameters, strict=bool(t.function.strict))
         if isinstance(t, Tool)
         else freeform_tool(t.custom.name, t.custom.description or "", t.custom.format)
         for t in req.tools

@@ -82,6 +82,7 @@ class FunctionDef(_Wire):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     description: str | None = None
     parameters: dict[str, Any] = {}
+    strict: bool | None = None
 
 
 class Tool(_Wire):

@@ -103,7 +103,7 @@ def tool_plan(
     """Anthropic `tools` / `tool_choice` as a ToolPlan (server tools such as web search are not
     offered); `defer_loading` tools are offered once `loaded`."""
     specs = tuple(
-        ToolSpec(t.name, t.description or "", t.input_schema, deferred=bool(t.defer_loading))
+        ToolSpec(t.name, t.description or "", t.input_schema, deferred=bool(t.defer_loading), strict=bool(t.strict))
         for t in tools or []
         if not t.type or t.type == "custom"
     )

@@ -38,6 +38,7 @@ class AnthropicTool(_Wire):
     description: str | None = None
     input_schema: dict[str, Any] = {}
     type: str | None = None
+    strict: bool | None = None
     defer_loading: bool | None = None  # loaded later through tool search (Claude Code's ToolSearch)
     # Server tools (web_search_*): the limits a client may set.
     max_uses: int | None = Field(default=None, ge=1)

@@ -200,7 +200,7 @@ def tool_plan(req: ResponsesRequest) -> tuple[ToolPlan | None, dict[str, tuple[s
 
     def add(tool: Tool | Any, namespace: str | None) -> None:
         offered = f"{namespace}.{tool.name}" if namespace else str(tool.name)
-        specs.append(ToolSpec(offered, tool.description or "", tool.parameters or {}))
+        specs.append(ToolSpec(offered, tool.description or "", tool.parameters or {}, strict=bool(tool.strict)))
         names[offered] = (namespace, str(tool.name))
 
     for tool in req.tools or []:

@@ -45,6 +45,7 @@ class FunctionTool(_Wire):
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class Tool(_Wire):
@@ -58,6 +59,7 @@ class Tool(_Wire):
     external_web_access: bool | None = None  # web_search
     filters: dict[str, Any] | None = None  # web_search
     format: dict[str, Any] | None = None  # custom: the input's grammar or "text"
+    strict: bool | None = None  # function: check the arguments against the parameters
     execution: str | None = None  # tool_search: "client" when the client runs it
 
 
