@@ -3,7 +3,10 @@ repaired once) before the client sees it, and the SDKs' parse helpers get exactl
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+from pathlib import Path
 
 import aiohttp
 import anthropic
@@ -130,3 +133,24 @@ async def test_strict_tool_arguments_are_checked_and_repaired_once(relay: Relay,
     with pytest.raises(openai.APIStatusError) as info:
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Again?"}], tools=[WEATHER])  # type: ignore[list-item]
     assert info.value.code == "output_invalid" and "at days" in info.value.message
+
+
+NODE_TOOLS = os.environ.get("RELAY_NODE_TOOLS", "")
+
+
+@pytest.mark.skipif(
+    not NODE_TOOLS and not os.environ.get("CI"), reason="set RELAY_NODE_TOOLS to a folder with the AI SDK installed"
+)
+async def test_the_ai_sdks_generate_object_and_stream_object(relay: Relay, fake: FakeClaude, tmp_path: Path) -> None:
+    assert (Path(NODE_TOOLS) / "node_modules" / "ai").is_dir(), "CI must install the AI SDK (ai, @ai-sdk/openai, zod)"
+    (tmp_path / "node_modules").symlink_to(Path(NODE_TOOLS) / "node_modules")
+    script = tmp_path / "object.mjs"
+    script.write_text((Path(__file__).parent / "ai_sdk_object.mjs").read_text())
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(script), relay.url + "/v1", API_KEY, MODEL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    objects = json.loads(out.decode().strip().splitlines()[-1])
+    for api in ("responses", "chat", "stream"):  # generateObject over both APIs, streamObject
+        assert set(objects[api]) == {"name", "population", "tags"} and isinstance(objects[api]["population"], int)
