@@ -154,3 +154,28 @@ async def test_the_ai_sdks_generate_object_and_stream_object(relay: Relay, fake:
     objects = json.loads(out.decode().strip().splitlines()[-1])
     for api in ("responses", "chat", "stream"):  # generateObject over both APIs, streamObject
         assert set(objects[api]) == {"name", "population", "tags"} and isinstance(objects[api]["population"], int)
+
+
+# LangChain's stream of parsed objects trips a pydantic serializer warning inside the openai SDK.
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+async def test_langchain_with_structured_output_json_schema(relay: Relay, fake: FakeClaude) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=relay.url + "/v1", api_key=API_KEY, model=MODEL, max_retries=0)  # type: ignore[arg-type]
+    trip = await llm.with_structured_output(Trip, method="json_schema").ainvoke("Plan a trip")
+    assert isinstance(trip, Trip) and '"destination"' in _asked(fake)
+    streamed = [part async for part in llm.with_structured_output(City, method="json_schema").astream("A city")]
+    assert isinstance(streamed[-1], City)
+    await llm.root_async_client.close()  # type: ignore[union-attr]
+
+
+async def test_pydantic_ai_native_output_over_chat_and_responses(relay: Relay, fake: FakeClaude) -> None:
+    from pydantic_ai import Agent, NativeOutput
+    from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider(base_url=relay.url + "/v1", api_key=API_KEY)
+    for model in (OpenAIChatModel(MODEL, provider=provider), OpenAIResponsesModel(MODEL, provider=provider)):
+        result = await Agent(model, output_type=NativeOutput(Trip)).run("Plan a trip")
+        assert isinstance(result.output, Trip)
+    await provider.client.close()
