@@ -179,3 +179,26 @@ async def test_pydantic_ai_native_output_over_chat_and_responses(relay: Relay, f
         result = await Agent(model, output_type=NativeOutput(Trip)).run("Plan a trip")
         assert isinstance(result.output, Trip)
     await provider.client.close()
+
+
+LIBRARIES_PYTHON = os.environ.get("RELAY_LIBRARIES_PYTHON", "")
+
+
+@pytest.mark.skipif(not LIBRARIES_PYTHON and not os.environ.get("CI"), reason="set RELAY_LIBRARIES_PYTHON (see .ci/run)")
+async def test_the_agents_sdk_instructor_litellm_and_llm(relay: Relay, fake: FakeClaude) -> None:
+    assert LIBRARIES_PYTHON, "CI must provide a venv with openai-agents, instructor, litellm and llm"
+    script = Path(__file__).parent / "structured_libraries.py"
+    proc = await asyncio.create_subprocess_exec(
+        LIBRARIES_PYTHON,
+        str(script),
+        relay.url + "/v1",
+        API_KEY,
+        MODEL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    for result in (got["agents"]["chat"], got["agents"]["responses"], *got["instructor"].values(), got["litellm"], got["llm"]):
+        assert City.model_validate(result)

@@ -212,8 +212,9 @@ class ChatService:
         )
 
     def _asked(self, job: ChatJob, prompt: Prompt) -> Prompt:
-        """The prompt as sent: for a structured answer, the format is said after the conversation."""
-        if job.output is None:
+        """The prompt as sent: for a structured answer, the format is said after the conversation
+        (not when a tool call is demanded: then the answer is that call)."""
+        if job.output is None or (job.tools is not None and job.tools.choice == "required"):
             return prompt
         note = structured.instruction(job.output)
         text = f"{prompt.text}\n\n{note}" if self.settings.no_role_prefix else f"{prompt.text}\n\nSystem: {note}"
