@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -264,27 +265,8 @@ async def test_codex_cli_answers_through_the_relay(relay: Relay, fake, tmp_path)
         if "[tool result (" in prompt
         else '<tool_call>{"name": "exec_command", "arguments": {"cmd": "echo relay-codex-ok"}}</tool_call>'
     )
-    home = tmp_path / "codex-home"
-    home.mkdir()
-    (home / "config.toml").write_text(
-        f'model = "{MODEL}"\nmodel_provider = "relay"\n\n[model_providers.relay]\nname = "relay"\n'
-        f'base_url = "{relay.url}/v1"\nenv_key = "RELAY_API_KEY"\nwire_api = "responses"\n'
-    )
-    env = {**os.environ, "CODEX_HOME": str(home), "HOME": str(tmp_path), "RELAY_API_KEY": API_KEY}
-    proc = await asyncio.create_subprocess_exec(
-        CODEX,
-        "exec",
-        "--skip-git-repo-check",
-        "Run the greeting.",
-        env=env,
-        cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    assert "The command said hello." in out.decode()
+    out = await _codex(relay.url, tmp_path, MODEL, tmp_path, "Run the greeting.")
+    assert "The command said hello." in out
     prompts = [c.body["prompt"] for c in fake.calls_named("completion")]
     assert "Run the greeting." in prompts[0] and "relay-codex-ok" in prompts[-1]
     # One chat for the whole Codex session: each later turn continued it.
@@ -304,31 +286,27 @@ async def test_codex_cli_patches_a_file_with_apply_patch(make_relay: RelayFactor
         return f"<tool_call>{json.dumps(call)}</tool_call>"
 
     fake.reply = reply
-    home = tmp_path / "codex-home"
-    home.mkdir()
-    (home / "config.toml").write_text(
-        'model = "gpt-5.5"\nmodel_provider = "relay"\n\n[model_providers.relay]\nname = "relay"\n'
-        f'base_url = "{relay.url}/v1"\nenv_key = "RELAY_API_KEY"\nwire_api = "responses"\n'
-    )
     work = tmp_path / "work"
     work.mkdir()
-    env = {**os.environ, "CODEX_HOME": str(home), "HOME": str(tmp_path), "RELAY_API_KEY": API_KEY}
-    proc = await asyncio.create_subprocess_exec(
-        CODEX,
-        "exec",
-        "--skip-git-repo-check",
-        "--sandbox",
-        "workspace-write",
-        "Create hello.txt.",
-        env=env,
-        cwd=work,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    out = await _codex(relay.url, tmp_path, "gpt-5.5", work, "--sandbox", "workspace-write", "Create hello.txt.")
     first = fake.calls_named("completion")[0].body
     assert "apply_patch" in first["prompt"] and first["model"] == "claude-opus-5-5"
     assert (work / "hello.txt").read_text() == "hello from relay\n"
-    assert "Wrote hello.txt." in out.decode()
+    assert "Wrote hello.txt." in out
+
+
+async def _codex(relay_url: str, tmp_path: Path, model: str, work: Path, *args: str) -> str:
+    """`codex exec ARGS` in `work` with relay as its provider; its output (fails the test on an error)."""
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'model = "{model}"\nmodel_provider = "relay"\n\n[model_providers.relay]\nname = "relay"\n'
+        f'base_url = "{relay_url}/v1"\nenv_key = "RELAY_API_KEY"\nwire_api = "responses"\n'
+    )
+    env = {**os.environ, "CODEX_HOME": str(home), "HOME": str(tmp_path), "RELAY_API_KEY": API_KEY}
+    pipes = {"stdout": asyncio.subprocess.PIPE, "stderr": asyncio.subprocess.PIPE, "stdin": asyncio.subprocess.DEVNULL}
+    assert CODEX
+    proc = await asyncio.create_subprocess_exec(CODEX, "exec", "--skip-git-repo-check", *args, env=env, cwd=work, **pipes)  # type: ignore[arg-type]
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out.decode()
