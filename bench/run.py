@@ -381,8 +381,8 @@ async def main(quick: bool, only: list[int]) -> int:
         for proc in (relay, fake):
             proc.terminate()
             proc.wait(timeout=30)
-    cpu = platform.processor() or platform.machine()
-    machine = f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()}"
+    processor = platform.processor() or platform.machine()
+    machine = f"{os.cpu_count()} cores, {processor}, Python {platform.python_version()}, {platform.system()}"
     report = [
         "# Benchmark results",
         "",
