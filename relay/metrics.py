@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .claude.drift import DRIFT
 from .pool.account import State
 from .pool.client_keys import ClientKey
 from .pool.pool import AccountPool
@@ -63,6 +64,14 @@ class _Live(Collector):
             tokens.add_metric([key.name, "out"], key.tokens_out)
         yield requests
         yield tokens
+        unknown = CounterMetricFamily(
+            "relay_upstream_unknown",
+            "Event, content-block, delta and error types claude.ai sent that relay does not know",
+            labels=["kind", "type"],
+        )
+        for entry in DRIFT.entries():
+            unknown.add_metric([entry.kind, entry.name], entry.count)
+        yield unknown
         streams = GaugeMetricFamily("relay_streams_open", "Client streams open")
         streams.add_metric([], self._streams())
         yield streams

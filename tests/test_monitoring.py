@@ -119,6 +119,8 @@ async def test_status_page_in_a_real_browser(make_relay: RelayFactory, fake) -> 
     from playwright.async_api import async_playwright
 
     fake.script(session_key(2), "invalid")
+    for n in (1, 3):
+        fake.script(session_key(n), "drift")  # claude.ai sends a block type relay does not know
     relay = await make_relay()
     await eventually(lambda: relay.pool.accounts[1].state is State.INVALID)
     await relay.openai().chat.completions.create(model="claude-sonnet-4-6", messages=HI)
@@ -143,6 +145,8 @@ async def test_status_page_in_a_real_browser(make_relay: RelayFactory, fake) -> 
             assert "invalid" in rows[1] and "active" in rows[0]
             assert "sk-ant-sid01-...02AA" in rows[1]
             assert await page.locator("#url-openai").inner_text() == relay.url + "/v1"
+            await page.wait_for_selector("#drift", state="visible")
+            assert "canvas_delta" in await page.locator("#drift-rows").inner_text()
             dom = await page.content()
             for n in (1, 2, 3):
                 assert session_key(n) not in dom
@@ -150,3 +154,32 @@ async def test_status_page_in_a_real_browser(make_relay: RelayFactory, fake) -> 
             await page.screenshot(path="/tmp/relay-status.png", full_page=True)
         finally:
             await browser.close()
+
+
+async def test_what_claude_ai_sends_that_relay_does_not_know_is_counted_and_logged_once(
+    make_relay: RelayFactory,
+    fake,
+    json_logs: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+) -> None:
+    fake.script(session_key(1), "drift", text="still answered")
+    relay = await make_relay(sessions=session_key(1))
+    unknown = ("relay_upstream_unknown_total", "event", "message_annotation")
+    before = _value(_samples((await _get(relay, "/metrics", AUTH))[1]), unknown[0], kind=unknown[1], type=unknown[2])
+    for _ in range(2):
+        answer = await relay.openai().chat.completions.create(model="claude-sonnet-4-6", messages=HI)
+        assert answer.choices[0].message.content == "still answered"
+    fake.script(session_key(1), "new_error")
+    with pytest.raises(openai.APIStatusError):
+        await relay.openai().chat.completions.create(model="claude-sonnet-4-6", messages=HI)
+    samples = _samples((await _get(relay, "/metrics", AUTH))[1])
+    assert _value(samples, unknown[0], kind=unknown[1], type=unknown[2]) == before + 2  # counted per process
+    assert _value(samples, "relay_upstream_unknown_total", kind="content_block", type="canvas") >= 2
+    assert _value(samples, "relay_upstream_unknown_total", kind="delta", type="canvas_delta") >= 2
+    assert _value(samples, "relay_upstream_unknown_total", kind="error", type="conversation_locked_error") >= 1
+    stats = json.loads((await _get(relay, "/stats", AUTH))[1])
+    seen = {(u["kind"], u["type"]): u for u in stats["upstream_unknown"]}
+    assert seen[("event", "message_annotation")]["first_seen"] <= stats["now"]
+    lines = [json.loads(line)["message"] for line in json_logs.readouterr().err.splitlines() if "unknown" in line]
+    about_event = [line for line in lines if "'message_annotation'" in line]
+    assert len(about_event) == (0 if before else 1)  # the first of its type only
+    assert all("sk-ant-sid01-LeakedFromUpstream" not in line for line in lines)

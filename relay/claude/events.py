@@ -16,6 +16,7 @@ from loguru import logger
 
 from ..reply import Cite, Finish, LimitReached, QuotaSeen, ReplyEvent, Text, Thinking, ToolActivity, ToolCall, ToolOutcome
 from ..sse import SSEEvent, blocks
+from .drift import DRIFT, KNOWN_BLOCKS, KNOWN_DELTAS, KNOWN_EVENTS
 from .failures import classify_stream_error
 from .webapi import parse_windows
 
@@ -233,8 +234,8 @@ class EventReader:
             raise classify_stream_error(str(err.get("type") or ""), str(err.get("message") or ""))
         if "completion" in data:  # legacy rendering: every event carries a text chunk
             return self._legacy(data)
-        if kind not in ("message_start", "ping"):
-            logger.debug("ignoring upstream event {}", kind)
+        if kind not in KNOWN_EVENTS:
+            DRIFT.note("event", str(kind), event.data.decode("utf-8", "replace"))
         return []
 
     def _start(self, data: dict[str, Any]) -> list[ReplyEvent]:
@@ -244,6 +245,8 @@ class EventReader:
         opened = self._blocks[_index(data, len(self._blocks))] = _Block(
             kind, str(block.get("name", "")), str(block.get("id", ""))
         )
+        if kind not in KNOWN_BLOCKS:
+            DRIFT.note("content_block", kind, json.dumps(block))
         if kind == "text" and block.get("text"):
             return [Text(str(block["text"]))]
         if kind == "tool_result":
@@ -276,6 +279,8 @@ class EventReader:
                 return [Cite(str(cite["uuid"]), cite["url"], str(cite.get("title") or ""))]
         if kind == "citation_end_delta" and delta.get("citation_uuid"):
             return [Cite(str(delta["citation_uuid"]))]
+        if kind not in KNOWN_DELTAS:
+            DRIFT.note("delta", str(kind or ""), json.dumps(delta))
         return []
 
     def _thinking(self, index: int, kind: str, delta: dict[str, Any]) -> list[ReplyEvent]:

@@ -12,6 +12,8 @@ from typing import Any
 
 from loguru import logger
 
+from .drift import DRIFT, KNOWN_ERRORS, SAMPLE_CHARS
+
 # Without a reset time in a 429 we still must not hammer the account; claude.ai windows are hours long.
 DEFAULT_RATE_LIMIT_SECONDS = 3600.0
 # A Cloudflare challenge is about the IP or fingerprint and often clears in minutes.
@@ -136,7 +138,11 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float
         return UpstreamFailure(Failure.CLOUDFLARE, "claude.ai redirected the request (Cloudflare challenge)", status=status)
     if lower.get("cf-mitigated", "").lower() == "challenge" or _looks_like_html(body, lower):
         return UpstreamFailure(Failure.CLOUDFLARE, "claude.ai answered with a Cloudflare challenge page", status=status)
-    err_type, message = _error_fields(_json(body))
+    doc = _json(body)
+    err_type, message = _error_fields(doc)
+    if err_type not in KNOWN_ERRORS:
+        shape = err_type or f"http {status} " + ("without an error type" if doc is not None else "not JSON")
+        DRIFT.note("error", shape, body[:SAMPLE_CHARS].decode("utf-8", "replace"))
     text = message.lower()
     if status == 429 or err_type == "rate_limit_error":
         return UpstreamFailure(
@@ -159,6 +165,8 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float
 
 def classify_stream_error(err_type: str, message: str) -> UpstreamFailure:
     """An `error` event inside the completion stream."""
+    if err_type not in KNOWN_ERRORS:
+        DRIFT.note("error", err_type or "stream error without a type", message)
     text = f"{err_type} {message}".lower()
     if "rate_limit" in text or "exceeded_limit" in text:
         return UpstreamFailure(

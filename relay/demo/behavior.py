@@ -58,6 +58,8 @@ MODES = (
     "reset",  # resets the connection before answering
     "garbage",  # answers 200 with an event stream of junk, then closes
     "unavailable",  # 503 with a plain-text body
+    "drift",  # a normal answer with an event, a content block and a delta type relay does not know
+    "new_error",  # 400 with an error type relay does not know
 )
 
 

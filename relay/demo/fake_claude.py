@@ -150,6 +150,8 @@ class FakeClaude:
             return web.Response(status=403, body=CLOUDFLARE_PAGE, content_type="text/html", headers={"cf-mitigated": "challenge"})
         if mode == "server_error":
             return _error(500, "api_error", "Internal server error")
+        if mode == "new_error":
+            return _error(400, "conversation_locked_error", "This conversation is locked.")
         if mode == "unavailable":
             return web.Response(status=503, text="upstream connect error or disconnect/reset before headers")
         return None

@@ -58,6 +58,8 @@ async def write_answer(resp: web.StreamResponse, plan: AnswerPlan) -> None:
     if behavior.mode == "garbage":
         await resp.write(b"\x00\xff junk\ndata: {not json\n\nevent: what\ndata: [1, 2]\n\n: more\n")
         return
+    if behavior.mode == "drift":
+        await _drift(resp)
     index, text = await _before_text(resp, plan)
     if not await _text(resp, plan, index, text):
         return
@@ -72,6 +74,16 @@ async def write_answer(resp: web.StreamResponse, plan: AnswerPlan) -> None:
         limit = {"type": "exceeded_limit", "resetsAt": math.ceil(behavior.resets_at or time.time() + 3600), "remaining": 0}
     await resp.write(sse("message_limit", {"type": "message_limit", "message_limit": limit}))
     await resp.write(sse("message_stop", {"type": "message_stop"}))
+
+
+async def _drift(resp: web.StreamResponse) -> None:
+    """Shapes a later claude.ai might send: a new event, a new block type with a new delta."""
+    note = {"type": "message_annotation", "note": "sessionKey=sk-ant-sid01-LeakedFromUpstream_0123456789"}
+    await resp.write(sse("message_annotation", note))
+    await resp.write(sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "canvas"}}))
+    delta = {"type": "canvas_delta", "ops": [{"op": "draw"}]}
+    await resp.write(sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
+    await resp.write(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
 
 
 async def _before_text(resp: web.StreamResponse, plan: AnswerPlan) -> tuple[int, str]:

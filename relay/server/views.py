@@ -9,6 +9,7 @@ from importlib import resources
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..claude.drift import DRIFT
 from ..config import THINK_SUFFIX, ConfigError
 from ..errors import InvalidRequest
 from .keys import client_keys_key, metrics_key, pool_key, reload_key, service_key, settings_key
@@ -134,6 +135,7 @@ async def stats(request: web.Request) -> web.Response:
             "metrics": m.snapshot(),
             "accounts": [a.view() for a in accounts],
             "keys": [k.view() for k in request.app[client_keys_key].keys],
+            "upstream_unknown": [u.view() for u in DRIFT.entries()],
         }
     )
 
