@@ -1,4 +1,4 @@
-"""Command line: `relay` / `python -m relay` [--demo] [--insecure-no-auth] [--env-file PATH]."""
+"""Command line: `relay` / `python -m relay` [check [--complete]] [--demo] [--insecure-no-auth] [--env-file PATH]."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ SHUTDOWN_TIMEOUT = 5.0
 
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="relay", description="OpenAI/Anthropic API over claude.ai web accounts")
+    parser.add_argument(
+        "command", nargs="?", choices=["check"], help="check: ask claude.ai about every account, print a verdict each, and exit"
+    )
+    parser.add_argument("--complete", action="store_true", help="check: also have each account answer one word")
     parser.add_argument("--demo", action="store_true", help="serve from a built-in fake claude.ai (no account needed)")
     parser.add_argument("--insecure-no-auth", action="store_true", help="allow an empty APIKEY (anyone can use the pool)")
     parser.add_argument("--env-file", default=".env", help="settings file read after the environment (default .env)")
@@ -49,7 +53,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.env_file)
     if not settings.sessions:
         _fail("SESSIONS: is empty; set it to a comma list of claude.ai sessionKey cookies (or try `relay --demo`)")
-    if not settings.apikey.get_secret_value() and not args.insecure_no_auth:
+    if not settings.apikey.get_secret_value() and not args.insecure_no_auth and args.command != "check":
         _fail(
             "APIKEY: is empty, so anyone who can reach the relay could use your accounts. "
             "Set APIKEY, or pass --insecure-no-auth if the relay is only reachable by you."
@@ -72,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.proxy and (password := urlsplit(settings.proxy).password):
         secrets.append(password)
     configure_logging(settings.log_level, secrets, settings.log_format)
+    if args.command == "check":
+        from .check import run_check
+
+        raise SystemExit(asyncio.run(run_check(settings, demo=args.demo, complete=args.complete)))
     if args.demo:
         print(f"relay demo: fake claude.ai upstream, API key {settings.apikey.get_secret_value()!r}", file=sys.stderr)
         print(

@@ -324,6 +324,10 @@ class AccountApi:
         return answer
 
     async def discover_org(self) -> str:
+        return str((await self.organization())["uuid"])
+
+    async def organization(self) -> dict[str, Any]:
+        """The organization relay chats through, as claude.ai describes it."""
         answer = await self._call("GET", webapi.orgs_path())
         return webapi.choose_org(answer.status, answer.headers, answer.body)
 

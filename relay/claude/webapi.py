@@ -102,8 +102,9 @@ def usage_windows(status: int, headers: dict[str, str], body: bytes) -> dict[str
     return parse_windows(doc, percent=True)
 
 
-def choose_org(status: int, headers: dict[str, str], body: bytes) -> str:
-    """The chat-capable organization with the most capabilities, or a classified failure."""
+def choose_org(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """The chat-capable organization with the most capabilities (its record as claude.ai gives it),
+    or a classified failure."""
     try:
         orgs = json.loads(body) if status == 200 else None
     except ValueError:
@@ -118,7 +119,13 @@ def choose_org(status: int, headers: dict[str, str], body: bytes) -> str:
     banned = org_flag_failure(best.get("active_flags"))
     if banned:
         raise banned
-    return str(best["uuid"])
+    return best
+
+
+def plan_of(org: dict[str, Any]) -> str:
+    """The account's plan as its organization's capabilities say (claude_max, claude_pro, ...)."""
+    paid = sorted(str(c).removeprefix("claude_") for c in org.get("capabilities") or [] if str(c).startswith("claude_"))
+    return ", ".join(paid) or "free"
 
 
 def conversation_body(conv: str, model: str | None, temporary: bool = False) -> dict[str, Any]:

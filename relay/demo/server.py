@@ -12,15 +12,18 @@ from .fake_claude import FakeClaude
 DEMO_CHUNK_DELAY = 0.03
 
 
+async def start_fake() -> tuple[web.AppRunner, str]:
+    """The fake claude.ai on a free loopback port; (its runner, its origin)."""
+    runner = web.AppRunner(FakeClaude(chunk_delay=DEMO_CHUNK_DELAY).app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 async def demo_app(settings: Settings) -> web.Application:
     """Start the fake upstream, then build the relay pointed at it; both stop together."""
-    fake = FakeClaude(chunk_delay=DEMO_CHUNK_DELAY)
-    runner = web.AppRunner(fake.app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    relay_settings = settings.model_copy(update={"claude_base_url": f"http://127.0.0.1:{port}"})
+    runner, url = await start_fake()
+    relay_settings = settings.model_copy(update={"claude_base_url": url})
     app = create_app(relay_settings, reload_sessions=lambda: settings.sessions)
 
     async def stop_fake(_: web.Application) -> None:
