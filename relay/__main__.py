@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from .config import ConfigError, Settings, load_settings
-from .demo.server import demo_app
+from .demo.server import demo_app, start_fake
 from .logs import configure_logging
 from .server.app import create_app
 from .server.serve import serve
@@ -77,9 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         secrets.append(password)
     configure_logging(settings.log_level, secrets, settings.log_format)
     if args.command == "check":
-        from .check import run_check
-
-        raise SystemExit(asyncio.run(run_check(settings, demo=args.demo, complete=args.complete)))
+        raise SystemExit(asyncio.run(_check(settings, args)))
     if args.demo:
         print(f"relay demo: fake claude.ai upstream, API key {settings.apikey.get_secret_value()!r}", file=sys.stderr)
         print(
@@ -92,6 +90,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(_serve(settings, args))
     except ConfigError as exc:  # e.g. a curl_cffi without the internals relay needs
         _fail(str(exc))
+
+
+async def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from .chat.check import run_check
+
+    if not args.demo:
+        return await run_check(settings, complete=args.complete)
+    fake, url = await start_fake()
+    try:
+        return await run_check(settings.model_copy(update={"claude_base_url": url}), complete=args.complete)
+    finally:
+        await fake.cleanup()
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> None:

@@ -16,9 +16,10 @@ from curl_cffi.requests import AsyncSession, Response
 from curl_cffi.requests.exceptions import RequestException, Timeout
 from loguru import logger
 
+from ..config import Settings
 from ..reply import ReplyEvent, Window
 from ..sse import SSEDecoder
-from . import webapi
+from . import curl, webapi
 from .curl import CurlStream, body_chunks
 from .events import EventReader
 from .failures import Failure, UpstreamFailure, classify
@@ -40,6 +41,21 @@ class UpstreamConfig:
     max_connections: int
     # Sessions for callers' own keys (mirror mode) are kept in a bounded LRU.
     max_guest_sessions: int = 32
+
+
+def upstream_client(settings: Settings) -> UpstreamClient:
+    """The client the settings describe, once curl_cffi is known to have what relay relies on."""
+    curl.require_internals()
+    curl.shrink_ws_buffer()
+    return UpstreamClient(
+        UpstreamConfig(
+            base_url=settings.claude_base_url,
+            proxy=settings.proxy,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_connections=settings.upstream_max_connections,
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)

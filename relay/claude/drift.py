@@ -6,8 +6,10 @@ The record is per process, like the upstream it watches."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from loguru import logger
 
@@ -35,9 +37,9 @@ class Drift:
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], Unknown] = {}
 
-    def note(self, kind: str, name: str, sample: str) -> None:
+    def note(self, kind: str, name: str, sample: bytes | str | dict[str, Any]) -> None:
         """Count one unknown shape; the first of each type is logged with its body cut short (the
-        log sink removes secrets)."""
+        log sink removes secrets). The body is turned into text only for that one line."""
         name = name[:MAX_NAME] or "(none)"
         seen = self._seen.get((kind, name))
         if seen is not None:
@@ -46,6 +48,10 @@ class Drift:
         if len(self._seen) >= MAX_TYPES:
             return
         self._seen[(kind, name)] = Unknown(kind, name, 1, time.time())
+        if isinstance(sample, bytes):
+            sample = sample[: SAMPLE_CHARS * 4].decode("utf-8", "replace")
+        elif isinstance(sample, dict):
+            sample = json.dumps(sample, ensure_ascii=False)
         cut = sample if len(sample) <= SAMPLE_CHARS else sample[:SAMPLE_CHARS] + "…"
         logger.warning("claude.ai sent an unknown {} type {!r} (first seen; please report): {}", kind, name, cut)
 

@@ -235,7 +235,7 @@ class EventReader:
         if "completion" in data:  # legacy rendering: every event carries a text chunk
             return self._legacy(data)
         if kind not in KNOWN_EVENTS:
-            DRIFT.note("event", str(kind), event.data.decode("utf-8", "replace"))
+            DRIFT.note("event", str(kind), event.data)
         return []
 
     def _start(self, data: dict[str, Any]) -> list[ReplyEvent]:
@@ -246,7 +246,7 @@ class EventReader:
             kind, str(block.get("name", "")), str(block.get("id", ""))
         )
         if kind not in KNOWN_BLOCKS:
-            DRIFT.note("content_block", kind, json.dumps(block))
+            DRIFT.note("content_block", kind, block)
         if kind == "text" and block.get("text"):
             return [Text(str(block["text"]))]
         if kind == "tool_result":
@@ -280,7 +280,7 @@ class EventReader:
         if kind == "citation_end_delta" and delta.get("citation_uuid"):
             return [Cite(str(delta["citation_uuid"]))]
         if kind not in KNOWN_DELTAS:
-            DRIFT.note("delta", str(kind or ""), json.dumps(delta))
+            DRIFT.note("delta", str(kind or ""), delta)
         return []
 
     def _thinking(self, index: int, kind: str, delta: dict[str, Any]) -> list[ReplyEvent]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from loguru import logger
 
-from .drift import DRIFT, KNOWN_ERRORS, SAMPLE_CHARS
+from .drift import DRIFT, KNOWN_ERRORS
 
 # Without a reset time in a 429 we still must not hammer the account; claude.ai windows are hours long.
 DEFAULT_RATE_LIMIT_SECONDS = 3600.0
@@ -142,7 +142,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, now: float
     err_type, message = _error_fields(doc)
     if err_type not in KNOWN_ERRORS:
         shape = err_type or f"http {status} " + ("without an error type" if doc is not None else "not JSON")
-        DRIFT.note("error", shape, body[:SAMPLE_CHARS].decode("utf-8", "replace"))
+        DRIFT.note("error", shape, body)
     text = message.lower()
     if status == 429 or err_type == "rate_limit_error":
         return UpstreamFailure(

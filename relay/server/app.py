@@ -13,8 +13,7 @@ from aiohttp import web
 
 from ..apis import CLIENT_APIS, ClientApiSpec
 from ..chat.service import ChatService
-from ..claude import curl
-from ..claude.client import UpstreamClient, UpstreamConfig
+from ..claude.client import upstream_client
 from ..claude.images import fetch_image
 from ..config import SessionSpec, Settings, load_settings
 from ..fallback import Fallbacks
@@ -102,19 +101,6 @@ def _state_store(settings: Settings) -> StateStore:
     return RedisStore(settings.state_url, prefix=settings.state_prefix, lease_seconds=settings.state_lease_seconds, local=local)
 
 
-def _upstream(settings: Settings) -> UpstreamClient:
-    curl.require_internals()
-    curl.shrink_ws_buffer()
-    config = UpstreamConfig(
-        base_url=settings.claude_base_url,
-        proxy=settings.proxy,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        max_connections=settings.upstream_max_connections,
-    )
-    return UpstreamClient(config)
-
-
 def create_app(
     settings: Settings,
     *,
@@ -126,7 +112,7 @@ def create_app(
     keys = ClientKeys(settings.state_secret.get_secret_value())
     streams = weakref.WeakSet[LiveStream]()
     metrics = Metrics(pool, lambda: len(streams), lambda: keys.keys)
-    upstream = _upstream(settings)
+    upstream = upstream_client(settings)
     image = partial(fetch_image, upstream, allow_private=settings.image_fetch_private)
     service = ChatService(upstream, pool, settings, metrics=metrics, fetch_image=image)
     fallbacks = Fallbacks(settings.fallbacks, metrics)

@@ -7,12 +7,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from .claude import webapi
-from .claude.client import AccountApi, UpstreamClient, UpstreamConfig
-from .claude.failures import UpstreamFailure
-from .config import SessionSpec, Settings
-from .pool.account import mask_key
-from .reply import Text
+from ..claude import webapi
+from ..claude.client import AccountApi, upstream_client
+from ..claude.failures import UpstreamFailure
+from ..config import SessionSpec, Settings
+from ..pool.account import mask_key
+from ..reply import Text
 
 CONCURRENT_CHECKS = 8  # a few at once: quick with many accounts, gentle on claude.ai
 PROBE_PROMPT = "Reply with the single word: ok"
@@ -30,15 +30,7 @@ class Verdict:
 
 
 async def check_accounts(settings: Settings, *, complete: bool) -> list[Verdict]:
-    client = UpstreamClient(
-        UpstreamConfig(
-            base_url=settings.claude_base_url,
-            proxy=settings.proxy,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            max_connections=settings.upstream_max_connections,
-        )
-    )
+    client = upstream_client(settings)
     gate = asyncio.Semaphore(CONCURRENT_CHECKS)
 
     async def one(spec: SessionSpec) -> Verdict:
@@ -98,19 +90,9 @@ async def _complete(api: AccountApi, org: str) -> str:
     return "".join(text).strip()[:40]
 
 
-async def run_check(settings: Settings, *, demo: bool, complete: bool) -> int:
+async def run_check(settings: Settings, *, complete: bool) -> int:
     """Print the verdicts; the exit status is 1 when no account can serve."""
-    fake = None
-    if demo:
-        from .demo.server import start_fake
-
-        fake, url = await start_fake()
-        settings = settings.model_copy(update={"claude_base_url": url})
-    try:
-        verdicts = await check_accounts(settings, complete=complete)
-    finally:
-        if fake is not None:
-            await fake.cleanup()
+    verdicts = await check_accounts(settings, complete=complete)
     print(table(verdicts))
     return 0 if any(v.serves for v in verdicts) else 1
 
