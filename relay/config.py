@@ -194,6 +194,8 @@ class Settings(BaseSettings):
     conversations: Literal["sessions", "fresh"] = "sessions"
     session_ttl: float = Field(default=3600.0, gt=0)
     usage_refresh: float = Field(default=300.0, ge=10)
+    # Seconds an account may stay refused (invalid, disabled) before it is declared dead; 0: never.
+    dead_account_ttl: float = Field(default=86400.0, ge=0)
     fallback_mode: Literal["when_pool_unavailable", "off"] = "when_pool_unavailable"
     # Filled from the numbered FALLBACK_API_*_n variables by load_settings.
     fallbacks: Annotated[tuple[Fallback, ...], NoDecode] = ()

@@ -302,3 +302,56 @@ async def test_organization_lookup_failures_are_classified_not_crashes(
     )
     assert reason.lower() in relay.pool.accounts[0].reason.lower()
     assert await ask(relay)  # the other account serves
+
+
+async def test_an_account_refused_longer_than_the_ttl_is_dead(make_relay: RelayFactory, fake) -> None:
+    clock = Clock()
+    behavior = fake.script(session_key(1), "invalid")
+    fake.script(session_key(2), text="from two")
+    current = parse_sessions(f"{session_key(1)},{session_key(2)}")
+    relay = await make_relay(sessions=current, reload=lambda: current, clock=clock, dead_account_ttl=3600)
+    await eventually(lambda: relay.pool.accounts[0].state is State.INVALID)
+    refused_at = relay.pool.accounts[0].refused_since
+    assert refused_at is not None
+    async with aiohttp.ClientSession() as http:
+        # A reload within the TTL gives it another chance; refused again, it keeps its first date.
+        async with http.post(f"{relay.url}/v1/accounts/reload", headers=AUTH) as r:
+            assert r.status == 200
+        clock.now += 1800
+        assert await ask(relay) == "from two"
+        await eventually(lambda: relay.pool.accounts[0].state is State.INVALID)
+        assert relay.pool.accounts[0].refused_since == refused_at
+        clock.now += 1801
+        async with http.get(f"{relay.url}/v1/accounts", headers=AUTH) as r:
+            listed = (await r.json())["data"]
+        assert [a["state"] for a in listed] == ["dead", "active"]
+        assert listed[0]["refused_since"] == refused_at
+        # Reloads no longer retry it: claude.ai is not asked about it again.
+        asked = len([c for c in fake.calls if c.session_key == session_key(1)])
+        async with http.post(f"{relay.url}/v1/accounts/reload", headers=AUTH) as r:
+            assert r.status == 200
+        for _ in range(3):
+            assert await ask(relay) == "from two"
+        assert states(relay) == ["dead", "active"]
+        assert len([c for c in fake.calls if c.session_key == session_key(1)]) == asked
+        # An operator's check that claude.ai answers brings it back.
+        behavior.mode = "ok"
+        admin = {"Authorization": AUTH["Authorization"]}
+        async with http.post(f"{relay.url}/v1/admin/accounts/acct-1/check", headers=admin) as r:
+            assert r.status == 200 and (await r.json())["state"] == "active"
+    assert relay.pool.accounts[0].refused_since is None
+
+
+async def test_only_dead_accounts_left_say_so(make_relay: RelayFactory, fake) -> None:
+    clock = Clock()
+    fake.script(session_key(1), "banned")
+    relay = await make_relay(sessions=session_key(1), dead_account_ttl=60, clock=clock)
+    body = {"model": MODEL, "messages": HI}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
+            assert r.status in (401, 403, 503)
+        assert states(relay) == ["disabled"]
+        clock.now += 61
+        async with http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
+            assert r.status == 503
+            assert "1 account dead (refused for longer than DEAD_ACCOUNT_TTL" in (await r.json())["error"]["message"]

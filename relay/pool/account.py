@@ -19,6 +19,7 @@ class State(StrEnum):
     INVALID = "invalid"  # cookie refused; only a reload brings it back
     DISABLED = "disabled"  # organization disabled or banned
     BLOCKED = "blocked"  # Cloudflare or region/IP block, retried after `until`
+    DEAD = "dead"  # refused for longer than DEAD_ACCOUNT_TTL: out of rotation until checked or removed
 
 
 # A request in flight is counted as using this share of a window: its cost is not known until it
@@ -57,6 +58,8 @@ class Account:
     failure: Failure | None = None
     reason: str = ""
     until: float | None = None
+    # When claude.ai first refused the account (invalid, disabled) with no answer since.
+    refused_since: float | None = None
     requests: int = 0
     failures: int = 0
     # Requests in flight on this account: this replica's, and all replicas' as the store shares
@@ -119,6 +122,7 @@ class Account:
             "state": self.state.value,
             "reason": self.reason or None,
             "cooldown_until": self.until,
+            "refused_since": self.refused_since,
             "requests": self.requests,
             "failures": self.failures,
             "in_flight": self.in_flight_all,

@@ -28,6 +28,8 @@ BACKOFF_FIRST = 15.0
 BACKOFF_MAX = 300.0
 # How often a retiring account is looked at until its last request has finished.
 RETIRE_POLL = 0.2
+# The states in which claude.ai refuses the cookie itself; only a reload or a check retries them.
+REFUSED = frozenset({State.INVALID, State.DISABLED})
 
 
 class OrgLookup(Protocol):
@@ -44,8 +46,10 @@ class AccountPool:
         sessions: Iterable[SessionSpec],
         store: StateStore | None = None,
         clock: Callable[[], float] = time.time,
+        dead_after: float = 0.0,
     ) -> None:
         self._clock = clock
+        self.dead_after = dead_after  # DEAD_ACCOUNT_TTL; 0: a refused account is never declared dead
         self.store = store or MemoryStore()
         self._accounts: list[Account] = []
         self._sessions = tuple(sessions)  # from SESSIONS
@@ -69,11 +73,25 @@ class AccountPool:
         return list(self._accounts)
 
     def revive(self, now: float) -> None:
-        """The one place where accounts whose cooldown has passed become active again."""
+        """The one place where accounts whose cooldown has passed become active again, and where
+        accounts refused for longer than DEAD_ACCOUNT_TTL are declared dead (every replica reaches
+        the same verdict from the shared `refused_since`)."""
         for account in self._accounts:
             if account.cooled_down(now):
                 logger.info("account {} is back after its cooldown", account.alias)
                 self._set(account, State.ACTIVE, None, "", None)
+            elif account.state in REFUSED and self._dead(account, now):
+                logger.warning(
+                    "account {} ({}) refused since {}: dead, out of rotation until checked or removed",
+                    account.alias,
+                    account.masked,
+                    clock_text(account.refused_since or now),
+                )
+                account.state = State.DEAD
+
+    def _dead(self, account: Account, now: float) -> bool:
+        since = account.refused_since
+        return bool(self.dead_after) and since is not None and now - since >= self.dead_after
 
     async def start(self) -> None:
         await self._take_added(await self.store.load_records("added"))
@@ -123,8 +141,9 @@ class AccountPool:
         except UpstreamFailure as failure:
             await self.record_failure(account, failure)
             return
-        if account.state is not State.ACTIVE:
+        if account.state is not State.ACTIVE or account.refused_since is not None:
             self._set(account, State.ACTIVE, None, "", None)
+            account.refused_since = None
             await self.store.save(account, failed=False, changed=True)
         await self.store.save_org(account)
 
@@ -143,12 +162,13 @@ class AccountPool:
 
     async def reload(self, sessions: Iterable[SessionSpec]) -> tuple[int, int]:
         """Replace the SESSIONS accounts, keeping what is known of keys that stay and the accounts
-        added through the admin API; invalid and disabled accounts get another chance. Returns
+        added through the admin API; invalid and disabled accounts get another chance (dead ones do
+        not: their refusal is older than DEAD_ACCOUNT_TTL, and it is kept until an answer). Returns
         (added, removed)."""
         self._sessions = tuple(sessions)
         added, removed = self._replace((*self._sessions, *self._added))
         for account in self._accounts:
-            if account.state in (State.INVALID, State.DISABLED):
+            if account.state in REFUSED:
                 self._set(account, State.ACTIVE, None, "", None)
                 await self.store.save(account, failed=False, changed=True)
         await self.refresh()
@@ -215,6 +235,10 @@ class AccountPool:
             logger.info("account {} backs off {:.0f} s after {} failure(s) in a row", account.alias, pause, account.streak)
             await self.store.save_learned(account)
         state = STATE_OF.get(failure.kind)
+        if state in REFUSED:
+            account.refused_since = account.refused_since or self._clock()
+            if self._dead(account, self._clock()):
+                state = State.DEAD
         if state is not None:
             self._set(account, state, failure.kind, failure.message, failure.cooldown_until(self._clock()))
             when = f" until {clock_text(account.until)}" if account.until else ""
@@ -231,6 +255,9 @@ class AccountPool:
 
     async def record_success(self, account: Account) -> None:
         """An answer started: the account is healthy again."""
+        if account.refused_since is not None:  # served after a reload gave it another chance
+            account.refused_since = None
+            await self.store.save(account, failed=False, changed=True)
         if account.streak or account.backoff_until is not None:
             account.streak, account.backoff_until = 0, None
             await self.store.save_learned(account)
@@ -291,4 +318,6 @@ def _describe(account: Account) -> str:
         return "rate limited"
     if account.state is State.DISABLED:
         return "disabled or banned"
+    if account.state is State.DEAD:
+        return "dead (refused for longer than DEAD_ACCOUNT_TTL; check or remove it)"
     return "invalid (sessionKey expired or revoked)"

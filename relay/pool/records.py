@@ -18,16 +18,24 @@ class StateRecord(BaseModel):
     reason: str = ""
     until: float | None = None
     org_id: str | None = None
+    refused_since: float | None = None
 
     @classmethod
     def of(cls, account: Account) -> StateRecord:
         return cls(
-            state=account.state, failure=account.failure, reason=account.reason, until=account.until, org_id=account.org_id
+            state=account.state,
+            failure=account.failure,
+            reason=account.reason,
+            until=account.until,
+            org_id=account.org_id,
+            refused_since=account.refused_since,
         )
 
     def apply(self, account: Account) -> None:
         """Set the account's state from this record; its org id only if it has none."""
         account.state, account.failure, account.reason, account.until = self.state, self.failure, self.reason, self.until
+        if self.refused_since is not None:
+            account.refused_since = self.refused_since
         if self.org_id and not account.org_id:
             account.org_id = self.org_id
 

@@ -29,7 +29,7 @@ Limit = Annotated[int, Field(ge=1, strict=True)]
 class AddAccount(BaseModel):
     """POST /admin/accounts: a cookie, and optionally its org id and its own proxy."""
 
-    session_key: Annotated[str, Field(description="a claude.ai sessionKey cookie (sk-ant-sid01-...)")]
+    session_key: Annotated[str, Field(description="a claude.ai sessionKey cookie (sk-ant-sid01-... or sk-ant-sid02-...)")]
     org_id: str | None = None
     proxy: str | None = None
 

@@ -108,7 +108,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The relay as an aiohttp application; no I/O happens until it starts."""
-    pool = AccountPool(settings.sessions, _state_store(settings), clock)
+    pool = AccountPool(settings.sessions, _state_store(settings), clock, dead_after=settings.dead_account_ttl)
     keys = ClientKeys(settings.state_secret.get_secret_value())
     streams = weakref.WeakSet[LiveStream]()
     metrics = Metrics(pool, lambda: len(streams), lambda: keys.keys)

@@ -102,7 +102,7 @@ def _guest(request: web.Request) -> SessionSpec:
         if spec.proxy is not None:  # a caller must not choose where the relay connects
             raise ValueError("no proxy in mirror keys")
     except ValueError:
-        message = "mirror routes take your own claude.ai sessionKey (sk-ant-sid01-...) as the bearer token"
+        message = "mirror routes take your own claude.ai sessionKey (sk-ant-sid01-... or sk-ant-sid02-...) as the bearer token"
         raise AuthError(message, code="invalid_session_key") from None
     return spec
 
