@@ -194,6 +194,8 @@ class Settings(BaseSettings):
     conversations: Literal["sessions", "fresh"] = "sessions"
     session_ttl: float = Field(default=3600.0, gt=0)
     usage_refresh: float = Field(default=300.0, ge=10)
+    # Days of hourly usage history kept (per key, account and model).
+    usage_history_days: int = Field(default=90, ge=1, le=400)
     # Seconds an account may stay refused (invalid, disabled) before it is declared dead; 0: never.
     dead_account_ttl: float = Field(default=86400.0, ge=0)
     fallback_mode: Literal["when_pool_unavailable", "off"] = "when_pool_unavailable"

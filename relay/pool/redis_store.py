@@ -8,6 +8,7 @@ Keys (under STATE_PREFIX, accounts named by a hash of their key, never the key i
   {p}:added          JSON list of the accounts added through the admin API (with their cookies)
   {p}:keys           JSON list of the client keys made through the admin API (hashed)
   {p}:answer:{id}    a kept Responses answer (input and output items), expiring after RESPONSE_TTL
+  {p}:t:{table}      counters over time (relay.pool.tallies): usage:{hour}, budget:d:{day}, budget:m:{month}
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .records import LearnedRecord, StateRecord, UsageRecord
 from .sealing import SealError, is_sealed
 from .sessions import KeptChat, RedisSessions, SessionPoint
 from .state import RECORD_KINDS, Lease, MemoryStore, RecordKind, StateStore, opened_records, sealed_records
+from .tallies import RedisTallies
 
 T = TypeVar("T")
 
@@ -85,6 +87,7 @@ class RedisStore(StateStore):
         self._acquire = self.client.register_script(ACQUIRE)
         self._key_limits = RedisKeyLimits(self.client, prefix, lease_seconds)
         self._sessions = RedisSessions(self.client, prefix, local.sessions.ttl)
+        self.tallies = RedisTallies(self.client, prefix, local.tallies)
         self._accounts: Callable[[], list[Account]] = list
         self._leases: dict[str, Lease] = {}
         self._dirty: set[Account] = set()
@@ -122,6 +125,7 @@ class RedisStore(StateStore):
         self._sync = asyncio.create_task(self._keep_in_sync())
 
     async def close(self) -> None:
+        await self.tallies.close()
         await self.local.close()
         if self._sync is not None:
             self._sync.cancel()

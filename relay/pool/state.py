@@ -24,6 +24,7 @@ from .records import StateRecord
 from .sealing import Sealer, SealError, is_sealed
 from .sessions import KeptChat, MemorySessions, SessionPoint
 from .state_file import ANSWERS_WRITE_INTERVAL, StateFile
+from .tallies import MemoryTallies, Tallies
 
 # Answers kept in this process for the Responses API's previous_response_id, at most.
 MAX_KEPT_ANSWERS = 1000
@@ -46,6 +47,9 @@ class Lease:
 
 class StateStore(ABC):
     """What the pool needs from wherever state lives."""
+
+    #: Counters over time (usage history, key budgets).
+    tallies: Tallies
 
     @property
     def degraded(self) -> str | None:
@@ -170,6 +174,7 @@ class MemoryStore(StateStore):
         self._answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (expiry, JSON text)
         self._records: dict[str, list[dict[str, Any]]] = {}
         self.key_limits = LocalKeyLimits()
+        self.tallies: MemoryTallies = MemoryTallies(Path(f"{path}.usage") if path else None, clock)
         self._file = StateFile(Path(path), self._state_snapshot) if path else None
         self._answers_file = (
             StateFile(Path(f"{path}.answers"), self._answers_snapshot, min_interval=ANSWERS_WRITE_INTERVAL) if path else None
@@ -265,6 +270,7 @@ class MemoryStore(StateStore):
         return kept[1].encode()
 
     async def close(self) -> None:
+        await self.tallies.close()
         for file in (self._file, self._answers_file):
             if file is not None:
                 await file.flush()

@@ -1,11 +1,11 @@
 """The admin API (`/v1/admin`, `/hf/v1/admin`): an aiohttp sub-app with its own key (ADMIN_KEY,
 else APIKEY; never open) and pydantic request bodies. Adds, checks and removes accounts, makes and
-revokes named client keys."""
+revokes named client keys and sets their limits and budgets."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -18,8 +18,11 @@ from ..client_api import validate
 from ..config import SessionSpec, first_problem
 from ..errors import AuthError, Conflict, NotFound, Unprocessable
 from ..pool.account import Account
-from ..pool.client_keys import ClientKeys
+from ..pool.budgets import Budgets
+from ..pool.client_keys import ClientKey, ClientKeys
+from ..pool.history import UsageHistory
 from ..pool.pool import AccountPool
+from .admin_usage import UsageApi
 from .body import BodyLimits, read_json
 from .middlewares import bearer
 
@@ -34,15 +37,28 @@ class AddAccount(BaseModel):
     proxy: str | None = None
 
 
-class AddKey(BaseModel):
-    """POST /admin/keys: a named client key with optional limits."""
+class KeySettings(BaseModel):
+    """A named key's limits and token budgets (None: none)."""
+
+    rpm: Limit | None = None
+    concurrency: Limit | None = None
+    models: list[str] | None = None
+    daily_tokens: Limit | None = None
+    monthly_tokens: Limit | None = None
+
+
+class AddKey(KeySettings):
+    """POST /admin/keys: a named client key with optional limits and budgets."""
 
     model_config = ConfigDict(extra="ignore")
 
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._\-]{1,64}$")]
-    rpm: Limit | None = None
-    concurrency: Limit | None = None
-    models: list[str] | None = None
+
+
+class EditKey(KeySettings):
+    """PATCH /admin/keys/{name}: the settings given are changed (null removes one), the rest kept."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def admin_auth(admin_key: str, api_key: str) -> Middleware:
@@ -64,8 +80,11 @@ def admin_auth(admin_key: str, api_key: str) -> Middleware:
 class AdminApi:
     """The admin routes, with what they change passed in."""
 
-    def __init__(self, pool: AccountPool, service: ChatService, upstream: UpstreamClient, keys: ClientKeys) -> None:
+    def __init__(
+        self, pool: AccountPool, service: ChatService, upstream: UpstreamClient, keys: ClientKeys, history: UsageHistory
+    ) -> None:
         self.limits = BodyLimits.of(service.settings)
+        self.usage = UsageApi(history, pool.now)
         self.pool = pool
         self.service = service
         self.upstream = upstream
@@ -81,7 +100,9 @@ class AdminApi:
                 web.post("/accounts/{alias}/check", self.check_account),
                 web.post("/keys", self.add_key),
                 web.get("/keys", self.list_keys),
+                web.patch("/keys/{name}", self.edit_key),
                 web.delete("/keys/{name}", self.remove_key),
+                web.get("/usage", self.usage.usage),
             ]
         )
         return app
@@ -140,15 +161,35 @@ class AdminApi:
         keys = await self.keys.sync(store)
         if keys.named(body.name) is not None:
             raise Conflict(f"a key named {body.name!r} exists", param="name")
-        secret = keys.create(body.name, body.rpm, body.concurrency, body.models)
+        secret = keys.create(body.name, body.model_dump(exclude={"name"}))
         await keys.save(store)
         made = keys.named(body.name)
         assert made is not None
-        return web.json_response({**made.view(), "key": secret}, status=201)
+        return web.json_response({**await self._view(made), "key": secret}, status=201)
+
+    async def _view(self, key: ClientKey) -> dict[str, Any]:
+        """A key as listed: its settings, this replica's counters and what is left of its budgets."""
+        view = key.view()
+        view["budget"] = {**view["budget"], **await Budgets(self.pool.store.tallies).view(key.budget, self.pool.now())}
+        return view
 
     async def list_keys(self, request: web.Request) -> web.Response:
         keys = await self.keys.sync(self.pool.store)
-        return web.json_response({"object": "list", "data": [k.view() for k in keys.keys]})
+        return web.json_response({"object": "list", "data": [await self._view(k) for k in keys.keys]})
+
+    async def edit_key(self, request: web.Request) -> web.Response:
+        """Change a key's limits or budgets; it keeps its secret and what it has spent."""
+        name = request.match_info["name"]
+        body = validate(EditKey, await read_json(request, self.limits))
+        keys = await self.keys.sync(self.pool.store)
+        key = keys.named(name)
+        if key is None:
+            raise NotFound(f"no key named {name!r}", code="key_not_found")
+        if key.source == "file":
+            raise Conflict(f"key {name!r} comes from CLIENT_KEYS; change it there", code="key_from_file")
+        key.apply(body.model_dump(include=body.model_fields_set))
+        await keys.save(self.pool.store)
+        return web.json_response(await self._view(key))
 
     async def remove_key(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -19,6 +19,7 @@ from ..config import SessionSpec, Settings, load_settings
 from ..fallback import Fallbacks
 from ..metrics import Metrics
 from ..pool.client_keys import ClientKeys
+from ..pool.history import UsageHistory
 from ..pool.pool import AccountPool
 from ..pool.redis_store import RedisStore
 from ..pool.sealing import Sealer
@@ -30,6 +31,7 @@ from .endpoints import ApiEndpoint
 from .keys import (
     client_keys_key,
     fallbacks_key,
+    history_key,
     metrics_key,
     pool_key,
     reload_key,
@@ -117,6 +119,7 @@ def create_app(
     service = ChatService(upstream, pool, settings, metrics=metrics, fetch_image=image)
     fallbacks = Fallbacks(settings.fallbacks, metrics)
     delivery = Delivery(service, fallbacks, settings, streams)
+    history = UsageHistory(pool.store.tallies, settings.usage_history_days)
 
     mirror = settings.mirror_api_prefix if settings.enable_mirror_api else None
     auth = auth_middleware(
@@ -134,13 +137,14 @@ def create_app(
     app[settings_key], app[pool_key], app[client_keys_key], app[streams_key] = settings, pool, keys, streams
     app[metrics_key], app[upstream_key], app[service_key], app[fallbacks_key] = metrics, upstream, service, fallbacks
     app[reload_key] = reload_sessions or (lambda: load_settings().sessions)
+    app[history_key] = history
     app.cleanup_ctx.extend([_upstream_ctx, _pool_ctx, _service_ctx, _fallbacks_ctx])
     app.on_response_prepare.append(add_headers)
     app.on_shutdown.append(_stop_streams)
 
     app.router.add_routes(_plain_routes())
     endpoints = [(spec, ApiEndpoint(spec.make(settings), service, delivery, pool.store, keys)) for spec in CLIENT_APIS]
-    admin = AdminApi(pool, service, upstream, keys)
+    admin = AdminApi(pool, service, upstream, keys, history)
     for base in API_PREFIXES:
         app.router.add_routes(_api_routes(base, endpoints))
         app.router.add_routes(_pool_routes(base))

@@ -54,7 +54,8 @@ class ApiEndpoint:
             return await self.delivery.complete(order, renderer)
         finally:
             if named is not None and ticket is not None:
-                await self.client_keys.release(named, ticket, self.store, access.tokens_in, access.tokens_out)
+                spent_in = access.tokens_in if access.account else 0  # a prompt nobody answered cost nothing
+                await self.client_keys.release(named, ticket, self.store, spent_in, access.tokens_out)
 
     async def count_tokens(self, request: web.Request) -> web.Response:
         """An estimate (about four characters a token) of the prompt the request would send."""

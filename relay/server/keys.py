@@ -13,6 +13,7 @@ from ..config import SessionSpec, Settings
 from ..fallback import Fallbacks
 from ..metrics import Metrics
 from ..pool.client_keys import ClientKey, ClientKeys
+from ..pool.history import UsageHistory
 from ..pool.pool import AccountPool
 from .access import AccessLog
 from .live_stream import LiveStream
@@ -25,6 +26,7 @@ streams_key: web.AppKey[weakref.WeakSet[LiveStream]] = web.AppKey("streams")
 metrics_key = web.AppKey("metrics", Metrics)
 fallbacks_key = web.AppKey("fallbacks", Fallbacks)
 client_keys_key = web.AppKey("client_keys", ClientKeys)
+history_key = web.AppKey("history", UsageHistory)
 # Re-reads SESSIONS for POST /v1/accounts/reload.
 reload_key: web.AppKey[Callable[[], tuple[SessionSpec, ...]]] = web.AppKey("reload")
 

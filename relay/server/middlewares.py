@@ -19,7 +19,7 @@ from ..pool.client_keys import ClientKeys
 from ..pool.state import StateStore
 from .access import AccessLog
 from .endpoints import endpoint_of
-from .keys import access_key, client_key, guest_key, metrics_key, settings_key
+from .keys import access_key, client_key, guest_key, history_key, metrics_key, pool_key, settings_key
 
 # A client's own request id is kept when it is a plain token; anything else (spaces, control
 # characters, quotes) could forge log lines or break the response header, so it is replaced.
@@ -169,6 +169,26 @@ def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
         duration * 1000,
         access.fields(),
         access.request_id,
+    )
+    _record_usage(request, access, status)
+
+
+def _record_usage(request: web.Request, access: AccessLog, status: int) -> None:
+    """Chat requests into the usage history, by key, account and model (configured models by
+    name, anything else "other")."""
+    endpoint = endpoint_of(request)
+    if endpoint is None or request.match_info.handler != endpoint.chat:
+        return
+    if guest_key in request:
+        key = "(mirror)"
+    else:
+        key = request[client_key].name if client_key in request else "(apikey)"
+    served = request.app[settings_key].served_models
+    model = access.model if access.model in served else ("other" if access.model else "-")
+    error = access.outcome == "failed" or (status >= 400 and status != CLIENT_GONE)
+    tokens = (access.tokens_in if access.account else 0, access.tokens_out)  # a prompt nobody answered cost nothing
+    request.app[history_key].record(
+        request.app[pool_key].now(), key, access.account, model, tokens=tokens, error=error, ttft_ms=access.ttfb_ms
     )
 
 
