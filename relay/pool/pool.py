@@ -122,16 +122,27 @@ class AccountPool:
         return next((a for a in self._accounts if a.alias == alias), None)
 
     def has_key(self, key: str) -> bool:
-        return any(a.key == key for a in self._accounts)
+        return self.holding(key) is not None
+
+    def holding(self, key: str) -> Account | None:
+        return next((a for a in self._accounts if a.key == key), None)
 
     async def add(self, spec: SessionSpec) -> Account:
         """An account added while running (checked by the caller); kept in the state store."""
-        self._added.append(spec)
+        (account,) = await self.add_many([spec])
+        return account
+
+    async def add_many(self, specs: list[SessionSpec]) -> list[Account]:
+        """Accounts added while running (checked by the caller), saved to the state store at once;
+        a cookie already in the pool is not added twice."""
+        fresh = [s for s in specs if not self.has_key(s.key.get_secret_value())]
+        self._added.extend(fresh)
         self._replace((*self._sessions, *self._added))
         await self.store.save_records("added", [s.record() for s in self._added])
-        account = self._accounts[-1]
-        logger.info("account {} added ({})", account.alias, account.masked)
-        return account
+        added = [a for s in fresh if (a := self.holding(s.key.get_secret_value())) is not None]
+        for account in added:
+            logger.info("account {} added ({})", account.alias, account.masked)
+        return added
 
     async def check(self, account: Account, api: OrgLookup) -> None:
         """Ask claude.ai about the account now (its organization lookup): a refusal is learned

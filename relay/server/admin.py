@@ -22,6 +22,7 @@ from ..pool.budgets import Budgets
 from ..pool.client_keys import ClientKey, ClientKeys
 from ..pool.history import UsageHistory
 from ..pool.pool import AccountPool
+from .admin_bulk import BulkAccounts
 from .admin_usage import UsageApi
 from .body import BodyLimits, read_json
 from .middlewares import bearer
@@ -85,17 +86,20 @@ class AdminApi:
     ) -> None:
         self.limits = BodyLimits.of(service.settings)
         self.usage = UsageApi(history, pool.now)
+        self.bulk = BulkAccounts(pool, service, upstream, full_export=False)
         self.pool = pool
         self.service = service
-        self.upstream = upstream
         self.keys = keys
 
     def app(self, admin_key: str, api_key: str) -> web.Application:
         """A sub-app to mount under an API prefix's `/admin`."""
         app = web.Application(middlewares=[admin_auth(admin_key, api_key)])
+        self.bulk.full_export = bool(admin_key)
         app.router.add_routes(
             [
                 web.post("/accounts", self.add_account),
+                web.post("/accounts/import", self.bulk.import_accounts),
+                web.get("/accounts/export", self.bulk.export_accounts),
                 web.delete("/accounts/{alias}", self.remove_account),
                 web.post("/accounts/{alias}/check", self.check_account),
                 web.post("/keys", self.add_key),
@@ -121,9 +125,8 @@ class AdminApi:
         if refused := self.pool.store.secrets_refused:
             message = f"an added account is kept with its cookie, and {refused}: set STATE_SECRET (or STATE_PLAINTEXT=true)"
             raise Conflict(message, code="state_secret_required")
-        probe = self.upstream.for_key(key, proxy=spec.proxy.get_secret_value() if spec.proxy else None)
         try:
-            found = await probe.discover_org()
+            found = await self.bulk.probe(spec)
         except UpstreamFailure as failure:
             message = f"claude.ai refused this sessionKey: {failure.message}"
             raise Unprocessable(message, param="session_key", code="session_key_refused") from None

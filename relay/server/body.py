@@ -40,6 +40,18 @@ async def read_json(request: web.Request, limits: BodyLimits) -> Any:
 
     orjson refuses what must never reach claude.ai: invalid UTF-8 and lone surrogates (`\\ud800`).
     """
+    raw = await read_body(request, limits)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if too_deep(body):
+        raise InvalidRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    return body
+
+
+async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
+    """The raw body within the time and size limits, inflated if compressed; never empty."""
     try:
         async with asyncio.timeout(limits.timeout):
             raw = await request.read()
@@ -53,13 +65,7 @@ async def read_json(request: web.Request, limits: BodyLimits) -> Any:
         raw = _inflate(raw, encoding, limits.max_size)
     if not raw:
         raise InvalidRequest("request body is empty; send a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if too_deep(body):
-        raise InvalidRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
-    return body
+    return raw
 
 
 def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
