@@ -50,6 +50,7 @@ class FakeClaude:
         self.uploading = 0
         self.max_parallel_uploads = 0
         self.inline_create = True  # honour create_conversation_params like the 2026 web app
+        self.per_event = False  # write every event (and ping) in its own write, as claude.ai does
         self.inline_refusal = 404  # the status for an unknown chat when inline creation is off
         # A chat continued past this many characters (every message on the way to the new one) is
         # "too long to continue", as claude.ai says when a chat outgrows the model's context.
@@ -172,7 +173,7 @@ class FakeClaude:
 
     async def _config(self, request: web.Request) -> web.Response:
         body = await request.json()
-        for name in ("latency", "chunk_delay", "chunks", "inline_create"):
+        for name in ("latency", "chunk_delay", "chunks", "inline_create", "per_event"):
             if name in body:
                 setattr(self, name, body[name])
         if body.get("reset"):
@@ -335,6 +336,7 @@ class FakeClaude:
             self.chunk_delay if behavior.chunk_delay is None else behavior.chunk_delay,
             self._window_report(self._key(request), behavior),
             message,
+            self.per_event,
         )
 
 

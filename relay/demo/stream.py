@@ -18,6 +18,8 @@ from .behavior import Behavior
 
 # Frames per write when streaming without delay.
 FAST_BATCH = 32
+# With one write per event, a `ping` event after this many text events, as claude.ai interleaves them.
+PING_EVERY = 50
 # How often a silent answer ("hang", "stall") checks whether its caller has gone.
 SILENCE_POLL = 0.05
 
@@ -35,6 +37,8 @@ class AnswerPlan:
     delay: float  # between text frames
     windows: dict[str, Any]  # the message_limit windows after this answer
     message_uuid: str = ""
+    # One write per event, pings included, as claude.ai flushes them (benchmarks); else batches.
+    per_event: bool = False
 
 
 async def write_answer(resp: web.StreamResponse, plan: AnswerPlan) -> None:
@@ -111,7 +115,13 @@ async def _text(resp: web.StreamResponse, plan: AnswerPlan, index: int, text: st
     if plan.search and frames:
         frames[0:1] = _cited(index, frames[0])
     paced = bool(plan.delay) or behavior.mode in ("drop", "stall")
-    if not paced:
+    if not paced and plan.per_event:
+        ping = sse("ping", {"type": "ping"})
+        for n, frame in enumerate(frames, 1):
+            await resp.write(frame)
+            if n % PING_EVERY == 0:
+                await resp.write(ping)
+    elif not paced:
         # As fast as a socket takes it: batches of frames, so the fake is never the bottleneck.
         for i in range(0, len(frames), FAST_BATCH):
             await resp.write(b"".join(frames[i : i + FAST_BATCH]))
