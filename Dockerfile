@@ -4,7 +4,7 @@ FROM python:3.12.12-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY relay ./relay
-RUN pip install --no-cache-dir --prefix=/install -c constraints.txt .
+RUN pip install --no-cache-dir --prefix=/install -c constraints.txt '.[speed]'
 
 # Runtime stage: no build tools, no sources, no secrets; settings come from the environment.
 FROM python:3.12.12-slim-bookworm

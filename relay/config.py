@@ -202,6 +202,8 @@ class Settings(BaseSettings):
     # Filled from the numbered FALLBACK_API_*_n variables by load_settings.
     fallbacks: Annotated[tuple[Fallback, ...], NoDecode] = ()
     upstream_max_connections: int = Field(default=64, ge=1, le=1024)
+    # auto: uvloop when it is installed (pip install 'relay[speed]'; the image has it), else asyncio's.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @field_validator("sessions", mode="before")
     @classmethod

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import anthropic
 import openai
+import pytest
 
-from relay.config import Settings
+from relay.__main__ import _loop_factory
+from relay.config import ConfigError, Settings
 from tests.conftest import fake_url, free_port, session_key, wait_healthy
 
 
@@ -41,18 +45,35 @@ async def _relay(*args: str, env: dict[str, str]) -> AsyncIterator[tuple[int, li
         lines.extend(err.splitlines())
 
 
-async def test_demo_serves_an_openai_client_with_no_account() -> None:
-    async with _relay("--demo", env={}) as (port, lines):
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])
+async def test_demo_serves_an_openai_client_with_no_account(loop: str) -> None:
+    async with _relay("--demo", env={"EVENT_LOOP": loop}) as (port, lines):
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0)
+        claude = anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{port}", api_key="demo", max_retries=0)
         try:
             stream = await client.chat.completions.create(
                 model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hello demo"}], stream=True
             )
             text = "".join([c.choices[0].delta.content or "" async for c in stream])
+            async with claude.messages.stream(
+                model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "and again"}]
+            ) as messages:
+                again = await messages.get_final_text()
         finally:
             await client.close()
-    assert "demo upstream" in text and "hello demo" in text
+            await claude.close()
+    assert "demo upstream" in text and "hello demo" in text and "and again" in again
     assert any(b"API key 'demo'" in line for line in lines)
+    # uvloop when installed (the test extras and the image have it), asyncio's loop when asked.
+    expected = "uvloop" if loop == "auto" and importlib.util.find_spec("uvloop") else "asyncio"
+    assert any(f"{expected} event loop".encode() in line for line in lines)
+
+
+async def test_an_event_loop_that_is_not_installed_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match="pip install 'relay\\[speed\\]'"):
+        _loop_factory("uvloop")
+    assert _loop_factory("auto") is None and _loop_factory("asyncio") is None
 
 
 async def test_insecure_no_auth_serves_without_a_key(fake) -> None:  # type: ignore[no-untyped-def]

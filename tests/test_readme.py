@@ -8,6 +8,7 @@ import io
 import re
 from pathlib import Path
 
+from relay.config import Settings
 from relay.server.app import create_app
 from tests.conftest import make_settings
 from tests.test_cli import _relay
@@ -42,6 +43,8 @@ def test_every_setting_and_route_is_documented() -> None:
     documented = {re.sub(r"_1$", "_n", n) for n in env_names}  # numbered settings are documented once, as _n
     missing = sorted(n for n in documented if f"`{n}`" not in README)
     assert not missing, f"README does not explain {missing}"
+    unlisted = sorted(n.upper() for n in Settings.model_fields if n != "fallbacks" and n.upper() not in env_names)
+    assert not unlisted, f".env.example does not list {unlisted}"  # FALLBACKS comes as FALLBACK_API_*_n
     app = create_app(make_settings("http://127.0.0.1:9"))
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None and r.method != "HEAD"}  # type: ignore[union-attr]
     undocumented = sorted(p for p in paths if not p.startswith("/hf/") and f"`{p}`" not in README and f" {p}`" not in README)

@@ -9,9 +9,6 @@ import json
 import re
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
-
 from ..conversation import OutputFormat, ToolSpec
 from ..errors import InvalidRequest, UpstreamError
 from ..reply import ToolCall
@@ -38,6 +35,9 @@ def instruction(fmt: OutputFormat) -> str:
 def check_schema(fmt: OutputFormat, field: str) -> None:
     """A schema the validator cannot use is the client's mistake, said before anything is asked."""
     if fmt.schema is not None:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
         try:
             Draft202012Validator.check_schema(fmt.schema)
         except SchemaError as exc:
@@ -67,7 +67,7 @@ def problem(text: str, fmt: OutputFormat) -> tuple[str | None, str]:
     if fmt.schema is None:
         if not isinstance(doc, dict):
             return None, "the answer must be a JSON object"
-    elif (error := best_match(Draft202012Validator(fmt.schema).iter_errors(doc))) is not None:
+    elif (error := _first_error(fmt.schema, doc)) is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         return None, f"at {where}: {error.message[:300]}"
     return json.dumps(doc, ensure_ascii=False), ""
@@ -75,11 +75,20 @@ def problem(text: str, fmt: OutputFormat) -> tuple[str | None, str]:
 
 def call_problem(call: ToolCall, tool: ToolSpec) -> str:
     """What is wrong with a strict tool's call (its arguments against the tool's schema), or ""."""
-    error = best_match(Draft202012Validator(tool.parameters).iter_errors(json.loads(call.arguments)))
+    error = _first_error(tool.parameters, json.loads(call.arguments))
     if error is None:
         return ""
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
     return f"the call to {tool.name} has invalid arguments at {where}: {error.message[:300]}"
+
+
+def _first_error(schema: dict[str, Any], doc: Any) -> Any:
+    """jsonschema's most relevant error for `doc`, or None. jsonschema is imported by the first
+    request that needs it: a relay that never checks a schema does not hold it in memory."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    return best_match(Draft202012Validator(schema).iter_errors(doc))
 
 
 def repair_prompt(why: str, fmt: OutputFormat | None) -> str:

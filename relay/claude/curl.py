@@ -22,7 +22,7 @@ from ..config import ConfigError
 # Queued network reads joined into one chunk at most; bounds the buffer one stream holds at once.
 MAX_COALESCED = 64 * 1024
 # relay never opens WebSockets; curl_cffi zero-fills this buffer for every handle it creates.
-WS_BUFFER_BYTES = 4096
+WS_BUFFER_BYTES = 64
 _RESPONSE_INTERNALS = ("astream_task", "quit_now", "queue")
 
 

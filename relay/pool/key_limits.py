@@ -8,11 +8,12 @@ import math
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RateLimited
+
+if TYPE_CHECKING:  # redis is imported only when STATE_URL is set
+    from redis.asyncio import Redis
 
 # Seconds of the requests-per-minute window.
 MINUTE = 60.0

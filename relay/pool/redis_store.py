@@ -31,10 +31,10 @@ from redis.exceptions import ConnectionError, RedisError
 from .account import IN_FLIGHT_SHARE, Account, State
 from .key_limits import KeyLimit, KeyTicket, RedisKeyLimits
 from .records import LearnedRecord, StateRecord, UsageRecord
+from .redis_tallies import RedisTallies
 from .sealing import SealError, is_sealed
 from .sessions import KeptChat, RedisSessions, SessionPoint
 from .state import RECORD_KINDS, Lease, MemoryStore, RecordKind, StateStore, opened_records, sealed_records
-from .tallies import RedisTallies
 
 T = TypeVar("T")
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import Redis
+
+if TYPE_CHECKING:  # redis is imported only when STATE_URL is set
+    from redis.asyncio import Redis
 
 # Points kept in one process at the most (about 300 bytes each); the oldest go first.
 MAX_POINTS = 50_000

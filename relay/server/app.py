@@ -21,7 +21,6 @@ from ..metrics import Metrics
 from ..pool.client_keys import ClientKeys
 from ..pool.history import UsageHistory
 from ..pool.pool import AccountPool
-from ..pool.redis_store import RedisStore
 from ..pool.sealing import Sealer
 from ..pool.state import MemoryStore, StateStore
 from . import views
@@ -100,6 +99,8 @@ def _state_store(settings: Settings) -> StateStore:
     local = MemoryStore(settings.state_file, answer_ttl=settings.response_ttl, sealer=sealer, plaintext=settings.state_plaintext)
     if not settings.state_url:
         return local
+    from ..pool.redis_store import RedisStore  # redis is imported only when it is used (6 MB)
+
     return RedisStore(settings.state_url, prefix=settings.state_prefix, lease_seconds=settings.state_lease_seconds, local=local)
 
 
