@@ -80,7 +80,7 @@ async def _fallbacks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _stop_streams(app: web.Application) -> None:
     """Give live streams a grace period, then stop the rest (each sends one error frame)."""
-    ended = {asyncio.ensure_future(s.ended.wait()): s for s in app[streams_key]}
+    ended = {s.ended: s for s in app[streams_key]}
     if not ended:
         return
     _, pending = await asyncio.wait(ended, timeout=app[settings_key].shutdown_grace)
@@ -88,8 +88,6 @@ async def _stop_streams(app: web.Application) -> None:
         ended[waiter].stop()
     if pending:
         await asyncio.wait(pending, timeout=2)
-    for waiter in pending:
-        waiter.cancel()
 
 
 def _state_store(settings: Settings) -> StateStore:

@@ -149,18 +149,17 @@ async def _before_the_end(chosen: Chosen, remember: Callable[[], Awaitable[None]
 
 
 async def _pump_until_stopped(live: LiveStream, chosen: Chosen, fmt: Renderer, remember: Callable[[], Awaitable[None]]) -> str:
-    """Pump in a task of its own that a shutdown's stop event ends with one error frame."""
-    pump = asyncio.ensure_future(_pump(live, chosen, fmt, remember))
-    stopped = asyncio.ensure_future(live.stopping.wait())
-    try:
-        await asyncio.wait((pump, stopped), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not pump.done():
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
-    if not pump.cancelled():
-        return pump.result()
+    """Pump in a task of its own, which a shutdown's `live.stop()` cancels; the stream then ends
+    with one error frame. When the handler itself is cancelled (the client left), awaiting the
+    pump cancels it too, and the cancellation goes on up."""
+    if not live.stopped:
+        pump = live.pump = asyncio.ensure_future(_pump(live, chosen, fmt, remember))
+        try:
+            return await pump
+        except asyncio.CancelledError:
+            handler = asyncio.current_task()
+            if not pump.cancelled() or (handler is not None and handler.cancelling()):
+                raise
     await _try_send(live, fmt.unsent + fmt.error(UpstreamError(SHUTDOWN_MESSAGE, code="shutting_down")))
     return "shutdown"
 

@@ -1,4 +1,4 @@
-"""One client SSE response: early headers, heartbeats, and a stop event for shutdown."""
+"""One client SSE response: early headers, heartbeats, and a stop for shutdown."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ from aiohttp_sse import EventSourceResponse
 class LiveStream:
     """One streaming response; `stop()` asks whoever pumps it to end it (shutdown)."""
 
-    __slots__ = ("__weakref__", "_started", "_starting", "_timer", "ended", "response", "stopping")
+    __slots__ = ("__weakref__", "_started", "_starting", "_timer", "ended", "pump", "response", "stopped")
 
     def __init__(self, heartbeat: float) -> None:
         # aiohttp-sse writes a `: ping` comment every `heartbeat` seconds, which keeps proxies and
         # clients from timing out while claude.ai is silent; clients ignore comment lines.
         self.response = EventSourceResponse(allow_all_methods=True, sep="\n", ping_interval=heartbeat)
-        self.stopping = asyncio.Event()
-        self.ended = asyncio.Event()  # the handler is done with it (shutdown waits for this)
+        self.stopped = False  # shutdown asked for the stream to end
+        self.pump: asyncio.Future[str] | None = None  # the task copying the answer, once it runs
+        # Done when the handler is through with it (shutdown waits for this); a future, not an
+        # Event: one per open stream, and a future is a fraction of the size.
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._starting: asyncio.Future[None] | None = None
         # Headers written and heartbeats running. `response.prepared` alone is not enough: it is
@@ -31,8 +34,10 @@ class LiveStream:
         return self._started
 
     def stop(self) -> None:
-        """Shutdown: the pump ends the stream with one error frame."""
-        self.stopping.set()
+        """Shutdown: the pump is cancelled (or never starts) and the stream ends with one error frame."""
+        self.stopped = True
+        if self.pump is not None:
+            self.pump.cancel()
 
     async def start(self, request: web.Request) -> None:
         if not self.response.prepared:
@@ -72,7 +77,8 @@ class LiveStream:
 
     async def close(self) -> None:
         """Stop heartbeats; the handler returns the response and aiohttp ends the body."""
-        self.ended.set()
+        if not self.ended.done():
+            self.ended.set_result(None)
         try:
             await self.settle()
         except ConnectionError:
