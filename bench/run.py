@@ -231,7 +231,7 @@ async def open_streams(b: Bench, pid: int, rows: list[str], checks: list[tuple[s
     rows.append(f"| {n} | {len(sample.total)} | {sample.errors} | {peak:.0f} | {elapsed:.1f} |")
     rows.append(f"\nThe relay's RSS before these streams was {before:.0f} MB.")
     checks.append(
-        (f"{n} concurrent streams: {sample.errors} errors, relay RSS {peak:.0f} MB <= 150 MB", sample.errors == 0 and peak <= 150)
+        (f"{n} concurrent streams: {sample.errors} errors, relay RSS {peak:.0f} MB <= 140 MB", sample.errors == 0 and peak <= 140)
     )
 
 

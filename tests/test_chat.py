@@ -49,6 +49,15 @@ async def test_stream_is_standard_openai(relay: Relay, fake) -> None:
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+async def test_an_upstream_that_flushes_every_event_and_ping_on_its_own(relay: Relay, fake) -> None:
+    fake.per_event, fake.chunks = True, 260  # as claude.ai writes: one event (or ping) per write
+    client = relay.openai()
+    stream = await client.chat.completions.create(model="claude-sonnet-4-6", messages=HI, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream])
+    whole = await client.chat.completions.create(model="claude-sonnet-4-6", messages=HI)
+    assert text == whole.choices[0].message.content and len(text.split()) == 260
+
+
 async def test_stream_wire_format_ends_with_one_done_and_usage(relay: Relay, fake) -> None:
     body = {"model": "claude-sonnet-4-6", "messages": HI, "stream": True, "stream_options": {"include_usage": True}}
     async with aiohttp.ClientSession() as http:
