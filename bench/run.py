@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -388,7 +389,8 @@ async def main(quick: bool, only: list[int], event_loop: str) -> int:
             proc.terminate()
             proc.wait(timeout=30)
     processor = platform.processor() or platform.machine()
-    machine = f"{os.cpu_count()} cores, {processor}, Python {platform.python_version()}, {platform.system()}"
+    loop = event_loop if event_loop != "auto" else ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+    machine = f"{os.cpu_count()} cores, {processor}, Python {platform.python_version()}, {platform.system()}, relay on {loop}"
     report = [
         "# Benchmark results",
         "",

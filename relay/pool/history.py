@@ -14,6 +14,9 @@ HOUR = 3600
 DAY = 24 * HOUR
 # What each bucket counts per (key, account, model); ttft_ms / ttft_n is the mean time to first token.
 METRICS = ("requests", "errors", "tokens_in", "tokens_out", "ttft_ms", "ttft_n")
+# Each metric is stored under one letter: field names repeat in every bucket of every group.
+CODES = dict(zip(METRICS, "reiotn", strict=True))
+NAMES = {code: name for name, code in CODES.items()}
 Dimension = Literal["key", "account", "model"]
 DIMENSIONS: tuple[Dimension, ...] = ("key", "account", "model")
 # Separates the parts of a field name; none of them can hold it (key names, aliases and model
@@ -74,12 +77,11 @@ class UsageHistory:
     ) -> None:
         hour = int(now // HOUR * HOUR)
         base = SEP.join((key, account or "-", model or "-")) + SEP
-        fields = {base + "requests": 1, base + "tokens_in": tokens[0], base + "tokens_out": tokens[1]}
-        if error:
-            fields[base + "errors"] = 1
+        counts = {"requests": 1, "tokens_in": tokens[0], "tokens_out": tokens[1], "errors": int(error)}
         if ttft_ms is not None:
-            fields[base + "ttft_ms"], fields[base + "ttft_n"] = round(ttft_ms), 1
-        self.tallies.add(table(hour), {k: v for k, v in fields.items() if v}, hour + HOUR + self.keep)
+            counts["ttft_ms"], counts["ttft_n"] = round(ttft_ms), 1
+        fields = {base + CODES[name]: n for name, n in counts.items() if n}
+        self.tallies.add(table(hour), fields, hour + HOUR + self.keep)
 
     async def query(self, q: Query) -> list[Row]:
         hours = q.hours()
@@ -88,14 +90,14 @@ class UsageHistory:
             start = hour // q.bucket * q.bucket  # UTC days: the epoch starts one
             for name, amount in fields.items():
                 parts = name.split(SEP)
-                if len(parts) != 4 or parts[3] not in METRICS:
+                if len(parts) != 4 or parts[3] not in NAMES:
                     continue
                 where = dict(zip(DIMENSIONS, parts[:3], strict=True))
                 if any(where[dim] != value for dim, value in q.only):
                     continue
                 group = tuple(where[d] for d in q.group)
                 row = rows.setdefault((start, group), Row(start, group))
-                row.counts[parts[3]] += amount
+                row.counts[NAMES[parts[3]]] += amount
         return sorted(rows.values(), key=lambda r: (r.start, r.group))
 
 

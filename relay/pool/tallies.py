@@ -15,7 +15,7 @@ from typing import Any
 from .state_file import StateFile
 
 # The usage file is written at most this often (every request changes it).
-WRITE_INTERVAL = 10.0
+WRITE_INTERVAL = 60.0
 
 
 class Tallies(ABC):
