@@ -22,6 +22,7 @@ from tests.conftest import (
     AUTH,
     HI,
     MODEL,
+    Clock,
     RedisServer,
     Relay,
     RelayFactory,
@@ -78,6 +79,25 @@ async def test_what_one_replica_learns_the_other_knows(replicas, fake, mode: str
     shared = await _accounts(b)
     assert [x["state"] for x in shared] == [state, "active"]
     assert shared[0]["failures"] >= 1
+
+
+@needs_redis
+async def test_an_account_refused_too_long_is_dead_on_every_replica(replicas, fake) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    sessions = f"{session_key(1)},{session_key(2)}"
+    a = await replicas(sessions=sessions, clock=clock, dead_account_ttl=3600)
+    b = await replicas(sessions=sessions, clock=clock, dead_account_ttl=3600)
+    await eventually(lambda: all(x.org_id for x in a.pool.accounts) and all(x.org_id for x in b.pool.accounts))
+    fake.script(session_key(1), "invalid")
+    fake.script(session_key(2), text="from two")
+    while a.pool.accounts[0].state is State.ACTIVE:
+        assert await _ask(a) == "from two"
+    refused = a.pool.accounts[0].refused_since
+    await b.pool.refresh()
+    assert b.pool.accounts[0].refused_since == refused  # the first refusal's time travels with the state
+    clock.now += 3601
+    assert [x["state"] for x in await _accounts(b)] == ["dead", "active"]
+    assert [x["state"] for x in await _accounts(a)] == ["dead", "active"]
 
 
 @needs_redis
