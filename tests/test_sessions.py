@@ -14,6 +14,7 @@ import openai
 import pytest
 from loguru import logger
 
+from bench.sessions import RESULT, TOOL, agent_model
 from relay.demo import FakeClaude
 from relay.pool.account import State
 from tests.conftest import (
@@ -30,26 +31,15 @@ from tests.conftest import (
     session_key,
 )
 
-READ = {
-    "name": "read_file",
-    "description": "Read a file",
-    "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
-}
 TURNS = 20
-RESULT = "x" * 4096  # what each tool call brings back: 4 KB
 
 
 def _chats(fake: FakeClaude) -> set[str]:
     return {c.path.split("/")[-2] for c in fake.calls_named("completion")}
 
 
-def _agent_model(model: str, conversation: str) -> str:
-    """Reads files until it has read TURNS of them, then answers; it sees the whole conversation."""
-    done = conversation.count("[tool result (")
-    if done >= TURNS:
-        return f"I read {done} files."
-    call = {"name": "read_file", "arguments": {"path": f"f{done}.txt"}}
-    return f"Reading.\n<tool_call>{json.dumps(call)}</tool_call>"
+# Reads files until it has read TURNS of them, then answers; it sees the whole conversation.
+_agent_model = agent_model(TURNS)
 
 
 async def _agent_session(relay: Relay) -> list[Any]:
@@ -59,7 +49,7 @@ async def _agent_session(relay: Relay) -> list[Any]:
     answers: list[Any] = []
     try:
         for _ in range(TURNS + 1):
-            answer = await client.messages.create(model=MODEL, max_tokens=1000, messages=messages, tools=[READ])  # type: ignore[arg-type]
+            answer = await client.messages.create(model=MODEL, max_tokens=1000, messages=messages, tools=[TOOL])  # type: ignore[arg-type]
             answers.append([(b.type, getattr(b, "text", None), getattr(b, "input", None)) for b in answer.content])
             messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in answer.content]})
             calls = [b for b in answer.content if b.type == "tool_use"]
