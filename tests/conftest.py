@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import socket
@@ -122,10 +123,11 @@ def continues(fake: FakeClaude, n: int = -1) -> bool:
     return bool(this.path == before.path and this.body["parent_message_uuid"] == parent)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `check()` holds; fails the test after `timeout` seconds instead of hanging."""
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Wait until `check()` holds (a check may be async, e.g. a request to a relay); fails the
+    test after `timeout` seconds instead of hanging."""
     async with asyncio.timeout(timeout):
-        while not check():
+        while not ((await held) if inspect.isawaitable(held := check()) else held):
             await asyncio.sleep(0.01)
 
 

@@ -3,7 +3,6 @@ two replicas sharing a real Redis (through an outage too)."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import time
@@ -25,6 +24,7 @@ from tests.conftest import (
     Relay,
     RelayFactory,
     admin_call,
+    eventually,
     needs_redis,
     session_key,
 )
@@ -121,7 +121,7 @@ async def test_a_daily_budget_holds_across_two_replicas(make_relay: RelayFactory
     async def spent_on_two() -> bool:
         return (await _key(two, "bea"))["budget"]["daily"]["remaining"] == 0
 
-    await _poll(spent_on_two)
+    await eventually(spent_on_two)
     shown = await _key(two, "bea")
     day = periods(time.time())[0]
     assert shown["budget"]["daily"] | {"used": 0} == {"tokens": 50, "used": 0, "remaining": 0, "resets_at": day.resets_at}
@@ -144,7 +144,7 @@ async def test_a_daily_budget_holds_across_two_replicas(make_relay: RelayFactory
     # Raised on one replica, it serves again on the other.
     status, edited = await admin_call(one, "PATCH", "/v1/admin/keys/bea", {"daily_tokens": 100_000})
     assert status == 200 and edited["budget"]["daily_tokens"] == 100_000
-    await _poll(lambda: _admitted(two, bea))
+    await eventually(lambda: _admitted(two, bea))
 
 
 async def _admitted(relay: Relay, key: str) -> bool:
@@ -153,13 +153,6 @@ async def _admitted(relay: Relay, key: str) -> bool:
     except openai.RateLimitError:
         return False
     return True
-
-
-async def _poll(check: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 @needs_redis
@@ -178,7 +171,7 @@ async def test_history_is_shared_and_survives_a_redis_outage(make_relay: RelayFa
             rows = (await _usage(two, "period=24h"))["data"]
             return [(r["key"], r["requests"]) for r in rows] == [("cleo", 2)]
 
-        await _poll(both_counted)
+        await eventually(both_counted)
         server.stop()  # Redis goes away: requests go on, counted where they were served
         await _ask(one, cleo)
         away = await _usage(one, "period=24h")
@@ -190,7 +183,7 @@ async def test_history_is_shared_and_survives_a_redis_outage(make_relay: RelayFa
             body = await _usage(two, "period=24h")
             return not body["partial"] and bool(body["data"]) and body["data"][0]["requests"] == 2
 
-        await _poll(pushed, timeout=10)
+        await eventually(pushed, timeout=10)
         assert (await _key(two, "cleo"))["budget"]["monthly"]["used"] > 0
     finally:
         server.stop()
