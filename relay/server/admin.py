@@ -22,7 +22,7 @@ from ..pool.budgets import Budgets
 from ..pool.client_keys import ClientKey, ClientKeys
 from ..pool.history import UsageHistory
 from ..pool.pool import AccountPool
-from .admin_bulk import BulkAccounts
+from .admin_bulk import BulkAccounts, require_cookies_kept
 from .admin_usage import UsageApi
 from .body import BodyLimits, read_json
 from .middlewares import bearer
@@ -86,7 +86,8 @@ class AdminApi:
     ) -> None:
         self.limits = BodyLimits.of(service.settings)
         self.usage = UsageApi(history, pool.now)
-        self.bulk = BulkAccounts(pool, service, upstream, full_export=False)
+        # Full cookies are exported only when the admin routes have a key of their own.
+        self.bulk = BulkAccounts(pool, service, upstream, full_export=bool(service.settings.admin_key.get_secret_value()))
         self.pool = pool
         self.service = service
         self.keys = keys
@@ -94,7 +95,6 @@ class AdminApi:
     def app(self, admin_key: str, api_key: str) -> web.Application:
         """A sub-app to mount under an API prefix's `/admin`."""
         app = web.Application(middlewares=[admin_auth(admin_key, api_key)])
-        self.bulk.full_export = bool(admin_key)
         app.router.add_routes(
             [
                 web.post("/accounts", self.add_account),
@@ -122,9 +122,7 @@ class AdminApi:
         key = spec.key.get_secret_value()
         if self.pool.has_key(key):
             raise Conflict("this sessionKey is already in the pool", param="session_key")
-        if refused := self.pool.store.secrets_refused:
-            message = f"an added account is kept with its cookie, and {refused}: set STATE_SECRET (or STATE_PLAINTEXT=true)"
-            raise Conflict(message, code="state_secret_required")
+        require_cookies_kept(self.pool)
         try:
             found = await self.bulk.probe(spec)
         except UpstreamFailure as failure:

@@ -8,7 +8,6 @@ import asyncio
 import time
 from typing import Any, Literal
 
-import orjson
 from aiohttp import web
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,7 +20,7 @@ from ..config import SessionSpec, shown_proxy
 from ..errors import Conflict, InvalidRequest, PermissionDenied
 from ..pool.account import mask_key
 from ..pool.pool import AccountPool
-from .body import BodyLimits, read_body
+from .body import BodyLimits, read_body, read_json
 
 # Entries per import, at most; a bigger list is split by the operator.
 MAX_IMPORT = 1000
@@ -49,24 +48,28 @@ class ImportBody(BaseModel):
     accounts: list[ExportedAccount] | None = None
 
 
-def entries_of(raw: bytes, content_type: str) -> list[tuple[int, str | ExportedAccount]]:
+async def entries_of(request: web.Request, limits: BodyLimits) -> list[tuple[int, str | ExportedAccount]]:
     """(entry number, line or exported account) from a text or JSON body; blank lines and `#`
     comments skipped."""
-    if content_type == "application/json":
-        try:
-            body = validate(ImportBody, orjson.loads(raw))
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if request.content_type == "application/json":
+        body = validate(ImportBody, await read_json(request, limits))
         if body.accounts is not None:
             return list(enumerate(body.accounts, 1))
         text = body.text or ""
     else:
-        text = raw.decode("utf-8", "replace")
+        text = (await read_body(request, limits)).decode("utf-8", "replace")
     numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)]
     entries: list[tuple[int, str | ExportedAccount]] = [(n, line) for n, line in numbered if line and not line.startswith("#")]
     if not entries:
         raise InvalidRequest("nothing to import: send one cookie per line (key[:org][@proxy]) or an export's JSON")
     return entries
+
+
+def require_cookies_kept(pool: AccountPool) -> None:
+    """An added account is kept with its cookie: refuse (409) where the store would keep it in the clear."""
+    if refused := pool.store.secrets_refused:
+        message = f"an added account is kept with its cookie, and {refused}: set STATE_SECRET (or STATE_PLAINTEXT=true)"
+        raise Conflict(message, code="state_secret_required")
 
 
 def spec_of(entry: str | ExportedAccount) -> SessionSpec:
@@ -98,12 +101,10 @@ class BulkAccounts:
 
     async def import_accounts(self, request: web.Request) -> web.Response:
         started = time.monotonic()
-        entries = entries_of(await read_body(request, self.limits), request.content_type)
+        entries = await entries_of(request, self.limits)
         if len(entries) > MAX_IMPORT:
             raise InvalidRequest(f"at most {MAX_IMPORT} accounts per import; split the list")
-        if refused := self.pool.store.secrets_refused:
-            message = f"an added account is kept with its cookie, and {refused}: set STATE_SECRET (or STATE_PLAINTEXT=true)"
-            raise Conflict(message, code="state_secret_required")
+        require_cookies_kept(self.pool)
         gate = asyncio.Semaphore(IMPORT_CONCURRENCY)
         seen: set[str] = set()
         results = await asyncio.gather(*(self._one(n, entry, gate, seen) for n, entry in entries))
