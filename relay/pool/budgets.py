@@ -47,38 +47,51 @@ def periods(now: float) -> tuple[Period, Period]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What every key has spent in the current day and month, read in one go."""
+
+    spans: tuple[Period, Period]
+    tokens: tuple[dict[str, int], dict[str, int]]  # per period: key hash -> tokens
+
+    def of(self, key_hash: str) -> list[tuple[Period, int]]:
+        return [(p, used.get(key_hash, 0)) for p, used in zip(self.spans, self.tokens, strict=True)]
+
+    def view(self, budget: Budget) -> dict[str, object]:
+        """What `GET /v1/admin/keys` shows: per period the budget, what is used and left, and the reset."""
+        out: dict[str, object] = {}
+        for period, used in self.of(budget.hash):
+            limit = budget.limit(period.name)
+            left = None if limit is None else max(0, limit - used)
+            out[period.name] = {"tokens": limit, "used": used, "remaining": left, "resets_at": period.resets_at}
+        return out
+
+
 class Budgets:
     """Spending per key and period, and the refusal when a budget is used up."""
 
     def __init__(self, tallies: Tallies) -> None:
         self.tallies = tallies
 
-    async def used(self, key_hash: str, now: float) -> dict[PeriodName, tuple[int, Period]]:
+    async def spent(self, now: float) -> Spent:
         spans = periods(now)
-        found = await self.tallies.read([p.table for p in spans])
-        return {p.name: (fields.get(key_hash, 0), p) for p, fields in zip(spans, found, strict=True)}
+        daily, monthly = await self.tallies.read([p.table for p in spans])
+        return Spent(spans, (daily, monthly))
 
     async def check(self, budget: Budget, now: float) -> None:
         """Raise RateLimited (with the seconds until the reset) when a budget is used up."""
         if budget.daily is None and budget.monthly is None:
             return
-        for name, (spent, period) in (await self.used(budget.hash, now)).items():
-            limit = budget.limit(name)
-            if limit is not None and spent >= limit:
+        for period, used in (await self.spent(now)).of(budget.hash):
+            limit = budget.limit(period.name)
+            if limit is not None and used >= limit:
                 reset = datetime.fromtimestamp(period.resets_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-                message = f"key {budget.name!r} has used its {name} budget of {limit} tokens ({spent} used); it resets at {reset}"
+                message = (
+                    f"key {budget.name!r} has used its {period.name} budget of {limit} tokens ({used} used); it resets at {reset}"
+                )
                 raise RateLimited(message, code="key_budget_exceeded", retry_after=max(1, math.ceil(period.resets_at - now)))
 
     def spend(self, key_hash: str, tokens: int, now: float) -> None:
         if tokens > 0:
             for period in periods(now):
                 self.tallies.add(period.table, {key_hash: tokens}, period.resets_at + 86400)
-
-    async def view(self, budget: Budget, now: float) -> dict[str, object]:
-        """What `GET /v1/admin/keys` shows: per period the budget, what is used and left, and the reset."""
-        out: dict[str, object] = {}
-        for name, (spent, period) in (await self.used(budget.hash, now)).items():
-            limit = budget.limit(name)
-            left = None if limit is None else max(0, limit - spent)
-            out[name] = {"tokens": limit, "used": spent, "remaining": left, "resets_at": period.resets_at}
-        return out

@@ -18,7 +18,7 @@ from ..client_api import validate
 from ..config import SessionSpec, first_problem
 from ..errors import AuthError, Conflict, NotFound, Unprocessable
 from ..pool.account import Account
-from ..pool.budgets import Budgets
+from ..pool.budgets import Budgets, Spent
 from ..pool.client_keys import ClientKey, ClientKeys
 from ..pool.history import UsageHistory
 from ..pool.pool import AccountPool
@@ -166,17 +166,15 @@ class AdminApi:
         await keys.save(store)
         made = keys.named(body.name)
         assert made is not None
-        return web.json_response({**await self._view(made), "key": secret}, status=201)
+        return web.json_response({**_view(made, await self._spent()), "key": secret}, status=201)
 
-    async def _view(self, key: ClientKey) -> dict[str, Any]:
-        """A key as listed: its settings, this replica's counters and what is left of its budgets."""
-        view = key.view()
-        view["budget"] = {**view["budget"], **await Budgets(self.pool.store.tallies).view(key.budget, self.pool.now())}
-        return view
+    async def _spent(self) -> Spent:
+        return await Budgets(self.pool.store.tallies).spent(self.pool.now())
 
     async def list_keys(self, request: web.Request) -> web.Response:
         keys = await self.keys.sync(self.pool.store)
-        return web.json_response({"object": "list", "data": [await self._view(k) for k in keys.keys]})
+        spent = await self._spent()  # one read for every key
+        return web.json_response({"object": "list", "data": [_view(k, spent) for k in keys.keys]})
 
     async def edit_key(self, request: web.Request) -> web.Response:
         """Change a key's limits or budgets; it keeps its secret and what it has spent."""
@@ -190,7 +188,7 @@ class AdminApi:
             raise Conflict(f"key {name!r} comes from CLIENT_KEYS; change it there", code="key_from_file")
         key.apply(body.model_dump(include=body.model_fields_set))
         await keys.save(self.pool.store)
-        return web.json_response(await self._view(key))
+        return web.json_response(_view(key, await self._spent()))
 
     async def remove_key(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -199,3 +197,10 @@ class AdminApi:
             raise NotFound(f"no key named {name!r}", code="key_not_found")
         await keys.save(self.pool.store)
         return web.json_response({"name": name, "deleted": True})
+
+
+def _view(key: ClientKey, spent: Spent) -> dict[str, Any]:
+    """A key as listed: its settings, this replica's counters and what is left of its budgets."""
+    view = key.view()
+    view["budget"] = {**view["budget"], **spent.view(key.budget)}
+    return view
