@@ -142,10 +142,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _model_label(request: web.Request, access: AccessLog) -> str:
+    """The model label only for requests that reached claude.ai."""
+    return _model_name(request, access.model) if access.account else "-"
+
+
+def _model_name(request: web.Request, model: str) -> str:
     """Configured models by name; anything else a client typed is "other", so labels stay few."""
-    if not access.account:
-        return "-"
-    return access.model if access.model in request.app[settings_key].served_models else "other"
+    return model if model in request.app[settings_key].served_models else "other"
 
 
 def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
@@ -174,8 +177,8 @@ def _account_for(request: web.Request, access: AccessLog, status: int) -> None:
 
 
 def _record_usage(request: web.Request, access: AccessLog, status: int) -> None:
-    """Chat requests into the usage history, by key, account and model (configured models by
-    name, anything else "other")."""
+    """Chat requests into the usage history, by key, account and model (the model even when no
+    account answered; "-" when the request named none)."""
     endpoint = endpoint_of(request)
     if endpoint is None or request.match_info.handler != endpoint.chat:
         return
@@ -183,8 +186,7 @@ def _record_usage(request: web.Request, access: AccessLog, status: int) -> None:
         key = "(mirror)"
     else:
         key = request[client_key].name if client_key in request else "(apikey)"
-    served = request.app[settings_key].served_models
-    model = access.model if access.model in served else ("other" if access.model else "-")
+    model = _model_name(request, access.model) if access.model else "-"
     error = access.outcome == "failed" or (status >= 400 and status != CLIENT_GONE)
     tokens = (access.tokens_in if access.account else 0, access.tokens_out)  # a prompt nobody answered cost nothing
     request.app[history_key].record(
