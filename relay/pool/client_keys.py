@@ -141,14 +141,14 @@ class ClientKeys:
         keys are taken in again every REFRESH_INTERVAL (revoked or changed elsewhere)."""
         now = self._clock()
         found = self.find(given)
-        if found is not None and (found.source == "file" or now - self._synced_at < REFRESH_INTERVAL):
-            return found
-        if found is None and now - self._looked_up_at < RESYNC_INTERVAL:
-            return None
-        if found is None:
-            self._looked_up_at = now
-        else:
+        if found is not None:
+            if found.source == "file" or now - self._synced_at < REFRESH_INTERVAL:
+                return found
             self._synced_at = now  # a store that cannot be read now is asked again after the interval
+        elif now - self._looked_up_at < RESYNC_INTERVAL:
+            return None
+        else:
+            self._looked_up_at = now
         return (await self.sync(store)).find(given)
 
     def named(self, name: str) -> ClientKey | None:
