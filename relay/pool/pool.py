@@ -246,10 +246,8 @@ class AccountPool:
             logger.info("account {} backs off {:.0f} s after {} failure(s) in a row", account.alias, pause, account.streak)
             await self.store.save_learned(account)
         state = STATE_OF.get(failure.kind)
-        if state in REFUSED:
+        if state in REFUSED:  # `revive` declares it dead once this is older than DEAD_ACCOUNT_TTL
             account.refused_since = account.refused_since or self._clock()
-            if self._dead(account, self._clock()):
-                state = State.DEAD
         if state is not None:
             self._set(account, state, failure.kind, failure.message, failure.cooldown_until(self._clock()))
             when = f" until {clock_text(account.until)}" if account.until else ""
