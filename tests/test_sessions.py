@@ -115,6 +115,19 @@ async def test_a_retried_or_edited_turn_is_a_branch_of_the_same_chat(make_relay:
     assert len([m for m in messages.values() if m.parent == parent]) == 3  # three children of one message
 
 
+async def test_an_answer_sent_back_with_other_white_space_still_continues(make_relay: RelayFactory, fake: FakeClaude) -> None:
+    """Clients re-serialise an answer's white space (tabs, no-break and em spaces, line breaks) and may
+    keep a `<think>` section in it; the turn still matches where the answer left the chat."""
+    fake.script(session_key(1), text="Paris is  the capital.\n\nIt is in France.")
+    relay = await make_relay(sessions=session_key(1))
+    client = relay.openai()
+    first = [{"role": "user", "content": "where?"}]
+    answer = await _chat(client, first)
+    resent = "<think>a thought</think>\t" + answer.replace(" ", "\u00a0", 1).replace("\n\n", " \u2003\r\n ") + "  \n"
+    await _chat(client, [*first, {"role": "assistant", "content": resent}, {"role": "user", "content": "and?"}])
+    assert continues(fake) and fake.calls_named("completion")[-1].body["prompt"] == "Human: and?"
+
+
 async def test_a_session_moves_with_its_whole_transcript_when_its_account_cannot_serve(
     make_relay: RelayFactory, fake: FakeClaude
 ) -> None:
