@@ -128,6 +128,21 @@ async def test_an_answer_sent_back_with_other_white_space_still_continues(make_r
     assert continues(fake) and fake.calls_named("completion")[-1].body["prompt"] == "Human: and?"
 
 
+async def test_fresh_chats_say_whether_the_conversation_was_new_or_diverged(make_relay: RelayFactory, fake: FakeClaude) -> None:
+    relay = await make_relay(sessions=session_key(1))
+    client = relay.openai()
+    first = [{"role": "user", "content": "one"}]
+    answer = await _chat(client, first)
+    await _chat(client, [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "two"}])
+    # A history relay never answered (another provider's answer, or a session that expired).
+    await _chat(client, [*first, {"role": "assistant", "content": "said elsewhere"}, {"role": "user", "content": "two"}])
+    async with aiohttp.ClientSession() as http, http.get(relay.url + "/metrics", headers=AUTH) as r:
+        metrics = await r.text()
+    for kind, reason in (("fresh", "no_match"), ("continued", "continued"), ("fresh", "divergence")):
+        assert f'relay_session_turns_total{{kind="{kind}",reason="{reason}"}} 1.0' in metrics
+    assert "Human: one" in fake.calls_named("completion")[-1].body["prompt"]  # the whole transcript
+
+
 async def test_a_session_moves_with_its_whole_transcript_when_its_account_cannot_serve(
     make_relay: RelayFactory, fake: FakeClaude
 ) -> None:

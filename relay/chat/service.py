@@ -120,7 +120,7 @@ class ChatService:
         """
         source: Source = GuestSource(guest, self.upstream, self.orgs) if guest else self._pool_source(job.model)
         buffered = buffered or job.checked  # checked whole before the client sees it
-        run = _Run(await self.sessions.find(job) if job.digests else None)
+        run = _Run(await self.sessions.find(job) if job.digests else None, any(t.role == "assistant" for t in job.turns))
         tried: set[Account] = set()
         failures: Failures = []
         while run.attempts < source.attempts:
@@ -341,12 +341,14 @@ class _Run:
 
     __slots__ = ("account", "attempts", "cont", "continuing", "fresh_reason", "refused_on")
 
-    def __init__(self, cont: Continuation | None) -> None:
+    def __init__(self, cont: Continuation | None, answered: bool) -> None:
         self.cont = cont
         self.continuing: Continuation | None = None
         self.attempts = 0
         self.account = ""
-        self.fresh_reason = "" if cont else "no_match"
+        # No match: a new conversation. Divergence: one that holds earlier answers, yet extends no
+        # remembered point (its session expired, or the client changed its history or tools).
+        self.fresh_reason = "" if cont else "divergence" if answered else "no_match"
         self.refused_on: str | None = None
 
     @property
