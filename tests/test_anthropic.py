@@ -88,6 +88,20 @@ async def test_thinking_blocks(relay: Relay, fake) -> None:
     assert params["paprika_mode"] == "extended"
 
 
+async def test_thinking_display_omitted_keeps_the_blocks_without_their_text(relay: Relay, fake) -> None:
+    """Claude Code asks for `display: omitted`: thinking blocks come back empty, as Anthropic's API sends them."""
+    script_all(fake, text="Answer.", thinking="Let me see.")
+    thinking = {"type": "adaptive", "display": "omitted"}
+    msg = await client(relay).messages.create(model=MODEL, max_tokens=2000, messages=HI, thinking=thinking)  # type: ignore[arg-type]
+    assert [(b.type, getattr(b, "thinking", None)) for b in msg.content] == [("thinking", ""), ("text", None)]
+    async with client(relay).messages.stream(model=MODEL, max_tokens=2000, messages=HI, thinking=thinking) as stream:  # type: ignore[arg-type]
+        kinds = [e.delta.type async for e in stream if e.type == "content_block_delta"]
+        final = await stream.get_final_message()
+    assert "thinking_delta" not in kinds and "text_delta" in kinds
+    assert [b.type for b in final.content] == ["thinking", "text"] and final.content[1].text == "Answer."  # type: ignore[union-attr]
+    assert fake.calls_named("completion")[-1].body["create_conversation_params"]["paprika_mode"] == "extended"
+
+
 async def test_think_model_suffix_also_enables_thinking(relay: Relay, fake) -> None:
     script_all(fake, text="x", thinking="y")
     async with client(relay).messages.stream(model=MODEL + "-think", max_tokens=100, messages=HI) as stream:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ..client_api import ApiRequest, ClientApi, validate
@@ -27,11 +28,16 @@ from .models import AnthropicTool, Block, CountTokensRequest, MessagesRequest, T
 from .render import MessageRenderer, error_body
 
 
-class Messages(ClientApi[ApiRequest]):
+@dataclass(slots=True)
+class MessagesCall(ApiRequest):
+    thinking_shown: bool = True  # thinking blocks carry their text (not `thinking.display: omitted`)
+
+
+class Messages(ClientApi[MessagesCall]):
     name = "messages"
     wire = "anthropic"
 
-    def parse(self, body: object) -> ApiRequest:
+    def parse(self, body: object) -> MessagesCall:
         req = validate(MessagesRequest, body)
         assert isinstance(body, dict)
         chat = Chat(
@@ -46,12 +52,18 @@ class Messages(ClientApi[ApiRequest]):
             web_search=web_search(req.tools),
             output=_output(req),
         )
-        return ApiRequest(chat, body)
+        return MessagesCall(chat, body, thinking_shown=req.thinking is None or req.thinking.shown)
 
-    def renderer(self, request: ApiRequest, prompt_tokens: int) -> MessageRenderer:
+    def renderer(self, request: MessagesCall, prompt_tokens: int) -> MessageRenderer:
         chat = request.chat
         return MessageRenderer(
-            chat.model, chat.stops, prompt_tokens, keep=not chat.stream, activity=self.activity, web_search=chat.web_search
+            chat.model,
+            chat.stops,
+            prompt_tokens,
+            keep=not chat.stream,
+            activity=self.activity,
+            web_search=chat.web_search,
+            thinking_shown=request.thinking_shown,
         )
 
     def error_body(self, exc: RelayError) -> dict[str, Any]:

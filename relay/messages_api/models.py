@@ -54,6 +54,13 @@ class ToolChoice(_Wire):
 class ThinkingConfig(_Wire):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = None
+    # "summarized" (the default) shows the thinking; "omitted" and "updates" ask for thinking
+    # blocks without their text (Claude Code sends "omitted").
+    display: str | None = None
+
+    @property
+    def shown(self) -> bool:
+        return self.display not in ("omitted", "updates")
 
 
 class OutputFormatConfig(_Wire):

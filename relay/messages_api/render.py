@@ -58,10 +58,12 @@ class MessageRenderer(Renderer):
         keep: bool = True,
         activity: Activity = "compact",
         web_search: bool = False,
+        thinking_shown: bool = True,
     ) -> None:
         super().__init__(model, stops, prompt_tokens, keep=keep, activity=activity, web_search=web_search)
         self._id = message_id()
         self._searches = 0
+        self._thinking_shown = thinking_shown
 
     def on_tool_activity(self, event: ToolActivity) -> bytes:
         """A client that asked for web search sees claude.ai's searches as Anthropic's API shows
@@ -119,8 +121,9 @@ class MessageRenderer(Renderer):
         return _event("content_block_start", {"type": "content_block_start", "index": block.index, "content_block": start})
 
     def on_delta(self, block: Block, text: str) -> bytes:
-        delta = {"type": "text_delta", "text": text} if block.kind == "text" else {"type": "thinking_delta", "thinking": text}
-        return self._delta(block, delta)
+        if block.kind == "text":
+            return self._delta(block, {"type": "text_delta", "text": text})
+        return self._delta(block, {"type": "thinking_delta", "thinking": text}) if self._thinking_shown else b""
 
     def on_block_stop(self, block: Block) -> bytes:
         return _event("content_block_stop", {"type": "content_block_stop", "index": block.index})
@@ -148,7 +151,7 @@ class MessageRenderer(Renderer):
         return _event("error", error_body(exc))
 
     def result(self) -> dict[str, Any]:
-        content = [_block_object(b) for b in self.blocks]
+        content = [_block_object(b, self._thinking_shown) for b in self.blocks]
         return {
             **self._message(content, self.stop or "end_turn", self.stop_sequence),
             "usage": {**_usage(self.prompt_tokens, self.output_tokens), **self._server_usage()},
@@ -180,7 +183,7 @@ def _location(citation: Citation) -> dict[str, Any]:
     }
 
 
-def _block_object(block: Block) -> dict[str, Any]:
+def _block_object(block: Block, thinking_shown: bool) -> dict[str, Any]:
     if block.payload:
         return block.payload
     if block.call is not None:
@@ -191,7 +194,7 @@ def _block_object(block: Block) -> dict[str, Any]:
             "input": orjson.loads(block.call.arguments),
         }
     if block.kind == "thinking":
-        return {"type": "thinking", "thinking": block.text, "signature": ""}
+        return {"type": "thinking", "thinking": block.text if thinking_shown else "", "signature": ""}
     text: dict[str, Any] = {"type": "text", "text": block.text}
     if block.citations:
         text["citations"] = [_location(c) for c in block.citations]
