@@ -182,6 +182,21 @@ async def test_anthropic_round_trip(relay: Relay, fake) -> None:
     assert "clear sky" in fake.calls_named("completion")[1].body["prompt"]
 
 
+async def test_anthropic_custom_tools_with_nested_fields_are_offered_whole(relay: Relay, fake) -> None:
+    """Some clients send `{"type": "custom", "name", "custom": {"description", "input_schema"}}`."""
+    fake.reply = agent()
+    client = anthropic.AsyncAnthropic(base_url=relay.url, api_key=API_KEY, max_retries=0)
+    relay.clients.append(client)  # type: ignore[arg-type]
+    schema = WEATHER["function"]["parameters"]  # type: ignore[index]
+    tools = [{"type": "custom", "name": "get_weather", "custom": {"description": "Weather by city", "input_schema": schema}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = await client.messages.create(model=MODEL, max_tokens=500, messages=messages, tools=tools)  # type: ignore[arg-type]
+    use = next(b for b in first.content if b.type == "tool_use")
+    assert use.name == "get_weather" and use.input == {"city": "Paris"}  # type: ignore[union-attr]
+    prompt = fake.calls_named("completion")[0].body["prompt"]
+    assert "Weather by city" in prompt and '"city"' in prompt
+
+
 def test_parser_finds_calls_split_anywhere() -> None:
     text = "Sure. " + CALL + " done"
     for cut in range(1, len(text)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 
 class _Wire(BaseModel):
@@ -33,17 +33,31 @@ class AnthropicMessage(_Wire):
     content: str | list[Block]
 
 
+class _CustomSpec(_Wire):
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+
 class AnthropicTool(_Wire):
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
     input_schema: dict[str, Any] = {}
     type: str | None = None
+    # Some clients nest a custom tool's fields: {"type": "custom", "name", "custom": {...}}.
+    custom: _CustomSpec | None = None
     strict: bool | None = None
     defer_loading: bool | None = None  # loaded later through tool search (Claude Code's ToolSearch)
     # Server tools (web_search_*): the limits a client may set.
     max_uses: int | None = Field(default=None, ge=1)
     allowed_domains: list[str] | None = None
     blocked_domains: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _lift_custom(self) -> AnthropicTool:
+        if self.custom is not None:
+            self.description = self.description or self.custom.description
+            self.input_schema = self.input_schema or self.custom.input_schema or {}
+        return self
 
 
 class ToolChoice(_Wire):
