@@ -96,3 +96,13 @@ def test_fast_text_scan_reads_what_the_general_path_reads(
         == "".join(texts)
     )
     assert fast[-1] == Finish("end_turn") == slow[-1]
+
+
+def test_a_text_delta_inside_another_block_is_not_read_as_one() -> None:
+    """Only whole blocks are text deltas: an `event:` line in the middle of a block belongs to it."""
+    delta = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}'
+    stream = b"data: junk\n" + delta + b"\n\n" + delta + b'\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+    fast = EventReader().read(SSEDecoder().take(stream))
+    slow_reader = EventReader()
+    slow = [e for event in SSEDecoder().feed(stream) for e in slow_reader.feed(event)]
+    assert fast == slow == [Text("x"), Finish("end_turn")]

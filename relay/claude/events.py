@@ -86,6 +86,17 @@ _TEXT_DELTA = re.compile(
     rb'event: content_block_delta\ndata: \{"type": ?"content_block_delta", ?"index": ?\d+, ?'
     rb'"delta": ?\{"type": ?"text_delta", ?"text": ?"([^"\\\n]*(?:\\.[^"\\\n]*)*)"\}\} *(?=\n\n|\Z)'
 )
+# What lies between two text deltas of one run: nothing but the blank line that ends a block.
+_SEPARATORS = frozenset({b"", b"\n\n"})
+
+
+def _whole_blocks(parts: list[bytes]) -> bool:
+    """Whether every text delta `split` found starts a block (what precedes it ends one): an
+    `event:` line in the middle of a block belongs to that block."""
+    first, middle = parts[0], parts[2:-1:2]
+    if first and not first.endswith(b"\n\n"):
+        return False
+    return _SEPARATORS.issuperset(middle) or all(m.endswith(b"\n\n") for m in middle)
 
 
 def _unescape(bodies: list[bytes]) -> str:
@@ -119,29 +130,25 @@ class EventReader:
         self.finished = False
 
     def read(self, region: bytes) -> list[ReplyEvent]:
-        """The reply events of complete SSE blocks (see `SSEDecoder.take`), plain text deltas read
-        by the fast scan, everything else by `feed_all`."""
+        """The reply events of complete SSE blocks (see `SSEDecoder.take`): one split finds the
+        plain text deltas (whole blocks only), whose bodies are decoded a run at a time; the blocks
+        between them go through `feed_all`."""
+        parts = _TEXT_DELTA.split(region)
+        if len(parts) == 1 or not _whole_blocks(parts):
+            return self.feed_all(blocks(region)) if region else []
+        if _SEPARATORS.issuperset(parts[0::2]):  # the usual read: text deltas and nothing else
+            return [Text(_unescape(parts[1::2]))]
         out: list[ReplyEvent] = []
         escaped: list[bytes] = []
-        pos, size, match, other = 0, len(region), _TEXT_DELTA.match, -1  # other: where general blocks began
-        while pos < size:
-            found = match(region, pos)
-            if found is None:
-                if other < 0:
-                    if escaped:
-                        self._merge(out, [Text(_unescape(escaped))])
-                        escaped = []
-                    other = pos
-                end = region.find(b"\n\n", pos)
-                pos = size if end < 0 else end + 2
-                continue
-            if other >= 0:
-                self._merge(out, self.feed_all(blocks(region[other:pos])))
-                other = -1
-            escaped.append(found.group(1))
-            pos = found.end() + 2
-        if other >= 0:
-            self._merge(out, self.feed_all(blocks(region[other:])))
+        for i in range(0, len(parts), 2):
+            between = parts[i]
+            if between not in _SEPARATORS:
+                if escaped:
+                    self._merge(out, [Text(_unescape(escaped))])
+                    escaped = []
+                self._merge(out, self.feed_all(blocks(between)))
+            if i + 1 < len(parts):
+                escaped.append(parts[i + 1])
         if escaped:
             self._merge(out, [Text(_unescape(escaped))])
         return out
