@@ -262,6 +262,31 @@ async def test_secrets_at_rest_are_sealed_or_refused(proxy: LoopbackProxy, make_
     assert (await admin_call(plain, "POST", "/v1/admin/accounts", {"session_key": session_key(3)}))[0] == 201
 
 
+async def test_a_message_of_unclosed_think_tags_holds_up_nobody(fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Session digests drop `<think>` sections from every turn. A regex did it by rescanning the
+    rest of the text from each unclosed tag: 140,000 of them would hold relay's event loop, and
+    every other request with it, for about 10 minutes. The relay runs as a process of its own so
+    that a held loop cannot hold the test's clock too."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields},
+        "SESSIONS": session_key(1),
+        "APIKEY": API_KEY,
+        "CLAUDE_BASE_URL": fake_url(fake),
+        "PORT": str(port),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, port)
+            hostile = {"model": MODEL, "messages": [{"role": "user", "content": "<think>" * 140_000}]}
+            async with asyncio.timeout(60), http.post(f"http://127.0.0.1:{port}{CHAT}", json=hostile, headers=AUTH) as r:
+                assert r.status == 200, await r.text()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 async def test_a_write_cut_by_kill_9_leaves_no_copy_behind(fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "state.json"
     for life in ("killed", "restarted"):
