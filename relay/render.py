@@ -63,7 +63,7 @@ def activity_line(name: str, raw_input: str) -> str:
     """claude.ai's own tool use (web search, fetches, integrations) as one line of the answer."""
     try:
         args = json.loads(raw_input) if raw_input.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         args = {}
     detail = next(
         (args[k] for k in ("query", "url", "location", "q") if isinstance(args, dict) and isinstance(args.get(k), str)), None

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import AUTH, Relay, RelayFactory
+from tests.conftest import AUTH, HI, MODEL, Relay, RelayFactory, session_key
 
 OK_BODY = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -65,6 +65,17 @@ async def test_invalid_requests_name_the_field(relay: Relay, fake, body: dict[st
     assert status == 400
     assert answer["error"]["message"].startswith(field)
     assert not fake.calls_named("completion")
+
+
+async def test_an_error_body_nested_too_deeply_is_read_as_any_other_failure(make_relay: RelayFactory, fake) -> None:
+    """Python's json module raises RecursionError, not ValueError, past its depth: a 500 whose
+    body nests 5,000 arrays must fail over like any 500, not crash the request."""
+    fake.script(session_key(1), "deep_json")
+    relay = await make_relay(sessions=f"{session_key(1)},{session_key(2)}")
+    done = await relay.openai().chat.completions.create(model=MODEL, messages=HI)
+    assert done.choices[0].message.content
+    asked = [c.session_key for c in fake.calls_named("completion")]
+    assert session_key(1) in asked and asked[-1] == session_key(2)
 
 
 async def test_huge_body_is_413_and_server_lives(make_relay: RelayFactory, fake) -> None:

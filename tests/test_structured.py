@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from relay.demo import FakeClaude
-from tests.conftest import API_KEY, AUTH, MODEL, Relay, continues
+from tests.conftest import API_KEY, AUTH, MODEL, Relay, continues, session_key
 
 
 class City(BaseModel):
@@ -98,6 +98,16 @@ async def test_a_twice_invalid_answer_is_a_clear_error(relay: Relay, fake: FakeC
             response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "objekt"}}},  # type: ignore[typeddict-item]
         )
     assert "not a valid JSON Schema" in bad.value.message
+
+
+async def test_an_answer_nested_too_deeply_is_an_invalid_answer_not_a_crash(relay: Relay, fake: FakeClaude) -> None:
+    fake.script(session_key(1), text='{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    with pytest.raises(openai.APIStatusError) as info:
+        await relay.openai().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+        )
+    assert info.value.status_code == 502 and info.value.code == "output_invalid", info.value.message
+    assert len(fake.calls_named("completion")) == 2  # one repair turn, as for any invalid answer
 
 
 WEATHER = {

@@ -98,8 +98,9 @@ async def test_parallel_calls(relay: Relay, fake) -> None:
     [
         OPEN + '{"name": "get_weather", "arguments": {}}' + CLOSE,
         OPEN + '{"name": "get_weather", "arguments": {"city": "Pa' + CLOSE,
+        OPEN + '{"name": "get_weather", "arguments": {"city": ' + "[" * 5000 + "]" * 5000 + "}}" + CLOSE,
     ],
-    ids=["missing-required", "broken-json"],
+    ids=["missing-required", "broken-json", "nested-too-deep"],
 )
 async def test_invalid_call_falls_back_to_text(relay: Relay, fake, bad: str) -> None:
     fake.reply = agent(call=bad)

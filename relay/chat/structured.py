@@ -14,6 +14,7 @@ from ..errors import InvalidRequest, UpstreamError
 from ..reply import ToolCall
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+TOO_DEEP = "the JSON is nested too deeply"
 # What a valid answer is cut into for a streaming client, in characters.
 STREAM_PIECE = 64
 
@@ -53,7 +54,7 @@ def extract(text: str) -> Any:
     for candidate in candidates:
         try:
             return json.loads(candidate)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     raise ValueError("the answer is not JSON")
 
@@ -70,7 +71,10 @@ def problem(text: str, fmt: OutputFormat) -> tuple[str | None, str]:
     elif (error := _first_error(fmt.schema, doc)) is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         return None, f"at {where}: {error.message[:300]}"
-    return json.dumps(doc, ensure_ascii=False), ""
+    try:
+        return json.dumps(doc, ensure_ascii=False), ""
+    except RecursionError:
+        return None, TOO_DEEP
 
 
 def call_problem(call: ToolCall, tool: ToolSpec) -> str:
@@ -86,9 +90,12 @@ def _first_error(schema: dict[str, Any], doc: Any) -> Any:
     """jsonschema's most relevant error for `doc`, or None. jsonschema is imported by the first
     request that needs it: a relay that never checks a schema does not hold it in memory."""
     from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
+    from jsonschema.exceptions import ValidationError, best_match
 
-    return best_match(Draft202012Validator(schema).iter_errors(doc))
+    try:
+        return best_match(Draft202012Validator(schema).iter_errors(doc))
+    except RecursionError:  # a document (or schema) nested deeper than the validator can walk
+        return ValidationError(TOO_DEEP)
 
 
 def repair_prompt(why: str, fmt: OutputFormat | None) -> str:

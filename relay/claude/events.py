@@ -51,7 +51,7 @@ def render_artifact(raw_input: str) -> str:
     """An artifact claude.ai made, as markdown: its content in a code block, never raw JSON."""
     try:
         args = json.loads(raw_input) if raw_input.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         args = {}
     if not isinstance(args, dict):
         args = {}

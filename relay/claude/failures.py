@@ -86,7 +86,7 @@ class UpstreamFailure(Exception):
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -142,7 +142,7 @@ class ToolCallParser:
         body = raw.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's json reads
             return None
         if not isinstance(doc, dict):
             return None

@@ -95,7 +95,7 @@ def usage_windows(status: int, headers: dict[str, str], body: bytes) -> dict[str
     """The windows of a /usage answer, or the classified failure."""
     try:
         doc = json.loads(body) if status == 200 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict):
         raise classify(status if status >= 300 else 502, headers, body)
@@ -107,7 +107,7 @@ def choose_org(status: int, headers: dict[str, str], body: bytes) -> dict[str, A
     or a classified failure."""
     try:
         orgs = json.loads(body) if status == 200 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         orgs = None
     if not isinstance(orgs, list):
         # An error object instead of a list means the cookie was refused, whatever the status said.
@@ -215,7 +215,7 @@ def uploaded_file_id(body: bytes) -> str:
     """The id an upload answer gives the file, to be listed in the completion's `files`."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     file_id = (doc.get("file_uuid") or doc.get("uuid")) if isinstance(doc, dict) else None
     if not file_id:

@@ -60,6 +60,7 @@ MODES = (
     "unavailable",  # 503 with a plain-text body
     "drift",  # a normal answer with an event, a content block and a delta type relay does not know
     "new_error",  # 400 with an error type relay does not know
+    "deep_json",  # 500 whose JSON body is nested deeper than Python's json module reads
 )
 
 

@@ -155,6 +155,8 @@ class FakeClaude:
             return _error(400, "conversation_locked_error", "This conversation is locked.")
         if mode == "unavailable":
             return web.Response(status=503, text="upstream connect error or disconnect/reset before headers")
+        if mode == "deep_json":
+            return web.Response(status=500, text='{"error": ' + "[" * 5000 + "]" * 5000 + "}", content_type="application/json")
         return None
 
     # -- control (benchmarks drive a fake in another process through these) ----------------------
