@@ -262,11 +262,9 @@ async def test_secrets_at_rest_are_sealed_or_refused(proxy: LoopbackProxy, make_
     assert (await admin_call(plain, "POST", "/v1/admin/accounts", {"session_key": session_key(3)}))[0] == 201
 
 
-async def test_a_message_of_unclosed_think_tags_holds_up_nobody(fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Session digests drop `<think>` sections from every turn. A regex did it by rescanning the
-    rest of the text from each unclosed tag: 140,000 of them would hold relay's event loop, and
-    every other request with it, for about 10 minutes. The relay runs as a process of its own so
-    that a held loop cannot hold the test's clock too."""
+def _relay_process(fake, **settings: str) -> tuple[subprocess.Popen[bytes], int]:  # type: ignore[no-untyped-def]
+    """relay in a process of its own (on uvloop, as it ships): one a test can kill -9, or whose
+    held event loop cannot hold the test's clock too."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields},
@@ -274,8 +272,17 @@ async def test_a_message_of_unclosed_think_tags_holds_up_nobody(fake, tmp_path) 
         "APIKEY": API_KEY,
         "CLAUDE_BASE_URL": fake_url(fake),
         "PORT": str(port),
+        **settings,
     }
     proc = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], env=env, stderr=subprocess.DEVNULL)
+    return proc, port
+
+
+async def test_a_message_of_unclosed_think_tags_holds_up_nobody(fake) -> None:  # type: ignore[no-untyped-def]
+    """Session digests drop `<think>` sections from every turn. A regex did it by rescanning the
+    rest of the text from each unclosed tag: 140,000 of them would hold relay's event loop, and
+    every other request with it, for about 10 minutes."""
+    proc, port = _relay_process(fake)
     try:
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, port)
@@ -287,20 +294,32 @@ async def test_a_message_of_unclosed_think_tags_holds_up_nobody(fake, tmp_path) 
         proc.wait(timeout=10)
 
 
+async def test_a_schema_pattern_that_backtracks_without_end_holds_up_nobody(fake) -> None:  # type: ignore[no-untyped-def]
+    """The client picks the pattern and can ask the model for the string: `^(a+)+$` against forty
+    a's and a `!` would hold the event loop for hours. The check is stopped and counts as failed."""
+    fake.script(session_key(1), text='{"s": "' + "a" * 40 + '!"}')
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}, "required": ["s"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    body = {"model": MODEL, "messages": HI, "response_format": fmt}
+    proc, port = _relay_process(fake)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, port)
+            async with asyncio.timeout(60), http.post(f"http://127.0.0.1:{port}{CHAT}", json=body, headers=AUTH) as r:
+                answer = await r.json()
+            assert r.status == 502 and answer["error"]["code"] == "output_invalid", answer
+            assert "in time" in answer["error"]["message"] and len(fake.calls_named("completion")) == 2
+            async with http.get(f"http://127.0.0.1:{port}/health") as r:
+                assert r.status == 200
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 async def test_a_write_cut_by_kill_9_leaves_no_copy_behind(fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "state.json"
     for life in ("killed", "restarted"):
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields},
-            "STATE_FILE": str(state),
-            "STATE_SECRET": STATE_SECRET,
-            "SESSIONS": session_key(1),
-            "APIKEY": API_KEY,
-            "CLAUDE_BASE_URL": fake_url(fake),
-            "PORT": str(port),
-        }
-        proc = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], env=env, stderr=subprocess.DEVNULL)
+        proc, port = _relay_process(fake, STATE_FILE=str(state), STATE_SECRET=STATE_SECRET)
         try:
             async with aiohttp.ClientSession() as http:
                 await wait_healthy(http, port)

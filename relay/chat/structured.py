@@ -12,9 +12,13 @@ from typing import Any
 from ..conversation import OutputFormat, ToolSpec
 from ..errors import InvalidRequest, UpstreamError
 from ..reply import ToolCall
+from .cpu_limit import CpuLimitExceeded, cpu_limit
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 TOO_DEEP = "the JSON is nested too deeply"
+TOO_SLOW = "the JSON could not be checked against the schema's patterns in time"
+# CPU time one check may take; checks take milliseconds unless a pattern backtracks without end.
+CHECK_CPU_SECONDS = 0.2
 # What a valid answer is cut into for a streaming client, in characters.
 STREAM_PIECE = 64
 
@@ -93,9 +97,12 @@ def _first_error(schema: dict[str, Any], doc: Any) -> Any:
     from jsonschema.exceptions import ValidationError, best_match
 
     try:
-        return best_match(Draft202012Validator(schema).iter_errors(doc))
+        with cpu_limit(CHECK_CPU_SECONDS):
+            return best_match(Draft202012Validator(schema).iter_errors(doc))
     except RecursionError:  # a document (or schema) nested deeper than the validator can walk
         return ValidationError(TOO_DEEP)
+    except CpuLimitExceeded:
+        return ValidationError(TOO_SLOW)
 
 
 def repair_prompt(why: str, fmt: OutputFormat | None) -> str:
