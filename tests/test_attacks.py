@@ -308,7 +308,7 @@ async def test_a_schema_pattern_that_backtracks_without_end_holds_up_nobody(fake
             async with asyncio.timeout(60), http.post(f"http://127.0.0.1:{port}{CHAT}", json=body, headers=AUTH) as r:
                 answer = await r.json()
             assert r.status == 502 and answer["error"]["code"] == "output_invalid", answer
-            assert "in time" in answer["error"]["message"] and len(fake.calls_named("completion")) == 2
+            assert "took too long to check" in answer["error"]["message"] and len(fake.calls_named("completion")) == 2
             async with http.get(f"http://127.0.0.1:{port}/health") as r:
                 assert r.status == 200
     finally:

@@ -15,8 +15,8 @@ from ..reply import ToolCall
 from .cpu_limit import CpuLimitExceeded, cpu_limit
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
-TOO_DEEP = "the JSON is nested too deeply"
-TOO_SLOW = "the JSON could not be checked against the schema's patterns in time"
+TOO_DEEP = "the JSON (or the schema's references) nests too deeply to check"
+TOO_SLOW = "the JSON took too long to check against the schema (a pattern that backtracks without end?)"
 # CPU time one check may take; checks take milliseconds unless a pattern backtracks without end.
 CHECK_CPU_SECONDS = 0.2
 # What a valid answer is cut into for a streaming client, in characters.
