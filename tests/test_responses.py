@@ -13,7 +13,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.conftest import API_KEY, AUTH, MODEL, Relay, RelayFactory, continues, needs_redis, session_key
+from tests.conftest import ADMIN_KEY, API_KEY, AUTH, MODEL, Relay, RelayFactory, admin_call, continues, needs_redis, session_key
 
 WEATHER = {
     "type": "function",
@@ -157,6 +157,27 @@ async def test_previous_response_id_continues_and_store_false_keeps_nothing(rela
     assert len(fake.calls_named("completion")) == 3
 
 
+async def test_kept_answers_are_found_only_by_the_key_they_were_given_to(make_relay: RelayFactory, fake) -> None:
+    script_all(fake, text="Noted.")
+    relay = await make_relay(admin_key=ADMIN_KEY)
+    _, ada = await admin_call(relay, "POST", "/v1/admin/keys", {"name": "ada"})
+    _, bob = await admin_call(relay, "POST", "/v1/admin/keys", {"name": "bob"})
+    mine, theirs = relay.openai(api_key=ada["key"]), relay.openai(api_key=bob["key"])
+    first = await mine.responses.create(model=MODEL, input="My secret is 42.")
+    with pytest.raises(openai.NotFoundError) as info:
+        await theirs.responses.create(model=MODEL, input="What is the secret?", previous_response_id=first.id)
+    assert info.value.code == "previous_response_not_found"
+    reference = [{"type": "item_reference", "id": first.output[0].id}, {"role": "user", "content": "and?"}]
+    with pytest.raises(openai.BadRequestError) as bad:
+        await theirs.responses.create(model=MODEL, input=reference)  # type: ignore[arg-type]
+    assert bad.value.code == "item_not_found"
+    assert not any("42" in c.body["prompt"] for c in fake.calls_named("completion")[1:])
+    await mine.responses.create(model=MODEL, input="What is the secret?", previous_response_id=first.id)
+    await mine.responses.create(model=MODEL, input=reference)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):  # nor does the relay's own APIKEY see a named key's answers
+        await relay.openai().responses.create(model=MODEL, input="?", previous_response_id=first.id)
+
+
 async def test_streamed_answer_is_kept_before_the_stream_ends(relay: Relay, fake) -> None:
     script_all(fake, text="Kept.")
     client = relay.openai()
@@ -176,7 +197,8 @@ async def test_kept_answers_survive_a_restart_in_their_own_file(make_relay: Rela
     first = await relay.openai().responses.create(model=MODEL, input="My name is Ada.")
     await relay.server.close()  # shutdown writes what is pending
     assert "_answers" not in json.loads(state.read_text())
-    assert first.id in json.loads((tmp_path / "state.json.answers").read_text())["answers"]
+    kept = json.loads((tmp_path / "state.json.answers").read_text())["answers"]
+    assert [k for k in kept if k.endswith(":" + first.id)]  # under its owner's scope
     again = await make_relay(state_file=str(state))
     await again.openai().responses.create(model=MODEL, input="What is my name?", previous_response_id=first.id)
     assert "My name is Ada." in fake.seen[-1]

@@ -41,13 +41,15 @@ class ApiEndpoint:
         access.model = parsed.chat.model
         named = request.get(client_key)
         ticket = await self.client_keys.admit(named, parsed.chat.model, self.store) if named is not None else None
+        scope = _scope(request)
+        memory = OwnedAnswers(self.store, scope)
         try:
-            await api.recall(parsed, self.store)
-            job = self.service.job(parsed.chat, _scope(request))
+            await api.recall(parsed, memory)
+            job = self.service.job(parsed.chat, scope)
             access.tokens_in = job.prompt_tokens
             renderer = api.renderer(parsed, job.prompt_tokens)
             ask = Ask(api.wire, parsed.body, dataclasses.replace(parsed.chat, thinking=job.thinking))
-            remember = functools.partial(api.remember, parsed, renderer, self.store)
+            remember = functools.partial(api.remember, parsed, renderer, memory)
             order = Order(job, ask, request.get(guest_key), access, remember)
             if parsed.chat.stream:
                 return await self.delivery.stream(request, order, renderer)
@@ -61,6 +63,24 @@ class ApiEndpoint:
         """An estimate (about four characters a token) of the prompt the request would send."""
         job = self.service.job(self.api.parse_count(await read_json(request, self.limits)))
         return web.json_response({"input_tokens": job.prompt_tokens})
+
+
+class OwnedAnswers:
+    """Kept answers as their owner sees them: each is kept under its owner's scope, so an id
+    that another client key (or mirror-mode cookie) was given is not found, like OpenAI's
+    `previous_response_id` across projects."""
+
+    __slots__ = ("prefix", "store")
+
+    def __init__(self, store: StateStore, scope: str) -> None:
+        self.store = store
+        self.prefix = hashlib.sha256(scope.encode()).hexdigest()[:16] + ":"
+
+    async def load_answer(self, answer_id: str) -> bytes | None:
+        return await self.store.load_answer(self.prefix + answer_id)
+
+    async def keep_answer(self, answer_id: str, data: bytes) -> None:
+        await self.store.keep_answer(self.prefix + answer_id, data)
 
 
 def _scope(request: web.Request) -> str:
