@@ -29,5 +29,5 @@ class ClientApiSpec:
 CLIENT_APIS: tuple[ClientApiSpec, ...] = (
     ClientApiSpec("chat_api", lambda s: ChatCompletions(s.thinking_format, s.show_tool_activity), "/chat/completions"),
     ClientApiSpec("messages_api", lambda s: Messages(s.show_tool_activity), "/messages", "/messages/count_tokens"),
-    ClientApiSpec("responses_api", lambda s: Responses(s.show_tool_activity), "/responses"),
+    ClientApiSpec("responses_api", lambda s: Responses(s.show_tool_activity, s.max_body_size), "/responses"),
 )

@@ -178,6 +178,21 @@ async def test_kept_answers_are_found_only_by_the_key_they_were_given_to(make_re
         await relay.openai().responses.create(model=MODEL, input="?", previous_response_id=first.id)
 
 
+async def test_item_references_bring_in_at_most_a_body_s_worth(make_relay: RelayFactory, fake) -> None:
+    """Each reference is a copy of its item: a body of references to one long answer would
+    otherwise multiply it in memory."""
+    script_all(fake, text="word " * 4000)  # a 20 KB answer
+    relay = await make_relay(max_body_size=64 * 1024)
+    client = relay.openai()
+    long = await client.responses.create(model=MODEL, input="Write at length.")
+    ref = {"type": "item_reference", "id": long.output[0].id}
+    await client.responses.create(model=MODEL, input=[ref, ref, {"role": "user", "content": "Shorter?"}])  # type: ignore[list-item]
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.responses.create(model=MODEL, input=[ref] * 10 + [{"role": "user", "content": "?"}])  # type: ignore[operator]
+    assert info.value.status_code == 413 and info.value.code == "request_too_large"
+    assert "MAX_BODY_SIZE" in info.value.message and len(fake.calls_named("completion")) == 2
+
+
 async def test_streamed_answer_is_kept_before_the_stream_ends(relay: Relay, fake) -> None:
     script_all(fake, text="Kept.")
     client = relay.openai()

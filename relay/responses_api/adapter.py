@@ -27,8 +27,8 @@ from ..conversation import (
     output_format,
     require_content,
 )
-from ..errors import InvalidRequest, NotFound
-from ..render import Renderer
+from ..errors import InvalidRequest, NotFound, PayloadTooLarge
+from ..render import Activity, Renderer
 from .models import Item, NamedChoice, ResponsesRequest, Tool
 from .models import Part as WirePart
 from .render import ResponseRenderer
@@ -53,6 +53,12 @@ class ResponsesCall(ApiRequest):
 class Responses(ClientApi[ResponsesCall]):
     name = "responses"
     turns_field = "input"
+
+    def __init__(self, activity: Activity = "compact", max_referenced: int = 32 * 1024 * 1024) -> None:
+        super().__init__(activity)
+        # The items `item_reference`s may bring in, in bytes (MAX_BODY_SIZE): each reference is a
+        # copy, so a body of references to one long item would otherwise multiply it in memory.
+        self.max_referenced = max_referenced
 
     def parse(self, body: object) -> ResponsesCall:
         req = validate(ResponsesRequest, body)
@@ -113,7 +119,7 @@ class Responses(ClientApi[ResponsesCall]):
         """`item_reference`s become the items they name (kept with earlier answers), and with
         `previous_response_id` that conversation's items go before this request's input."""
         previous = request.req.previous_response_id
-        referenced = await _resolve_references(request.items, memory)
+        referenced = await _resolve_references(request.items, memory, self.max_referenced)
         if previous is None:
             if referenced:
                 _read_again(request)
@@ -144,9 +150,10 @@ class Responses(ClientApi[ResponsesCall]):
 ITEM_PREFIX = "item:"
 
 
-async def _resolve_references(items: list[Any], memory: Memory) -> bool:
+async def _resolve_references(items: list[Any], memory: Memory, limit: int) -> bool:
     """Replace each `item_reference` with the item it names; True when there was one."""
     found = False
+    size = 0
     for i, item in enumerate(items):
         if not (isinstance(item, dict) and item.get("type") == "item_reference"):
             continue
@@ -158,6 +165,11 @@ async def _resolve_references(items: list[Any], memory: Memory) -> bool:
                 f"input.{i}.id: item {ref!r} was not found (items are kept for RESPONSE_TTL seconds, never with store=false)",
                 param=f"input.{i}.id",
                 code="item_not_found",
+            )
+        size += len(data)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"input.{i}: the items referenced add up to more than MAX_BODY_SIZE ({limit} bytes)", param=f"input.{i}"
             )
         items[i] = orjson.loads(data)
     return found
