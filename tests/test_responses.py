@@ -178,7 +178,7 @@ async def test_kept_answers_are_found_only_by_the_key_they_were_given_to(make_re
         await relay.openai().responses.create(model=MODEL, input="?", previous_response_id=first.id)
 
 
-async def test_item_references_bring_in_at_most_a_body_s_worth(make_relay: RelayFactory, fake) -> None:
+async def test_kept_answers_bring_in_at_most_a_body_s_worth(make_relay: RelayFactory, fake) -> None:
     """Each reference is a copy of its item: a body of references to one long answer would
     otherwise multiply it in memory."""
     script_all(fake, text="word " * 4000)  # a 20 KB answer
@@ -191,6 +191,12 @@ async def test_item_references_bring_in_at_most_a_body_s_worth(make_relay: Relay
         await client.responses.create(model=MODEL, input=[ref] * 10 + [{"role": "user", "content": "?"}])  # type: ignore[operator]
     assert info.value.status_code == 413 and info.value.code == "request_too_large"
     assert "MAX_BODY_SIZE" in info.value.message and len(fake.calls_named("completion")) == 2
+    # Each turn on previous_response_id keeps the whole conversation again: it may outgrow the limit too.
+    turn = long
+    with pytest.raises(openai.APIStatusError) as grown:
+        for _ in range(5):
+            turn = await client.responses.create(model=MODEL, input="More.", previous_response_id=turn.id)
+    assert grown.value.status_code == 413 and grown.value.param == "previous_response_id"
 
 
 async def test_streamed_answer_is_kept_before_the_stream_ends(relay: Relay, fake) -> None:

@@ -56,8 +56,9 @@ class Responses(ClientApi[ResponsesCall]):
 
     def __init__(self, activity: Activity = "compact", max_referenced: int = 32 * 1024 * 1024) -> None:
         super().__init__(activity)
-        # The items `item_reference`s may bring in, in bytes (MAX_BODY_SIZE): each reference is a
-        # copy, so a body of references to one long item would otherwise multiply it in memory.
+        # What a request may bring back from kept answers, in bytes (MAX_BODY_SIZE): each
+        # `item_reference` is a copy, so a body of references to one long item would multiply it
+        # in memory, and each turn on `previous_response_id` keeps the whole conversation again.
         self.max_referenced = max_referenced
 
     def parse(self, body: object) -> ResponsesCall:
@@ -131,6 +132,12 @@ class Responses(ClientApi[ResponsesCall]):
                 " (answers are kept for RESPONSE_TTL seconds, and never with store=false)",
                 param="previous_response_id",
                 code="previous_response_not_found",
+            )
+        if len(data) > self.max_referenced:  # each turn keeps the whole conversation again
+            raise PayloadTooLarge(
+                f"previous_response_id: the conversation it continues has outgrown MAX_BODY_SIZE ({self.max_referenced}"
+                " bytes); start a new one",
+                param="previous_response_id",
             )
         request.items = orjson.loads(data) + request.items
         _read_again(request)
