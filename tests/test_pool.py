@@ -12,6 +12,7 @@ import pytest
 
 from relay.config import parse_sessions
 from relay.pool.account import State
+from relay.pool.kept_answers import KeptAnswers
 from tests.conftest import AUTH, HI, MODEL, Clock, Relay, RelayFactory, eventually, session_key
 
 
@@ -355,3 +356,18 @@ async def test_only_dead_accounts_left_say_so(make_relay: RelayFactory, fake) ->
         async with http.post(f"{relay.url}/v1/chat/completions", json=body, headers=AUTH) as r:
             assert r.status == 503
             assert "1 account dead (refused for longer than DEAD_ACCOUNT_TTL" in (await r.json())["error"]["message"]
+
+
+def test_kept_answers_are_bounded_in_bytes_as_well_as_in_count() -> None:
+    clock = Clock()
+    kept = KeptAnswers(60, clock, max_count=3, max_bytes=100)
+    for n in range(3):
+        kept.keep(f"a{n}", "x" * 30)
+    assert kept.load("a0") == "x" * 30  # now the most recently used
+    kept.keep("big", "y" * 50)  # four answers, 140 bytes: the least recently used go until both fit
+    assert [kept.load(k) is not None for k in ("a0", "a1", "a2", "big")] == [True, False, False, True]
+    kept.keep("big", "y" * 20)  # a new text for the same id replaces the old one's bytes
+    kept.keep("c", "w" * 50)  # 100 bytes in three answers: nothing goes
+    assert [kept.load(k) is not None for k in ("a0", "big", "c")] == [True, True, True]
+    clock.now += 61
+    assert kept.load("big") is None and kept.snapshot(clock.now) == {}

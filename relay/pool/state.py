@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from .account import Account
+from .kept_answers import KeptAnswers
 from .key_limits import KeyLimit, KeyTicket, LocalKeyLimits
 from .records import StateRecord
 from .sealing import Sealer, SealError, is_sealed
@@ -27,7 +27,6 @@ from .state_file import ANSWERS_WRITE_INTERVAL, StateFile
 from .tallies import MemoryTallies, Tallies
 
 # Answers kept in this process for the Responses API's previous_response_id, at most.
-MAX_KEPT_ANSWERS = 1000
 # Where kept answers sit in STATE_FILE, beside the accounts (keyed by hashes, never this name).
 ANSWERS_KEY = "_answers"
 # What the admin API made, kept beside the accounts as `_added` (accounts, with their cookies:
@@ -171,7 +170,7 @@ class MemoryStore(StateStore):
         self.plaintext = plaintext
         self._clock = clock
         self._accounts: Callable[[], list[Account]] = list
-        self._answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (expiry, JSON text)
+        self._answers = KeptAnswers(answer_ttl, clock)
         self._records: dict[str, list[dict[str, Any]]] = {}
         self.key_limits = LocalKeyLimits()
         self.tallies: MemoryTallies = MemoryTallies(Path(f"{path}.usage") if path else None, clock)
@@ -208,7 +207,7 @@ class MemoryStore(StateStore):
         for answers in (saved.get(ANSWERS_KEY), conversations.get("answers", conversations)):
             for answer_id, kept in (answers or {}).items():
                 if isinstance(kept, list) and len(kept) == 2 and kept[0] > now:
-                    self._answers[answer_id] = (float(kept[0]), str(kept[1]))
+                    self._answers.restore(answer_id, float(kept[0]), str(kept[1]))
         await self._file.write_now()  # finds out now, not at the first cooldown, whether the file can be written
 
     def _take_records(self, saved: dict[str, Any]) -> None:
@@ -226,7 +225,7 @@ class MemoryStore(StateStore):
     def _answers_snapshot(self) -> dict[str, Any]:
         """Kept answers and sessions: what conversations need across a restart."""
         now = self._clock()
-        answers = {k: list(v) for k, v in self._answers.items() if v[0] > now}
+        answers = self._answers.snapshot(now)
         doc = {"answers": answers, "sessions": self.sessions.snapshot(now)}
         return {"sealed": self.sealer.seal(json.dumps(doc).encode())} if self.sealer else doc
 
@@ -255,19 +254,13 @@ class MemoryStore(StateStore):
             self._changed()
 
     async def keep_answer(self, answer_id: str, data: bytes) -> None:
-        self._answers[answer_id] = (self._clock() + self.answer_ttl, data.decode())
-        while len(self._answers) > MAX_KEPT_ANSWERS:
-            self._answers.popitem(last=False)
+        self._answers.keep(answer_id, data.decode())
         if self._answers_file is not None:
             self._answers_file.dirty()
 
     async def load_answer(self, answer_id: str) -> bytes | None:
-        kept = self._answers.get(answer_id)
-        if kept is None or kept[0] <= self._clock():
-            self._answers.pop(answer_id, None)
-            return None
-        self._answers.move_to_end(answer_id)
-        return kept[1].encode()
+        kept = self._answers.load(answer_id)
+        return kept.encode() if kept is not None else None
 
     async def close(self) -> None:
         await self.tallies.close()
