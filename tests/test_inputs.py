@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import zlib
@@ -65,6 +66,47 @@ async def test_http_image_is_fetched_then_uploaded(make_relay: RelayFactory, fak
     part = {"type": "image_url", "image_url": {"url": str(server.make_url("/cat.png"))}}
     await relay.openai().chat.completions.create(model=MODEL, messages=user(part))
     assert fake.calls_named("upload")[0].files == [("image_1.png", "image/png", png)]
+
+
+async def test_images_by_url_are_fetched_a_few_at_a_time_and_up_to_a_body_s_worth(
+    make_relay: RelayFactory, fake, aiohttp_server: Any
+) -> None:
+    """A body of image links must neither open a socket per link nor fetch more than a client
+    could have sent inline (MAX_BODY_SIZE)."""
+    relay = await make_relay(image_fetch_private=True, max_body_size=64 * 1024)
+    big = tiny_png() + bytes(30_000)  # a PNG with 30 KB of padding after its end
+    open_now, most = 0, 0
+
+    async def serve(request: web.Request) -> web.Response:
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+        await asyncio.sleep(0.02)
+        open_now -= 1
+        return web.Response(body=big if request.path == "/big.png" else tiny_png(), content_type="image/png")
+
+    images = web.Application()
+    images.router.add_get("/{name}", serve)
+    server = await aiohttp_server(images)
+
+    def parts(name: str, n: int) -> list[dict[str, Any]]:
+        return [{"type": "image_url", "image_url": {"url": str(server.make_url(f"/{name}?n={i}"))}} for i in range(n)]
+
+    await relay.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": parts("cat.png", 12)}])  # type: ignore[misc]
+    assert len(fake.calls_named("upload")) == 12 and most <= 4
+    with pytest.raises(openai.APIStatusError) as info:
+        await relay.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": parts("big.png", 6)}])  # type: ignore[misc]
+    assert info.value.status_code == 413 and "images given by URL add up to more than MAX_BODY_SIZE" in info.value.message
+    assert len(fake.calls_named("completion")) == 1
+
+
+async def test_at_most_a_hundred_images_and_documents_in_one_request(relay: Relay, fake) -> None:
+    png = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
+    content = [{"type": "image_url", "image_url": {"url": png}}] * 101
+    with pytest.raises(openai.BadRequestError) as info:
+        await relay.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}])  # type: ignore[misc]
+    assert info.value.param == "messages.0.content.100.image_url.url" and "at most 100 images and documents" in info.value.message
+    assert not fake.calls_named("upload")
 
 
 async def test_private_image_urls_are_refused(relay: Relay, fake) -> None:

@@ -15,6 +15,7 @@ from loguru import logger
 
 from ..claude.client import AccountApi, UpstreamClient
 from ..claude.failures import Failure, UpstreamFailure
+from ..claude.images import fetch_all
 from ..claude.prompt import Prompt, RemoteImage, Upload, build_prompt
 from ..config import SessionSpec, Settings
 from ..conversation import Chat, TextPart, Turn
@@ -310,14 +311,9 @@ class ChatService:
             self.spawn(delete_chat(seat.api, seat.account.alias, org, chat, self.metrics))
 
     async def _fetch_remote(self, prompt: Prompt) -> list[Upload]:
-        """The prompt's uploads, http(s) images fetched (all at once) the first time they are needed."""
-
-        async def one(index: int, item: Upload | RemoteImage) -> Upload:
-            if isinstance(item, RemoteImage):
-                item = prompt.files[index] = await self._fetch_image(item)
-            return item
-
-        return list(await asyncio.gather(*(one(i, f) for i, f in enumerate(prompt.files))))
+        """The prompt's uploads, http(s) images fetched the first time they are needed."""
+        await fetch_all(prompt.files, self._fetch_image, self.settings.max_body_size)
+        return [f for f in prompt.files if isinstance(f, Upload)]
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, PayloadTooLarge
 from .client import FetchError, Redirected, UpstreamClient
 from .prompt import MAX_IMAGE_BYTES, RemoteImage, Upload, image_upload
 
@@ -58,3 +58,28 @@ async def fetch_image(
             raise InvalidRequest(f"{image.where}: {exc}", param=image.where) from None
         return image_upload(data, image.where, image.index)
     raise InvalidRequest(f"{image.where}: too many redirects", param=image.where)
+
+
+# Images fetched at once for one request: a body of image links must not open a socket each.
+FETCHES_AT_ONCE = 4
+
+
+async def fetch_all(files: list[Upload | RemoteImage], fetch: Callable[[RemoteImage], Awaitable[Upload]], limit: int) -> None:
+    """Replace each linked image in `files` with its upload, a few fetches at a time. What they
+    bring may add up to `limit` bytes (MAX_BODY_SIZE: as much as the client could have sent
+    inline); a body of links to large images would otherwise fetch and hold gigabytes."""
+    gate = asyncio.Semaphore(FETCHES_AT_ONCE)
+    fetched = 0
+
+    async def one(index: int, image: RemoteImage) -> None:
+        nonlocal fetched
+        async with gate:
+            if fetched > limit:
+                return  # the request has already failed; no more fetches for it
+            upload = files[index] = await fetch(image)
+            fetched += len(upload.data)
+            if fetched > limit:
+                message = f"{image.where}: the images given by URL add up to more than MAX_BODY_SIZE ({limit} bytes)"
+                raise PayloadTooLarge(message, param=image.where)
+
+    await asyncio.gather(*(one(i, f) for i, f in enumerate(files) if isinstance(f, RemoteImage)))

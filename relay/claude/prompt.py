@@ -13,6 +13,9 @@ from .webapi import TextAttachment
 # claude.ai rejects images above about 10 MB; say so before uploading.
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 30 * 1024 * 1024
+# Images and documents one request may carry (Anthropic's API takes 100 images a request); each
+# is an upload to claude.ai, and a body of tiny images would otherwise be thousands of them.
+MAX_FILES = 100
 
 PREFIX = {"system": "System", "user": "Human", "assistant": "Assistant", "tool": "Human"}
 NO_ARTIFACTS_NOTE = (
@@ -106,12 +109,17 @@ class _Builder:
             return self._image(part)
         return self._file(part)
 
+    def _add(self, file: Upload | RemoteImage, where: str) -> None:
+        if len(self.files) >= MAX_FILES:
+            raise InvalidRequest(f"{where}: at most {MAX_FILES} images and documents in one request", param=where)
+        self.files.append(file)
+
     def _image(self, part: ImagePart) -> str:
         n = len(self.files) + 1
         if part.data is not None:
-            self.files.append(image_upload(part.data, part.where, n))
+            self._add(image_upload(part.data, part.where, n), part.where)
         else:
-            self.files.append(RemoteImage(part.url or "", part.where, n))
+            self._add(RemoteImage(part.url or "", part.where, n), part.where)
         return f"[image {n}]"
 
     def _file(self, part: FilePart) -> str:
@@ -120,7 +128,7 @@ class _Builder:
             if len(data) > MAX_DOCUMENT_BYTES:
                 raise InvalidRequest(f"{where}: document is larger than {MAX_DOCUMENT_BYTES} bytes", param=where)
             filename = name if name.lower().endswith(".pdf") else name + ".pdf"
-            self.files.append(Upload(filename, "application/pdf", data))
+            self._add(Upload(filename, "application/pdf", data), where)
             return f"[document {filename}]"
         if media.startswith("text/") or media in ("application/json", "application/xml") or _TEXT_SUFFIXES.search(name):
             try:
