@@ -5,15 +5,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from .conversation import Chat
 from .errors import InvalidRequest, NotFound, RelayError
 from .render import Activity, Renderer
 
 Wire = Literal["openai", "anthropic"]
+
+# Stop sequences a request may give: each is looked for in every streamed chunk, so thousands of
+# them would hold the event loop on every chunk (OpenAI takes 4), and the longest is held back.
+MAX_STOPS = 16
+MAX_STOP_CHARS = 1000
+StopSequence = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+StopSequences = Annotated[list[StopSequence], Field(max_length=MAX_STOPS)]
 
 
 @dataclass(slots=True)

@@ -88,6 +88,14 @@ async def test_thinking_blocks(relay: Relay, fake) -> None:
     assert params["paprika_mode"] == "extended"
 
 
+async def test_stop_sequences_are_bounded(relay: Relay, fake) -> None:
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await client(relay).messages.create(model=MODEL, max_tokens=10, messages=HI, stop_sequences=["s"] * 17)
+    assert "stop_sequences" in info.value.message and not fake.calls_named("completion")
+    done = await client(relay).messages.create(model=MODEL, max_tokens=10, messages=HI, stop_sequences=["s"] * 16)
+    assert done.content
+
+
 async def test_thinking_display_omitted_keeps_the_blocks_without_their_text(relay: Relay, fake) -> None:
     """Claude Code asks for `display: omitted`: thinking blocks come back empty, as Anthropic's API sends them."""
     script_all(fake, text="Answer.", thinking="Let me see.")

@@ -57,8 +57,14 @@ async def test_bad_json_is_400(relay: Relay, fake, raw: bytes, needle: str) -> N
         ({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
         ({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}], "n": 3}, "n"),
         ({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": ""}]}, "messages"),
+        # Each stop sequence is looked for in every streamed chunk: thousands would hold the event loop.
+        ({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}], "stop": ["s"] * 17}, "stop"),
+        ({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}], "stop": "s" * 1001}, "stop"),
     ],
-    ids=["no-model", "no-messages", "bad-role", "bad-content", "messages-string", "stream-type", "n", "all-empty"],
+    ids=[
+        *("no-model", "no-messages", "bad-role", "bad-content", "messages-string", "stream-type", "n", "all-empty"),
+        *("stops", "stop-length"),
+    ],
 )
 async def test_invalid_requests_name_the_field(relay: Relay, fake, body: dict[str, Any], field: str) -> None:
     status, answer, _ = await _post(relay, body)

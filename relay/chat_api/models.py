@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from ..client_api import StopSequence, StopSequences
+
 
 class _Wire(BaseModel):
     # Clients send many optional OpenAI fields relay cannot honour (seed, logprobs, ...): accept, ignore.
@@ -136,7 +138,7 @@ class ChatRequest(_Wire):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=1)
-    stop: str | list[str] | None = None
+    stop: StopSequence | StopSequences | None = None
     tools: list[Tool | CustomTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     web_search_options: dict[str, Any] | None = None

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from ..client_api import StopSequences
+
 
 class _Wire(BaseModel):
     # Anthropic clients (Claude Code among them) send fields relay has no use for, e.g. cache_control.
@@ -97,7 +99,7 @@ class CountTokensRequest(_Wire):
 class MessagesRequest(CountTokensRequest):
     max_tokens: int = Field(ge=1)
     stream: StrictBool = False
-    stop_sequences: list[str] | None = None
+    stop_sequences: StopSequences | None = None
     thinking: ThinkingConfig | None = None
     tool_choice: ToolChoice | None = None
     output_config: OutputConfig | None = None
