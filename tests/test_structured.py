@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anthropic
@@ -108,6 +109,27 @@ async def test_an_answer_nested_too_deeply_is_an_invalid_answer_not_a_crash(rela
         )
     assert info.value.status_code == 502 and info.value.code == "output_invalid", info.value.message
     assert len(fake.calls_named("completion")) == 2  # one repair turn, as for any invalid answer
+
+
+async def test_schemas_that_cannot_be_checked_are_refused_before_anything_is_asked(relay: Relay, fake: FakeClaude) -> None:
+    client = relay.openai()
+    broken = {**WEATHER, "function": {**WEATHER["function"], "parameters": {"type": "objekt"}}}  # type: ignore[dict-item]
+    bad_pattern = {"type": "object", "properties": {"s": {"type": "string", "pattern": "("}}}
+    huge = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "x" * 100} for i in range(3000)}}
+
+    def fmt(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}
+
+    cases = [
+        ({"tools": [broken]}, "tools (get_weather): not a valid JSON Schema"),
+        (fmt(bad_pattern), "not a valid JSON Schema"),
+        (fmt(huge), "bytes; at most 262144"),
+    ]
+    for extra, needle in cases:
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], **extra)  # type: ignore[call-overload]
+        assert needle in info.value.message, info.value.message
+    assert not fake.calls_named("completion")
 
 
 WEATHER = {

@@ -67,8 +67,11 @@ def build_job(settings: Settings, chat: Chat, scope: str = "") -> ChatJob:
     model, think_model = resolve_model(settings, chat.model)
     name_tool_results(chat.turns)
     if chat.output is not None:
-        check_schema(chat.output, "schema")
+        check_schema(chat.output.schema, "schema")
     tools = chat.tools if chat.tools and chat.tools.active else None
+    for tool in tools.tools if tools else []:
+        if tool.strict:  # its calls are checked against its schema
+            check_schema(tool.parameters, f"tools ({tool.name})")
     prompt = build_prompt(
         chat.turns,
         no_role_prefix=settings.no_role_prefix,
