@@ -28,10 +28,11 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 def cpu_limit(seconds: float) -> Iterator[None]:
     """Raise CpuLimitExceeded in the block once the process has spent `seconds` of CPU time in it.
 
-    Signals reach only the main thread, where relay's event loop runs; elsewhere the block runs
-    without a limit. A timer that fires as the block ends still raises: callers catch around it.
+    Signals reach only the main thread, where relay's event loop runs; elsewhere (and on Windows,
+    which has no CPU-time timers) the block runs without a limit. A timer that fires as the block
+    ends still raises: callers catch around it.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGVTALRM, _stop)
