@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -158,6 +159,23 @@ async def wait_healthy(http: aiohttp.ClientSession, port: int, timeout: float = 
             except aiohttp.ClientConnectionError:
                 pass
             await asyncio.sleep(0.1)
+
+
+def relay_process(fake: FakeClaude, **settings: str) -> tuple[subprocess.Popen[bytes], int]:
+    """relay in a process of its own (on uvloop, as it ships), one account on `fake`: one a test
+    can kill -9, or whose held event loop cannot hold the test's clock too. `settings` are more
+    environment variables."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields},
+        "SESSIONS": session_key(1),
+        "APIKEY": API_KEY,
+        "CLAUDE_BASE_URL": fake_url(fake),
+        "PORT": str(port),
+        **settings,
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], env=env, stderr=subprocess.DEVNULL)
+    return proc, port
 
 
 REDIS = shutil.which("redis-server")

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import signal
-import subprocess
-import sys
 import tracemalloc
 import uuid
 import zlib
@@ -19,10 +16,8 @@ import openai
 import pytest
 from redis.asyncio import Redis
 
-from relay.config import Settings
 from tests.conftest import (
     ADMIN_KEY,
-    API_KEY,
     AUTH,
     HI,
     MODEL,
@@ -33,9 +28,8 @@ from tests.conftest import (
     RelayFactory,
     admin_call,
     eventually,
-    fake_url,
-    free_port,
     needs_redis,
+    relay_process,
     session_key,
     wait_healthy,
 )
@@ -262,27 +256,11 @@ async def test_secrets_at_rest_are_sealed_or_refused(proxy: LoopbackProxy, make_
     assert (await admin_call(plain, "POST", "/v1/admin/accounts", {"session_key": session_key(3)}))[0] == 201
 
 
-def _relay_process(fake, **settings: str) -> tuple[subprocess.Popen[bytes], int]:  # type: ignore[no-untyped-def]
-    """relay in a process of its own (on uvloop, as it ships): one a test can kill -9, or whose
-    held event loop cannot hold the test's clock too."""
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields},
-        "SESSIONS": session_key(1),
-        "APIKEY": API_KEY,
-        "CLAUDE_BASE_URL": fake_url(fake),
-        "PORT": str(port),
-        **settings,
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], env=env, stderr=subprocess.DEVNULL)
-    return proc, port
-
-
 async def test_a_message_of_unclosed_think_tags_holds_up_nobody(fake) -> None:  # type: ignore[no-untyped-def]
     """Session digests drop `<think>` sections from every turn. A regex did it by rescanning the
     rest of the text from each unclosed tag: 140,000 of them would hold relay's event loop, and
     every other request with it, for about 10 minutes."""
-    proc, port = _relay_process(fake)
+    proc, port = relay_process(fake)
     try:
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, port)
@@ -301,7 +279,7 @@ async def test_a_schema_pattern_that_backtracks_without_end_holds_up_nobody(fake
     schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}, "required": ["s"]}
     fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
     body = {"model": MODEL, "messages": HI, "response_format": fmt}
-    proc, port = _relay_process(fake)
+    proc, port = relay_process(fake)
     try:
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, port)
@@ -319,7 +297,7 @@ async def test_a_schema_pattern_that_backtracks_without_end_holds_up_nobody(fake
 async def test_a_write_cut_by_kill_9_leaves_no_copy_behind(fake, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "state.json"
     for life in ("killed", "restarted"):
-        proc, port = _relay_process(fake, STATE_FILE=str(state), STATE_SECRET=STATE_SECRET)
+        proc, port = relay_process(fake, STATE_FILE=str(state), STATE_SECRET=STATE_SECRET)
         try:
             async with aiohttp.ClientSession() as http:
                 await wait_healthy(http, port)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +15,6 @@ import pytest
 from relay.pool.account import State
 from relay.server.keys import settings_key
 from tests.conftest import (
-    API_KEY,
     AUTH,
     HI,
     MODEL,
@@ -27,9 +23,8 @@ from tests.conftest import (
     Relay,
     RelayFactory,
     eventually,
-    fake_url,
-    free_port,
     needs_redis,
+    relay_process,
     session_key,
     wait_healthy,
 )
@@ -135,18 +130,7 @@ async def test_a_killed_replica_frees_its_leases(replicas, fake, shared_redis: s
     fake.script(session_key(1), text=" ".join(["w"] * 400), chunk_delay=0.05)
     b = await replicas(sessions=session_key(1), state_lease_seconds=1.0)
     prefix = b.app[settings_key].state_prefix
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("SESSIONS", "APIKEY")},
-        "SESSIONS": session_key(1),
-        "APIKEY": API_KEY,
-        "CLAUDE_BASE_URL": fake_url(fake),
-        "PORT": str(port),
-        "STATE_URL": shared_redis,
-        "STATE_PREFIX": prefix,
-        "STATE_LEASE_SECONDS": "1",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "relay", "--env-file", "/nonexistent"], env=env, stderr=subprocess.DEVNULL)
+    proc, port = relay_process(fake, STATE_URL=shared_redis, STATE_PREFIX=prefix, STATE_LEASE_SECONDS="1")
     try:
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, port)
