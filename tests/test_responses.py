@@ -13,7 +13,19 @@ import aiohttp
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, API_KEY, AUTH, MODEL, Relay, RelayFactory, admin_call, continues, needs_redis, session_key
+from tests.conftest import (
+    ADMIN_KEY,
+    API_KEY,
+    AUTH,
+    MODEL,
+    RedisServer,
+    Relay,
+    RelayFactory,
+    admin_call,
+    continues,
+    needs_redis,
+    session_key,
+)
 
 WEATHER = {
     "type": "function",
@@ -233,6 +245,31 @@ async def test_previous_response_is_shared_between_replicas(make_relay: RelayFac
     first = await one.openai().responses.create(model=MODEL, input="My name is Ada.")
     await two.openai().responses.create(model=MODEL, input="Name?", previous_response_id=first.id)
     assert "My name is Ada." in fake.seen[-1] and continues(fake)  # the other replica continued the same chat
+
+
+@needs_redis
+async def test_kept_answers_keep_their_owner_over_replicas_and_an_outage(make_relay: RelayFactory, fake, tmp_path: Path) -> None:
+    script_all(fake, text="Noted.")
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        one = await make_relay(state_url=server.url, admin_key=ADMIN_KEY)
+        two = await make_relay(state_url=server.url, admin_key=ADMIN_KEY)
+        _, ada = await admin_call(one, "POST", "/v1/admin/keys", {"name": "ada"})
+        _, bob = await admin_call(one, "POST", "/v1/admin/keys", {"name": "bob"})
+        first = await one.openai(api_key=ada["key"]).responses.create(model=MODEL, input="My secret is 42.")
+        with pytest.raises(openai.NotFoundError):
+            await two.openai(api_key=bob["key"]).responses.create(model=MODEL, input="?", previous_response_id=first.id)
+        await two.openai(api_key=ada["key"]).responses.create(model=MODEL, input="Secret?", previous_response_id=first.id)
+        assert "My secret is 42." in fake.seen[-1]
+        server.stop()  # each replica keeps what it answers meanwhile, still under its owner
+        during = await one.openai(api_key=ada["key"]).responses.create(model=MODEL, input="Mine too: 7.")
+        with pytest.raises(openai.NotFoundError):
+            await one.openai(api_key=bob["key"]).responses.create(model=MODEL, input="?", previous_response_id=during.id)
+        await one.openai(api_key=ada["key"]).responses.create(model=MODEL, input="Which?", previous_response_id=during.id)
+        assert "Mine too: 7." in fake.seen[-1]
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(
