@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
 from tests.conftest import AUTH, HI, MODEL, Relay, RelayFactory, session_key
@@ -70,6 +71,13 @@ async def test_invalid_requests_name_the_field(relay: Relay, fake, body: dict[st
     status, answer, _ = await _post(relay, body)
     assert status == 400
     assert answer["error"]["message"].startswith(field)
+    assert not fake.calls_named("completion")
+
+
+async def test_too_many_stop_sequences_are_an_error_the_openai_sdk_reads(relay: Relay, fake) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await relay.openai().chat.completions.create(model=MODEL, messages=HI, stop=["s"] * 17)
+    assert info.value.param == "stop" and "at most 16" in info.value.message
     assert not fake.calls_named("completion")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from ..client_api import StopSequence, StopSequences
+from ..client_api import StopSequences
 
 
 class _Wire(BaseModel):
@@ -138,14 +138,18 @@ class ChatRequest(_Wire):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=1)
-    stop: StopSequence | StopSequences | None = None
+    stop: StopSequences | None = None
     tools: list[Tool | CustomTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     web_search_options: dict[str, Any] | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
 
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: object) -> object:
+        """OpenAI takes one stop sequence as a plain string."""
+        return [value] if isinstance(value, str) else value
+
     @property
     def stop_sequences(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [s for s in ([self.stop] if isinstance(self.stop, str) else self.stop) if s]
+        return [s for s in self.stop or [] if s]
