@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import RelayError
+from .jsontext import loads
 from .reply import Cite, Finish, ReplyEvent, StopCutter, Text, Thinking, ToolActivity, ToolCall, ToolOutcome, estimate_tokens
 
 BlockKind = Literal["text", "thinking", "tool_call", "server_tool_use", "server_tool_result"]
@@ -62,8 +63,8 @@ class _OpenCite:
 def activity_line(name: str, raw_input: str) -> str:
     """claude.ai's own tool use (web search, fetches, integrations) as one line of the answer."""
     try:
-        args = json.loads(raw_input) if raw_input.strip() else {}
-    except (ValueError, RecursionError):
+        args = loads(raw_input) if raw_input.strip() else {}
+    except ValueError:
         args = {}
     detail = next(
         (args[k] for k in ("query", "url", "location", "q") if isinstance(args, dict) and isinstance(args.get(k), str)), None

@@ -13,6 +13,7 @@ import orjson
 
 from ..conversation import OutputFormat, ToolSpec
 from ..errors import InvalidRequest, UpstreamError
+from ..jsontext import loads
 from ..reply import ToolCall
 from .cpu_limit import CpuLimitExceeded, cpu_limit
 
@@ -70,8 +71,8 @@ def extract(text: str) -> Any:
         candidates.append(text[start : end + 1])
     for candidate in candidates:
         try:
-            return json.loads(candidate)
-        except (ValueError, RecursionError):
+            return loads(candidate)
+        except ValueError:
             continue
     raise ValueError("the answer is not JSON")
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from loguru import logger
 
+from ..jsontext import loads
 from ..reply import Cite, Finish, LimitReached, QuotaSeen, ReplyEvent, Text, Thinking, ToolActivity, ToolCall, ToolOutcome
 from ..sse import SSEEvent, blocks
 from .drift import DRIFT, KNOWN_BLOCKS, KNOWN_DELTAS, KNOWN_EVENTS
@@ -50,8 +51,8 @@ def _results(content: Any) -> list[dict[str, str]]:
 def render_artifact(raw_input: str) -> str:
     """An artifact claude.ai made, as markdown: its content in a code block, never raw JSON."""
     try:
-        args = json.loads(raw_input) if raw_input.strip() else {}
-    except (ValueError, RecursionError):
+        args = loads(raw_input) if raw_input.strip() else {}
+    except ValueError:
         args = {}
     if not isinstance(args, dict):
         args = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping
@@ -12,6 +11,7 @@ from typing import Any
 
 from loguru import logger
 
+from ..jsontext import loads
 from .drift import DRIFT, KNOWN_ERRORS
 
 # Without a reset time in a 429 we still must not hammer the account; claude.ai windows are hours long.
@@ -85,8 +85,8 @@ class UpstreamFailure(Exception):
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+        return loads(body)
+    except ValueError:
         return None
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..conversation import ToolPlan, ToolSpec, parse_arguments
+from ..jsontext import loads
 from ..reply import BadCall, ReplyEvent, Text, ToolCall
 
 OPEN = "<tool_call>"
@@ -141,8 +142,8 @@ class ToolCallParser:
     def _parse(self, raw: str) -> ToolCall | BadCall | None:
         body = raw.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
         try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's json reads
+            doc = loads(body)
+        except ValueError:
             return None
         if not isinstance(doc, dict):
             return None

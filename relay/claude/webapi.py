@@ -5,12 +5,12 @@ Pure functions; the I/O lives in `client.py`, the stream's events are read in `e
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..jsontext import loads
 from ..reply import Window
 from .failures import Failure, UpstreamFailure, classify, org_flag_failure
 
@@ -94,8 +94,8 @@ def parse_windows(raw: Any, *, percent: bool = False) -> dict[str, Window]:
 def usage_windows(status: int, headers: dict[str, str], body: bytes) -> dict[str, Window]:
     """The windows of a /usage answer, or the classified failure."""
     try:
-        doc = json.loads(body) if status == 200 else None
-    except (ValueError, RecursionError):
+        doc = loads(body) if status == 200 else None
+    except ValueError:
         doc = None
     if not isinstance(doc, dict):
         raise classify(status if status >= 300 else 502, headers, body)
@@ -106,8 +106,8 @@ def choose_org(status: int, headers: dict[str, str], body: bytes) -> dict[str, A
     """The chat-capable organization with the most capabilities (its record as claude.ai gives it),
     or a classified failure."""
     try:
-        orgs = json.loads(body) if status == 200 else None
-    except (ValueError, RecursionError):
+        orgs = loads(body) if status == 200 else None
+    except ValueError:
         orgs = None
     if not isinstance(orgs, list):
         # An error object instead of a list means the cookie was refused, whatever the status said.
@@ -214,8 +214,8 @@ def completion_body(
 def uploaded_file_id(body: bytes) -> str:
     """The id an upload answer gives the file, to be listed in the completion's `files`."""
     try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
+        doc = loads(body)
+    except ValueError:
         doc = None
     file_id = (doc.get("file_uuid") or doc.get("uuid")) if isinstance(doc, dict) else None
     if not file_id:
