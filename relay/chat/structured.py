@@ -5,6 +5,7 @@ same chat; the validator's words tell the model what to fix."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -25,6 +26,9 @@ CHECK_CPU_SECONDS = 0.2
 # A schema's size in bytes, and the CPU time its own check may take (once per request).
 MAX_SCHEMA_BYTES = 256 * 1024
 SCHEMA_CPU_SECONDS = 0.5
+# Digests of schemas found valid, oldest first: checked once, not on every request.
+_CHECKED: dict[bytes, None] = {}
+MAX_CHECKED = 1024
 # What a valid answer is cut into for a streaming client, in characters.
 STREAM_PIECE = 64
 
@@ -52,11 +56,18 @@ def check_schema(schema: dict[str, Any] | None, field: str) -> None:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
-    if (size := len(orjson.dumps(schema))) > MAX_SCHEMA_BYTES:
-        raise InvalidRequest(f"{field}: the schema is {size} bytes; at most {MAX_SCHEMA_BYTES}", param=field)
+    text = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    if len(text) > MAX_SCHEMA_BYTES:
+        raise InvalidRequest(f"{field}: the schema is {len(text)} bytes; at most {MAX_SCHEMA_BYTES}", param=field)
+    digest = hashlib.sha256(text).digest()
+    if digest in _CHECKED:  # agents send the same tools with every turn; a check takes milliseconds
+        return
     try:
         with cpu_limit(SCHEMA_CPU_SECONDS):
             Draft202012Validator.check_schema(schema)
+        _CHECKED[digest] = None
+        if len(_CHECKED) > MAX_CHECKED:
+            del _CHECKED[next(iter(_CHECKED))]
     except SchemaError as exc:
         raise InvalidRequest(f"{field}: not a valid JSON Schema: {exc.message}", param=field) from None
     except (CpuLimitExceeded, RecursionError):
