@@ -95,6 +95,9 @@ async def test_a_hang_up_at_any_moment_is_499_and_cleans_up(
             await _hang_up(port, fake, moment)
             # The upstream stream ends (cut, or finished) and the chat is deleted, as for any hang-up.
             await eventually(lambda: fake.open_streams == 0 and len(fake.deleted) == 1 and not fake.conversations, timeout=10)
+            # Hung up before the answer started: the upstream transfer was cut then, not left to
+            # run (holding a connection) until claude.ai answered.
+            assert fake.left_before_answer == (moment == "before_headers")
             await eventually(lambda: any("POST /v1/chat/completions 499" in line for line in lines))
             async with aiohttp.ClientSession() as http, http.get(url + "/metrics", headers=AUTH) as r:
                 metrics = await r.text()

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from curl_cffi import CurlMime, CurlOpt
-from curl_cffi.requests import AsyncSession, Response
+from curl_cffi.requests import AsyncSession, Headers, Response
 from curl_cffi.requests.exceptions import RequestException, Timeout
 from loguru import logger
 
@@ -20,7 +20,7 @@ from ..config import Settings
 from ..reply import ReplyEvent, Window
 from ..sse import SSEDecoder
 from . import curl, webapi
-from .curl import CurlStream, body_chunks
+from .curl import CurlStream
 from .events import EventReader
 from .failures import Failure, UpstreamFailure, classify
 
@@ -186,7 +186,8 @@ class UpstreamClient:
                 )
         except RequestException as exc:
             raise _network_failure(exc) from exc
-        return CallResult(rsp.status_code, _headers(rsp), rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content)
+        body = rsp.content[:MAX_ERROR_BODY] if rsp.status_code >= 300 else rsp.content
+        return CallResult(rsp.status_code, _headers(rsp.headers), body)
 
     def for_key(self, key: str, *, guest: bool = False, proxy: str | None = None) -> AccountApi:
         """claude.ai calls with one cookie: a pooled account's (through its own proxy, if it has
@@ -212,33 +213,33 @@ class UpstreamClient:
         assert session is not None
         try:
             try:
-                rsp = await session.request("GET", url, stream=True)
+                stream = await CurlStream.open(session, "GET", url)
             except RequestException as exc:
                 raise FetchError(f"could not fetch it: {str(exc)[:160]}") from exc
-            return await self._read_public(url, rsp, max_bytes)
+            return await self._read_public(url, stream, max_bytes, self.config.read_timeout)
         finally:
             if pinned is not None:
                 await pinned.close()
 
     @staticmethod
-    async def _read_public(url: str, rsp: Response, max_bytes: int) -> tuple[str, bytes]:
+    async def _read_public(url: str, stream: CurlStream, max_bytes: int, idle: float) -> tuple[str, bytes]:
         try:
-            if 300 <= rsp.status_code < 400 and rsp.headers.get("location"):
-                raise Redirected(urljoin(url, rsp.headers["location"] or ""))
-            if rsp.status_code != 200:
-                raise FetchError(f"fetching it answered HTTP {rsp.status_code}")
+            if 300 <= stream.status < 400 and stream.headers.get("location"):
+                raise Redirected(urljoin(url, stream.headers["location"] or ""))
+            if stream.status != 200:
+                raise FetchError(f"fetching it answered HTTP {stream.status}")
             chunks: list[bytes] = []
             size = 0
-            async for chunk in body_chunks(rsp):
+            while chunk := await stream.read(idle):
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError(f"it is larger than {max_bytes} bytes")
                 chunks.append(chunk)
-            return rsp.headers.get("content-type", ""), b"".join(chunks)
+            return stream.headers.get("content-type") or "", b"".join(chunks)
         except RequestException as exc:
             raise FetchError(f"could not fetch it: {str(exc)[:160]}") from exc
         finally:
-            await CurlStream(rsp).abort()
+            stream.abort()
 
     async def close(self) -> None:
         sessions = [
@@ -251,37 +252,20 @@ class UpstreamClient:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
-async def _read_capped(rsp: Response) -> bytes:
+def _headers(headers: Headers) -> dict[str, str]:
+    return {k: v or "" for k, v in headers.items()}
+
+
+async def _read_capped(stream: CurlStream, idle: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in body_chunks(rsp):
+        while size < MAX_ERROR_BODY and (chunk := await stream.read(idle)):
             chunks.append(chunk)
             size += len(chunk)
-            if size >= MAX_ERROR_BODY:
-                break
-    except RequestException as exc:
-        logger.debug("error body cut short: {}", exc)
+    except (RequestException, TimeoutError) as exc:
+        logger.debug("error body cut short: {!r}", exc)
     return b"".join(chunks)[:MAX_ERROR_BODY]
-
-
-@asynccontextmanager
-async def _events(rsp: Response, idle: float) -> AsyncIterator[AsyncIterator[list[ReplyEvent]]]:
-    """The reply events of a completion response, or its classified failure; closes it after."""
-    stream = _EventStream(rsp, idle)
-    batches = stream.batches()
-    try:
-        if rsp.status_code != 200 or "text/event-stream" not in rsp.headers.get("content-type", ""):
-            raw = await _read_capped(rsp)
-            raise classify(rsp.status_code if rsp.status_code != 200 else 502, _headers(rsp), raw)
-        yield batches
-    finally:
-        await batches.aclose()
-        await stream.close()
-
-
-def _headers(rsp: Response) -> dict[str, str]:
-    return {k: v or "" for k, v in rsp.headers.items()}
 
 
 class _EventStream:
@@ -289,8 +273,8 @@ class _EventStream:
 
     __slots__ = ("curl", "idle", "reader")
 
-    def __init__(self, rsp: Response, idle: float) -> None:
-        self.curl = CurlStream(rsp)
+    def __init__(self, stream: CurlStream, idle: float) -> None:
+        self.curl = stream
         self.reader = EventReader()
         self.idle = idle
 
@@ -298,7 +282,7 @@ class _EventStream:
         decoder = SSEDecoder()
         reader = self.reader
         try:
-            async for chunk in self.curl.chunks(self.idle):
+            while chunk := await self.curl.read(self.idle):
                 if batch := reader.read(decoder.take(chunk)):
                     yield batch
         except RequestException as exc:
@@ -316,7 +300,7 @@ class _EventStream:
             # connection goes back to the pool instead of being torn down.
             await self.curl.finish(END_OF_BODY_WAIT)
         else:
-            await self.curl.abort()
+            self.curl.abort()
 
 
 class AccountApi:
@@ -389,12 +373,20 @@ class AccountApi:
             try:
                 # Until the answer starts: the connection, then READ_TIMEOUT of silence at most.
                 async with asyncio.timeout(config.connect_timeout + config.read_timeout):
-                    rsp = await session.request(
-                        "POST", config.base_url + webapi.completion_path(org, conv), json=body, headers=headers, stream=True
+                    stream = await CurlStream.open(
+                        session, "POST", config.base_url + webapi.completion_path(org, conv), json=body, headers=headers
                     )
             except RequestException as exc:
                 raise _network_failure(exc) from exc
             except TimeoutError:
                 raise UpstreamFailure(Failure.TIMEOUT, "claude.ai did not start answering in time (READ_TIMEOUT)") from None
-            async with _events(rsp, config.read_timeout) as batches:
+            events = _EventStream(stream, config.read_timeout)
+            batches = events.batches()
+            try:
+                if stream.status != 200 or "text/event-stream" not in (stream.headers.get("content-type") or ""):
+                    raw = await _read_capped(stream, config.read_timeout)
+                    raise classify(stream.status if stream.status != 200 else 502, _headers(stream.headers), raw)
                 yield batches
+            finally:
+                await batches.aclose()
+                await events.close()

@@ -1,36 +1,49 @@
 """The one place that reaches past curl_cffi's public API.
 
-curl_cffi's streamed responses offer no way to abort a transfer at once (its `aclose()` waits for
-the upstream to finish) nor to take several queued network reads in one step, and every handle
-carries a 128 KB WebSocket buffer. relay needs all three, so it uses these private attributes,
-and only here; `missing_internals()` is checked by a test so a curl_cffi upgrade that moves them
-fails loudly instead of leaking connections.
+A streamed curl_cffi response keeps an asyncio.Queue, three asyncio.Events and a task for each
+transfer, about 8 KB per open stream, and every network read goes through the queue and wakes its
+getter; it also cannot be aborted at once (`aclose()` waits for the upstream to finish). relay
+runs its streamed transfers on curl_cffi's own parts instead (the session's handle pool, option
+setter, response parser and curl_multi), and shrinks the 128 KB WebSocket buffer every handle
+carries. `missing_internals()` is checked at start and by a test, so a curl_cffi upgrade that
+moves these parts fails loudly instead of leaking connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-from collections.abc import AsyncIterator
+import inspect
+from contextlib import suppress
+from io import BytesIO
+from typing import Any
 
-from curl_cffi import Curl
-from curl_cffi.requests import Response
-from curl_cffi.requests.streams import STREAM_END
+from curl_cffi import Curl, CurlError, CurlOpt
+from curl_cffi.requests import AsyncSession, Headers, Response
+from curl_cffi.requests.exceptions import code2error
+from curl_cffi.requests.session import HttpMethod
+from curl_cffi.requests.utils import set_curl_options
 
 from ..config import ConfigError
 
-# Queued network reads joined into one chunk at most; bounds the buffer one stream holds at once.
-MAX_COALESCED = 64 * 1024
 # relay never opens WebSockets; curl_cffi zero-fills this buffer for every handle it creates.
 WS_BUFFER_BYTES = 64
-_RESPONSE_INTERNALS = ("astream_task", "quit_now", "queue")
+# What curl_cffi's own requests send; a browser sends the same.
+ACCEPT_ENCODING = "gzip, deflate, br"
+_SESSION_PARTS = ("pop_curl", "release_curl", "_parse_response", "acurl")
+_OPTION_NAMES = (
+    *("params_list", "base_url", "json", "headers_list", "cookies_list", "auth", "timeout", "allow_redirects"),
+    *("max_redirects", "proxies_list", "proxy_auth", "verify_list", "accept_encoding", "impersonate", "ja3"),
+    *("akamai", "perk", "extra_fp", "default_headers", "http_version", "interface", "doh_url", "cert", "curl_options"),
+)
 
 
 def missing_internals() -> list[str]:
     """The private names this module relies on that the installed curl_cffi lacks."""
     missing = [] if hasattr(Curl, "_WS_RECV_BUFFER_SIZE") else ["Curl._WS_RECV_BUFFER_SIZE"]
-    probe = Response()
-    return missing + [f"Response.{name}" for name in _RESPONSE_INTERNALS if not hasattr(probe, name)]
+    missing += [f"AsyncSession.{name}" for name in _SESSION_PARTS if not hasattr(AsyncSession, name)]
+    accepted = inspect.signature(set_curl_options).parameters
+    return missing + [f"set_curl_options({name}=)" for name in _OPTION_NAMES if name not in accepted]
 
 
 def require_internals() -> None:
@@ -47,62 +60,161 @@ def shrink_ws_buffer() -> None:
         Curl._WS_RECV_BUFFER_SIZE = WS_BUFFER_BYTES
 
 
-def body_chunks(rsp: Response) -> AsyncIterator[bytes]:
-    """A streamed response's body, as curl_cffi's (untyped) `aiter_content` gives it."""
-    chunks: AsyncIterator[bytes] = rsp.aiter_content()  # type: ignore[no-untyped-call]
-    return chunks
+def _request_error(exc: BaseException) -> BaseException:
+    """curl's error as the RequestException subclass curl_cffi's own requests raise for it."""
+    if isinstance(exc, CurlError):
+        error: type[BaseException] = code2error(exc.code, str(exc))  # type: ignore[arg-type]
+        return error(str(exc), exc.code)
+    return exc
 
 
 class CurlStream:
-    """A streamed curl_cffi response: its body in coalesced chunks, and an abort that is immediate."""
+    """One streamed transfer: status and headers once the body starts, then the body in chunks.
 
-    __slots__ = ("rsp",)
+    curl hands each network read to `write` (its write callback); what arrived while the reader
+    was busy comes out as one chunk, so under load one decode pass and one client write cover
+    many reads. Every exit path gives the handle back to the session's pool exactly once.
+    """
 
-    def __init__(self, rsp: Response) -> None:
-        self.rsp = rsp
+    __slots__ = ("_curl", "_deadline", "_done", "_error", "_loop", "_parts", "_session", "_timer", "_waiter", "headers", "status")
 
-    async def chunks(self, idle: float) -> AsyncIterator[bytes]:
-        """The body like aiter_content, but what curl has already queued comes as one chunk: under
-        load that means one decode pass and one client write for many network reads.
+    def __init__(self, session: AsyncSession[Response], curl: Curl) -> None:
+        self._session = session
+        self._curl: Curl | None = curl
+        self._loop = asyncio.get_running_loop()
+        self._parts: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._done = False
+        self._error: BaseException | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.status = 0
+        self.headers = Headers()
 
-        Raises TimeoutError after `idle` seconds without data (curl's own low-speed check averages
-        over several seconds, so it notices a stall mid-answer late)."""
-        queue = self.rsp.queue
-        assert queue is not None
-        while True:
-            async with asyncio.timeout(idle):
-                item = await queue.get()
-            parts: list[bytes] = []
-            size = 0
-            while isinstance(item, bytes):
-                parts.append(item)
-                size += len(item)
-                if queue.empty() or size >= MAX_COALESCED:
-                    break
-                item = queue.get_nowait()
-            if parts:
-                yield b"".join(parts)
-            if item is STREAM_END:
-                return
-            if isinstance(item, BaseException):
-                raise item
+    @classmethod
+    async def open(
+        cls,
+        session: AsyncSession[Response],
+        method: HttpMethod,
+        url: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> CurlStream:
+        """Start the transfer; returns once the body starts (or the transfer ended without one).
+        curl's failures raise curl_cffi's RequestException subclasses."""
+        curl = await session.pop_curl()
+        stream = cls(session, curl)
+        try:
+            header_buffer = stream._configure(method, url, json, headers)
+            session.acurl.add_handle(curl).add_done_callback(stream._ended)
+        except BaseException:
+            session.release_curl(curl)
+            raise
+        try:
+            while not stream._parts and not stream._done:
+                await stream._wait()
+            if not stream._parts and stream._error is not None:
+                raise stream._error
+            rsp = session._parse_response(curl, BytesIO(), header_buffer, "utf-8", False)
+        except BaseException:
+            stream.abort()
+            raise
+        stream.status, stream.headers = rsp.status_code, rsp.headers
+        if stream._done:
+            stream._release()
+        return stream
+
+    def _configure(self, method: HttpMethod, url: str, json: Any, headers: dict[str, str] | None) -> BytesIO:
+        s, curl = self._session, self._curl
+        assert curl is not None
+        # Set up as a buffered request, then the body goes to `write` instead of the buffer.
+        _, _, header_buffer, *_ = set_curl_options(
+            curl, method, url, params_list=[s.params, None], base_url=s.base_url, json=json,
+            headers_list=[s.headers, headers], cookies_list=[s.cookies, None], auth=s.auth, timeout=s.timeout,
+            allow_redirects=s.allow_redirects, max_redirects=s.max_redirects, proxies_list=[s.proxies, None],
+            proxy_auth=s.proxy_auth, verify_list=[s.verify, None], accept_encoding=ACCEPT_ENCODING,
+            impersonate=s.impersonate, ja3=s.ja3, akamai=s.akamai, perk=s.perk, extra_fp=s.extra_fp,
+            default_headers=s.default_headers, http_version=s.http_version, interface=s.interface,
+            doh_url=s.doh_url, cert=s.cert, curl_options=s.curl_options,
+        )  # fmt: skip
+        curl.setopt(CurlOpt.WRITEDATA, self)
+        buffer: BytesIO = header_buffer
+        return buffer
+
+    def write(self, chunk: bytes) -> None:
+        """curl's write callback: one network read of the body."""
+        self._parts.append(chunk)
+        self._wake()
+
+    def _ended(self, future: asyncio.Future[None]) -> None:
+        self._done = True
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            self._error = _request_error(exc)
+        if self.status:
+            self._release()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    async def read(self, idle: float) -> bytes:
+        """The body's next chunk, b"" at its end. Raises TimeoutError after `idle` seconds of waiting
+        without data (curl's own low-speed check averages over several seconds, so it notices a
+        stall mid-answer late)."""
+        while not (parts := self._parts):
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._deadline = self._loop.time() + idle
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._deadline, self._check_idle)
+            await self._wait()
+            if self._deadline == 0.0:
+                raise TimeoutError
+        self._parts = []
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _check_idle(self) -> None:
+        """One timer per stream, re-armed only when it fires: no timer churn per network read."""
+        self._timer = None
+        if self._waiter is None:
+            return  # not waiting for the upstream; the next wait arms it again
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._check_idle)
+            return
+        self._deadline = 0.0
+        self._wake()
 
     async def finish(self, wait: float) -> None:
         """Let the end of the body arrive (so the connection goes back to the pool), then abort."""
-        task = self._task()
-        if task is not None and not task.done():
-            await asyncio.wait([task], timeout=wait)
-        await self.abort()
+        with suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                while not self._done:
+                    self._parts.clear()
+                    await self._wait()
+        self.abort()
 
-    async def abort(self) -> None:
-        """Stop the transfer now; cancelling it removes the handle from curl's multi and closes the connection."""
-        task = self._task()
-        if task is None or task.done():
-            return
-        if self.rsp.quit_now is not None:
-            self.rsp.quit_now.set()
-        task.cancel()
-        await asyncio.wait([task])
+    def abort(self) -> None:
+        """Stop the transfer now: taking the handle out of curl's multi closes its connection."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._release()
 
-    def _task(self) -> asyncio.Task[None] | None:
-        return self.rsp.astream_task  # type: ignore[return-value]
+    def _release(self) -> None:
+        curl, self._curl = self._curl, None
+        if curl is not None:
+            self._session.release_curl(curl)

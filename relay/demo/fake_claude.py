@@ -58,6 +58,7 @@ class FakeClaude:
         self.open_streams = 0
         self.seen: list[str] = []  # the whole conversation the model read, per completion
         self.hanging = 0  # "hang" completions whose caller still holds the connection
+        self.left_before_answer = 0  # held completions whose caller had closed the connection
         # Quota windows per sessionKey, growing with every answer; they reset at fixed times.
         self.windows: dict[str, dict[str, float]] = {}
         now = time.time()
@@ -271,20 +272,10 @@ class FakeClaude:
             return web.Response(status=500)
         if (refusal := _refusal(body, behavior)) is not None:
             return refusal
-        if behavior.hold_start is not None:
-            await behavior.hold_start.wait()
-        if behavior.accept_delay:
-            # Like claude.ai, the chat is created even if the caller has gone meanwhile.
-            await asyncio.sleep(behavior.accept_delay)
-        if behavior.mode == "reset" and request.transport is not None:
-            request.transport.abort()
-            return web.Response(status=500)
-        conv = self._conversation(request, body)
-        if conv is None:
-            if body.get("create_conversation_params") and self.inline_refusal != 404:
-                message = "create_conversation_params: Extra inputs are not permitted"
-                return _error(self.inline_refusal, "invalid_request_error", message)
-            return _error(404, "not_found_error", "Conversation not found")
+        # Like claude.ai, the chat is created even if the caller hangs up while it waits.
+        conv = await asyncio.shield(self._accept(request, body, behavior))
+        if isinstance(conv, web.Response):
+            return conv
         thinking = conv["settings"].get("paprika_mode") == "extended"
         turn = take_turn(conv["messages"], body, self.max_conversation_chars)
         if isinstance(turn, web.Response):
@@ -306,6 +297,24 @@ class FakeClaude:
             self.open_streams -= 1
             self.stream_closed.set()
         return resp
+
+    async def _accept(self, request: web.Request, body: dict[str, Any], behavior: Behavior) -> dict[str, Any] | web.Response:
+        if behavior.hold_start is not None:
+            await behavior.hold_start.wait()
+            if request.transport is None or request.transport.is_closing():
+                self.left_before_answer += 1
+        if behavior.accept_delay:
+            await asyncio.sleep(behavior.accept_delay)
+        if behavior.mode == "reset" and request.transport is not None:
+            request.transport.abort()
+            return web.Response(status=500)
+        conv = self._conversation(request, body)
+        if conv is None:
+            if body.get("create_conversation_params") and self.inline_refusal != 404:
+                message = "create_conversation_params: Extra inputs are not permitted"
+                return _error(self.inline_refusal, "invalid_request_error", message)
+            return _error(404, "not_found_error", "Conversation not found")
+        return conv
 
     def _conversation(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any] | None:
         """The completion's chat: known, or created now from `create_conversation_params`."""
