@@ -47,6 +47,7 @@ def upstream_client(settings: Settings) -> UpstreamClient:
     """The client the settings describe, once curl_cffi is known to have what relay relies on."""
     curl.require_internals()
     curl.shrink_ws_buffer()
+    curl.map_send_buffers()
     return UpstreamClient(
         UpstreamConfig(
             base_url=settings.claude_base_url,
@@ -121,8 +122,8 @@ class UpstreamClient:
                 # nothing for a second longer.
                 CurlOpt.LOW_SPEED_LIMIT: 1,
                 CurlOpt.LOW_SPEED_TIME: math.ceil(self.config.read_timeout) + 1,
-                # libcurl's default 64 KB upload buffer per handle is far more than a chat request needs.
-                CurlOpt.UPLOAD_BUFFERSIZE: 16 * 1024,
+                # Half libcurl's default, and mapped so that only what a request fills is resident.
+                CurlOpt.UPLOAD_BUFFERSIZE: curl.SEND_BUFFER_BYTES,
                 **(extra or {}),
             },
         )
