@@ -37,7 +37,8 @@ SEND_BUFFER_BYTES = 32 * 1024
 # most) stay on the heap.
 MMAP_THRESHOLD = 24 * 1024
 _M_MMAP_THRESHOLD = -3
-# What curl_cffi's own requests send; a browser sends the same.
+# What curl_cffi's own requests pass: the encodings curl decodes (the header itself is the
+# impersonated browser's).
 ACCEPT_ENCODING = "gzip, deflate, br"
 _SESSION_PARTS = ("pop_curl", "release_curl", "_parse_response", "acurl")
 _OPTION_NAMES = (
@@ -87,9 +88,9 @@ def _request_error(exc: BaseException) -> BaseException:
 class CurlStream:
     """One streamed transfer: status and headers once the body starts, then the body in chunks.
 
-    curl hands each network read to `write` (its write callback); what arrived while the reader
-    was busy comes out as one chunk, so under load one decode pass and one client write cover
-    many reads. Every exit path gives the handle back to the session's pool exactly once.
+    curl hands each piece of the body (an HTTP/1.1 chunk, an HTTP/2 frame) to `write`, its write
+    callback; what arrived while the reader was busy comes out as one chunk, so under load one
+    decode pass and one client write cover many pieces. Every exit path gives the handle back to the session's pool exactly once.
     """
 
     __slots__ = ("_curl", "_deadline", "_done", "_error", "_loop", "_parts", "_session", "_timer", "_waiter", "headers", "status")
@@ -159,7 +160,7 @@ class CurlStream:
         return buffer
 
     def write(self, chunk: bytes) -> None:
-        """curl's write callback: one network read of the body."""
+        """curl's write callback: one piece of the body."""
         self._parts.append(chunk)
         self._wake()
 

@@ -299,6 +299,8 @@ class FakeClaude:
         return resp
 
     async def _accept(self, request: web.Request, body: dict[str, Any], behavior: Behavior) -> dict[str, Any] | web.Response:
+        """The completion's chat once claude.ai takes the request on (after any scripted hold or
+        delay), or its refusal."""
         if behavior.hold_start is not None:
             await behavior.hold_start.wait()
             if request.transport is None or request.transport.is_closing():
