@@ -344,7 +344,7 @@ async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-async def main(quick: bool, only: list[int], event_loop: str) -> int:
+async def main(quick: bool, only: list[int], event_loop: str, read_interval: str | None) -> int:
     fake_port, relay_port = _free_port(), _free_port()
     fake_url, relay_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{relay_port}"
     fake = subprocess.Popen([sys.executable, "-m", "relay.demo", "--port", str(fake_port)], cwd=ROOT)
@@ -356,6 +356,7 @@ async def main(quick: bool, only: list[int], event_loop: str) -> int:
         "PORT": str(relay_port),
         "UPSTREAM_MAX_CONNECTIONS": "400",
         "EVENT_LOOP": event_loop,
+        **({"UPSTREAM_READ_INTERVAL": read_interval} if read_interval is not None else {}),
     }
     relay = subprocess.Popen(
         [sys.executable, "-m", "relay", "--env-file", "/nonexistent"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
@@ -413,5 +414,6 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer requests; does not rewrite RESULTS.md")
     parser.add_argument("--only", type=int, action="append", default=[], help="run only this section (repeatable)")
     parser.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"], help="the relay's EVENT_LOOP")
+    parser.add_argument("--read-interval", help="the relay's UPSTREAM_READ_INTERVAL (0: every read at once)")
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(main(args.quick, args.only, args.event_loop)))
+    raise SystemExit(asyncio.run(main(args.quick, args.only, args.event_loop, args.read_interval)))

@@ -202,6 +202,8 @@ class Settings(BaseSettings):
     # Filled from the numbered FALLBACK_API_*_n variables by load_settings.
     fallbacks: Annotated[tuple[Fallback, ...], NoDecode] = ()
     upstream_max_connections: int = Field(default=64, ge=1, le=1024)
+    # Seconds: upstream reads are handled at most this often while answers stream fast (0: at every read).
+    upstream_read_interval: float = Field(default=0.001, ge=0, le=0.1)
     # auto: uvloop when it is installed (pip install 'relay[speed]'; the image has it), else asyncio's.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from relay.demo import org_for
-from tests.conftest import API_KEY, Relay, RelayFactory, eventually, session_key
+from tests.conftest import API_KEY, Relay, RelayFactory, eventually, relay_process, session_key, wait_healthy
 
 HI = [{"role": "user", "content": "hi there"}]
 
@@ -56,6 +56,28 @@ async def test_an_upstream_that_flushes_every_event_and_ping_on_its_own(relay: R
     text = "".join([c.choices[0].delta.content or "" async for c in stream])
     whole = await client.chat.completions.create(model="claude-sonnet-4-6", messages=HI)
     assert text == whole.choices[0].message.content and len(text.split()) == 260
+
+
+@pytest.mark.parametrize("interval", ["0.05", "0"])
+async def test_events_that_come_fast_are_read_together(fake, interval: str) -> None:  # type: ignore[no-untyped-def]
+    """claude.ai flushes each event; relay handles its reads at most every UPSTREAM_READ_INTERVAL
+    while they come faster, so one wake-up relays many events (one chunk), and none is lost."""
+    fake.chunks, fake.chunk_delay = 300, 0.002  # one event every 2 ms, each in its own write
+    proc, port = relay_process(fake, UPSTREAM_READ_INTERVAL=interval)  # its own loop, which may rest
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, port)
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0)
+        stream = await client.chat.completions.create(model="claude-sonnet-4-6", messages=HI, stream=True)
+        pieces = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
+        await client.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert "".join(pieces) == "".join(f"token{n} " for n in range(300))
+    # The first 32 events one by one (a stream's start is never held), then 0.5 s of events in a
+    # dozen rests; without rests about one chunk per event.
+    assert len(pieces) <= 80 if interval != "0" else len(pieces) >= 150, len(pieces)
 
 
 async def test_stream_wire_format_ends_with_one_done_and_usage(relay: Relay, fake) -> None:

@@ -23,6 +23,7 @@ from . import curl, webapi
 from .curl import CurlStream
 from .events import EventReader
 from .failures import Failure, UpstreamFailure, classify
+from .pacing import ReadPacer
 
 # Impersonate the newest Chrome profile curl_cffi ships; claude.ai sits behind Cloudflare.
 IMPERSONATE = "chrome"
@@ -39,6 +40,8 @@ class UpstreamConfig:
     connect_timeout: float
     read_timeout: float
     max_connections: int
+    # How often, at most, upstream reads are handled while answers stream fast (0: at every read).
+    read_interval: float = 0.0
     # Sessions for callers' own keys (mirror mode) are kept in a bounded LRU.
     max_guest_sessions: int = 32
 
@@ -55,6 +58,7 @@ def upstream_client(settings: Settings) -> UpstreamClient:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             max_connections=settings.upstream_max_connections,
+            read_interval=settings.upstream_read_interval,
         )
     )
 
@@ -102,6 +106,7 @@ class UpstreamClient:
         self._guests: OrderedDict[str, _Guest] = OrderedDict()
         self._headers = webapi.base_headers(config.base_url)
         self._public: AsyncSession[Response] | None = None
+        self._pacer = ReadPacer(config.read_interval)
 
     def _new_session(self, extra: dict[CurlOpt, Any] | None = None, proxy: str | None = None) -> AsyncSession[Response]:
         return AsyncSession(
@@ -124,6 +129,9 @@ class UpstreamClient:
                 CurlOpt.LOW_SPEED_TIME: math.ceil(self.config.read_timeout) + 1,
                 # Half libcurl's default, and mapped so that only what a request fills is resident.
                 CurlOpt.UPLOAD_BUFFERSIZE: curl.SEND_BUFFER_BYTES,
+                # Else curl swaps the SIGPIPE handler at every socket action (two system calls per
+                # read); Python ignores SIGPIPE, and the threaded resolver times out without signals.
+                CurlOpt.NOSIGNAL: 1,
                 **(extra or {}),
             },
         )
@@ -374,9 +382,8 @@ class AccountApi:
             try:
                 # Until the answer starts: the connection, then READ_TIMEOUT of silence at most.
                 async with asyncio.timeout(config.connect_timeout + config.read_timeout):
-                    stream = await CurlStream.open(
-                        session, "POST", config.base_url + webapi.completion_path(org, conv), json=body, headers=headers
-                    )
+                    url = config.base_url + webapi.completion_path(org, conv)
+                    stream = await CurlStream.open(session, "POST", url, json=body, headers=headers, pacer=client._pacer)
             except RequestException as exc:
                 raise _network_failure(exc) from exc
             except TimeoutError:

@@ -26,6 +26,7 @@ from curl_cffi.requests.session import HttpMethod
 from curl_cffi.requests.utils import set_curl_options
 
 from ..config import ConfigError
+from .pacing import UNPACED_PIECES, ReadPacer
 
 # relay never opens WebSockets; curl_cffi zero-fills this buffer for every handle it creates.
 WS_BUFFER_BYTES = 64
@@ -93,11 +94,16 @@ class CurlStream:
     decode pass and one client write cover many pieces. Every exit path gives the handle back to the session's pool exactly once.
     """
 
-    __slots__ = ("_curl", "_deadline", "_done", "_error", "_loop", "_parts", "_session", "_timer", "_waiter", "headers", "status")
+    __slots__ = (
+        *("_curl", "_deadline", "_done", "_error", "_loop", "_pacer", "_parts", "_session", "_timer", "_waiter"),
+        *("_unpaced", "headers", "status"),
+    )
 
-    def __init__(self, session: AsyncSession[Response], curl: Curl) -> None:
+    def __init__(self, session: AsyncSession[Response], curl: Curl, pacer: ReadPacer | None) -> None:
         self._session = session
         self._curl: Curl | None = curl
+        self._pacer = pacer
+        self._unpaced = UNPACED_PIECES
         self._loop = asyncio.get_running_loop()
         self._parts: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -117,11 +123,13 @@ class CurlStream:
         *,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        pacer: ReadPacer | None = None,
     ) -> CurlStream:
         """Start the transfer; returns once the body starts (or the transfer ended without one).
-        curl's failures raise curl_cffi's RequestException subclasses."""
+        curl's failures raise curl_cffi's RequestException subclasses. `pacer` is told of the body's
+        pieces once it is long."""
         curl = await session.pop_curl()
-        stream = cls(session, curl)
+        stream = cls(session, curl, pacer)
         try:
             header_buffer = stream._configure(method, url, json, headers)
             session.acurl.add_handle(curl).add_done_callback(stream._ended)
@@ -163,6 +171,11 @@ class CurlStream:
         """curl's write callback: one piece of the body."""
         self._parts.append(chunk)
         self._wake()
+        if self._pacer is not None:
+            if self._unpaced:
+                self._unpaced -= 1
+            else:
+                self._pacer.note()
 
     def _ended(self, future: asyncio.Future[None]) -> None:
         self._done = True
