@@ -304,7 +304,8 @@ async def cpu(b: Bench, pids: tuple[int, int], rows: list[str], checks: list[tup
     await asyncio.sleep(2)  # let earlier phases' background deletes finish
     rows.append(f"\n### 6. CPU per relayed event ({words}-chunk answers, median of {rounds} rounds)\n")
     rows.append("Events are the answer's text deltas as claude.ai sends them; the relay may join deltas that")
-    rows.append("arrive in one network read into one client frame.\n")
+    rows.append("arrive in one network read, or while they come fast within UPSTREAM_READ_INTERVAL, into one")
+    rows.append("client frame.\n")
     rows.append(
         "| upstream writes | streams | events per round | relay CPU ms / 1k events | fake CPU ms / 1k events | relay / fake |"
     )
