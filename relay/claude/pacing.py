@@ -1,11 +1,12 @@
 """Upstream reads gathered while answers stream fast.
 
-claude.ai flushes every event on its own. A relay that wakes for each one spends most of its CPU
-waking (the event loop's poll, one network read and one client write per event, and on a virtual
-machine the cost of being woken at all); measured on two cores with 40 streams, it spent 2.5 times
-the CPU per event of a relay that found a dozen events waiting at each wake-up. So while data keeps
-arriving, the loop handles its upstream reads at most once per interval and rests in between:
-everything that arrived meanwhile is read, decoded and written to clients in one pass.
+claude.ai flushes every event on its own, so a relay that keeps up wakes for every few events and
+spends most of its CPU waking (the event loop's poll, a network read and a client write per
+wake-up, and on a virtual machine the cost of being woken at all). Measured on two cores with 40
+streams: with a core to itself the relay woke for every 14 events and spent 2.5 times the CPU per
+event it spent when it shared a core with the upstream and found about 60 waiting. So while data
+keeps arriving, the loop handles its upstream reads at most once per interval and rests in
+between: everything that arrived meanwhile is read, decoded and written to clients in one pass.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-# A stream's first pieces never make the loop rest: its first frame, and a short answer whole, go
-# out as soon as they arrive (only a long, fast answer is worth gathering).
+# A stream's first pieces never make the loop rest (only a long, fast answer is worth gathering):
+# a lone stream's first frame, and a short answer whole, go out as soon as they arrive.
 UNPACED_PIECES = 32
 
 
 class ReadPacer:
-    """One per event loop, told of every piece of a long upstream body (curl's write callback).
+    """One per upstream client, told of every piece of a long upstream body (curl's write callback).
 
     When data keeps coming sooner than `interval` after the loop last rested (two rounds of reads
     in a row), the loop sleeps for the rest of the interval, once per round, after the frames the
