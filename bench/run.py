@@ -345,23 +345,45 @@ async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-async def main(quick: bool, only: list[int], event_loop: str, read_interval: str | None) -> int:
-    fake_port, relay_port = _free_port(), _free_port()
-    fake_url, relay_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{relay_port}"
-    fake = subprocess.Popen([sys.executable, "-m", "relay.demo", "--port", str(fake_port)], cwd=ROOT)
+def _start_relay(fake_url: str, port: int, event_loop: str, read_interval: str | None) -> subprocess.Popen[bytes]:
+    """The relay as users run it, four accounts on the fake; only the bench's own settings passed."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG", "PYTHONPATH")},
         "SESSIONS": ",".join(f"{k}:{org_for(k)}" for k in ACCOUNTS),
         "APIKEY": API_KEY,
         "CLAUDE_BASE_URL": fake_url,
-        "PORT": str(relay_port),
+        "PORT": str(port),
         "UPSTREAM_MAX_CONNECTIONS": "400",
         "EVENT_LOOP": event_loop,
         **({"UPSTREAM_READ_INTERVAL": read_interval} if read_interval is not None else {}),
     }
-    relay = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "relay", "--env-file", "/nonexistent"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
     )
+
+
+def _report(rows: list[str], checks: list[tuple[str, bool]], event_loop: str) -> str:
+    processor = platform.processor() or platform.machine()
+    loop = event_loop if event_loop != "auto" else ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+    machine = f"{os.cpu_count()} cores, {processor}, Python {platform.python_version()}, {platform.system()}, relay on {loop}"
+    report = [
+        "# Benchmark results",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine}; fake upstream, relay and load",
+        "generator are three processes sharing the machine. Regenerate with `python -m bench.run`.",
+        *rows,
+        "\n### Targets\n",
+        *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks],
+        "",
+    ]
+    return "\n".join(report)
+
+
+async def main(quick: bool, only: list[int], event_loop: str, read_interval: str | None) -> int:
+    fake_port, relay_port = _free_port(), _free_port()
+    fake_url, relay_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{relay_port}"
+    fake = subprocess.Popen([sys.executable, "-m", "relay.demo", "--port", str(fake_port)], cwd=ROOT)
+    relay = _start_relay(fake_url, relay_port, event_loop, read_interval)
     rows: list[str] = []
     checks: list[tuple[str, bool]] = []
     try:
@@ -390,20 +412,7 @@ async def main(quick: bool, only: list[int], event_loop: str, read_interval: str
         for proc in (relay, fake):
             proc.terminate()
             proc.wait(timeout=30)
-    processor = platform.processor() or platform.machine()
-    loop = event_loop if event_loop != "auto" else ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
-    machine = f"{os.cpu_count()} cores, {processor}, Python {platform.python_version()}, {platform.system()}, relay on {loop}"
-    report = [
-        "# Benchmark results",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine}; fake upstream, relay and load",
-        "generator are three processes sharing the machine. Regenerate with `python -m bench.run`.",
-        *rows,
-        "\n### Targets\n",
-        *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks],
-        "",
-    ]
-    text = "\n".join(report)
+    text = _report(rows, checks, event_loop)
     print(text)
     if not quick and not only:
         (ROOT / "bench" / "RESULTS.md").write_text(text)

@@ -75,8 +75,8 @@ async def test_events_that_come_fast_are_read_together(fake, interval: str) -> N
         proc.kill()
         proc.wait(timeout=10)
     assert "".join(pieces) == "".join(f"token{n} " for n in range(300))
-    # The first 32 events one by one (a stream's start is never held), then 0.5 s of events in a
-    # dozen rests; without rests about one chunk per event.
+    # The first 32 events one by one (a stream's first events never make relay rest), then 0.5 s
+    # of events in a dozen rests; without rests about one chunk per event.
     assert len(pieces) <= 80 if interval != "0" else len(pieces) >= 150, len(pieces)
 
 

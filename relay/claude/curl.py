@@ -91,7 +91,8 @@ class CurlStream:
 
     curl hands each piece of the body (an HTTP/1.1 chunk, an HTTP/2 frame) to `write`, its write
     callback; what arrived while the reader was busy comes out as one chunk, so under load one
-    decode pass and one client write cover many pieces. Every exit path gives the handle back to the session's pool exactly once.
+    decode pass and one client write cover many pieces. Every exit path gives the handle back to
+    the session's pool exactly once.
     """
 
     __slots__ = (
